@@ -1,0 +1,53 @@
+"""Shared fixtures: nnU-Net folders in a temporary directory, and the installed command-line tools."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class NnUNetFolders:
+    raw: Path
+    preprocessed: Path
+    results: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The process environment for a subprocess that uses these folders."""
+        env = dict(os.environ)
+        env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.preprocessed),
+                   nnUNet_results=str(self.results), nnUNet_n_proc_DA="0", OMP_NUM_THREADS="1",
+                   nnUNet_def_n_proc="1")
+        env.update(extra)
+        return env
+
+
+@pytest.fixture
+def nnunet_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NnUNetFolders:
+    """Empty nnUNet_raw / nnUNet_preprocessed / nnUNet_results, also set in this process's environment."""
+    folders = NnUNetFolders(tmp_path / "nnUNet_raw", tmp_path / "nnUNet_preprocessed", tmp_path / "nnUNet_results")
+    for name, path in (("nnUNet_raw", folders.raw), ("nnUNet_preprocessed", folders.preprocessed),
+                       ("nnUNet_results", folders.results)):
+        path.mkdir()
+        monkeypatch.setenv(name, str(path))
+    return folders
+
+
+def run_command(args: list[str], env: dict[str, str] | None = None, check: bool = True,
+                timeout: float = 1800, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Runs an installed console command (looked up beside this Python) and captures its output.
+    On an unexpected exit status the assertion message carries the command's output."""
+    executable = BIN / args[0]
+    command = [str(executable) if executable.exists() else args[0], *args[1:]]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if check:
+        assert result.returncode == 0, (
+            f"{' '.join(command)} exited {result.returncode}\n--- stdout ---\n{result.stdout[-6000:]}"
+            f"\n--- stderr ---\n{result.stderr[-6000:]}")
+    return result
