@@ -19,11 +19,11 @@ class NnUNetFolders:
     results: Path
 
     def env(self, **extra: str) -> dict[str, str]:
-        """The process environment for a subprocess that uses these folders."""
+        """The process environment for a subprocess that uses these folders. (nnUNet_n_proc_DA=0, data
+        augmentation in the main process, suits training but breaks planning: pass it only to training.)"""
         env = dict(os.environ)
         env.update(nnUNet_raw=str(self.raw), nnUNet_preprocessed=str(self.preprocessed),
-                   nnUNet_results=str(self.results), nnUNet_n_proc_DA="0", OMP_NUM_THREADS="1",
-                   nnUNet_def_n_proc="1")
+                   nnUNet_results=str(self.results), nnUNet_def_n_proc="1")
         env.update(extra)
         return env
 

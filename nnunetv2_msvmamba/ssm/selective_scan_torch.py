@@ -9,8 +9,9 @@ Same contract as `mamba_ssm.ops.selective_scan_interface.selective_scan_fn` (rea
     out = y * silu(z)                                             (when z is given)
 
 Autograd through a Python loop over L records L small graphs and costs ~45x the forward on a CPU; here the
-forward loop is one fused in-place multiply-add per step on a time-major buffer, and the backward runs the
-adjoint recurrence the same way, so both cost about one pass over the (L, batch, dim, n) states.
+forward loop is one fused in-place multiply-add per step on a time-major buffer, and the backward recomputes
+the states chunk by chunk and runs the adjoint recurrence the same way, so it costs about two forwards and
+never holds more than one chunk of the (L, batch, dim, n) states.
 Everything is computed in float32 (float64 for float64 inputs) with autocast disabled, because the
 recurrence overflows and loses precision in half precision.
 """
@@ -20,6 +21,10 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+# Steps per chunk: the states of one chunk, (CHUNK, batch, dim, n), are all that is held at once; the
+# boundary states kept for the backward cost (L / CHUNK) * batch * dim * n, about one activation for n = 16.
+CHUNK = 16
 
 # A (L, batch, groups, dim_per_group, n) view is used for every tensor so that constant, shared and
 # grouped B/C go through the same batched matmuls; a B/C tensor is held as (L|1, batch|1, groups, 1, n).
@@ -69,7 +74,39 @@ def _softplus_grad(delta_raw: torch.Tensor) -> torch.Tensor:
     return torch.where(delta_raw > 20, torch.ones_like(delta_raw), torch.sigmoid(delta_raw))
 
 
+def _steps(x5: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Steps [start, stop) of a grouped B/C tensor; a constant one is the same at every step."""
+    return x5[start:stop] if x5.shape[0] > 1 else x5
+
+
+def _chunk_bounds(length: int) -> list[tuple[int, int]]:
+    return [(start, min(start + CHUNK, length)) for start in range(0, length, CHUNK)]
+
+
+def _chunk_states(delta_t: torch.Tensor, delta_u_t: torch.Tensor, A: torch.Tensor, B5: torch.Tensor,
+                  h_before: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decays and the states h_t of one chunk, given the state before it (None: zero)."""
+    steps, batch, dim = delta_t.shape
+    decay = _decay(delta_t, A)
+    states = (_split_groups(delta_u_t.unsqueeze(-1), B5.shape[2]) * B5).reshape(steps, batch, dim, A.shape[1])
+    if h_before is not None:
+        states[0].addcmul_(decay[0], h_before)
+    for t in range(1, steps):  # h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, one fused op per step
+        states[t].addcmul_(decay[t], states[t - 1])
+    return decay, states
+
+
+def _accumulate(total: torch.Tensor, chunk_grad: torch.Tensor, like: torch.Tensor, start: int, stop: int) -> None:
+    if like.shape[0] > 1:
+        total[start:stop] = chunk_grad
+    else:
+        total += _sum_over_broadcast(chunk_grad, like)
+
+
 class _SelectiveScanTorch(torch.autograd.Function):
+    """Chunked over L: the forward keeps only the state at each chunk boundary, the backward recomputes a
+    chunk's states from it and runs the adjoint recurrence, so memory is O(CHUNK * batch * dim * n)."""
+
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, return_last_state: bool):
         if A.is_complex():
@@ -89,30 +126,38 @@ class _SelectiveScanTorch(torch.autograd.Function):
 
             delta_t = delta_c.permute(2, 0, 1).contiguous()  # (L, batch, dim): one contiguous slab per step
             delta_u_t = (delta_c * u_c).permute(2, 0, 1).contiguous()
-            decay = _decay(delta_t, A_c)
-            states = (_split_groups(delta_u_t.unsqueeze(-1), B5.shape[2]) * B5).reshape(length, batch, dim, dstate)
-            for t in range(1, length):  # states[t] = decay[t] * states[t - 1] + delta_t * B_t * u_t
-                states[t].addcmul_(decay[t], states[t - 1])
-            del decay
-            y = (_split_groups(states, C5.shape[2]) @ C5.transpose(-1, -2)).reshape(length, batch, dim)
-            y = y.permute(1, 2, 0)
+            bounds = _chunk_bounds(length)
+            boundary_states = u_c.new_empty((len(bounds), batch, dim, dstate))
+            y_t = u_c.new_empty((length, batch, dim))
+            h = None
+            for index, (start, stop) in enumerate(bounds):
+                if h is not None:
+                    boundary_states[index] = h
+                _, states = _chunk_states(delta_t[start:stop], delta_u_t[start:stop], A_c,
+                                          _steps(B5, start, stop), h)
+                y_t[start:stop] = (_split_groups(states, C5.shape[2])
+                                   @ _steps(C5, start, stop).transpose(-1, -2)).reshape(stop - start, batch, dim)
+                h = states[-1]
+            y = y_t.permute(1, 2, 0)
             if D is not None:
                 y = y + u_c * D.to(compute_dtype).unsqueeze(-1)
             out = y if z is None else y * F.silu(z.to(compute_dtype))
 
         ctx.delta_softplus = delta_softplus
-        ctx.save_for_backward(u_c, delta_raw, delta_c, A_c, B, C, B5, C5, D, z, states, y if z is not None else None)
+        ctx.save_for_backward(u_c, delta_raw, delta_t, delta_u_t, A_c, B, C, B5, C5, D, z, boundary_states,
+                              y if z is not None else None)
         out = out.to(u.dtype)
         if return_last_state:
-            last_state = states[-1].clone()
+            last_state = h.clone()
             ctx.mark_non_differentiable(last_state)
             return out, last_state
         return out
 
     @staticmethod
     def backward(ctx, dout, *unused_last_state_grad):
-        u_c, delta_raw, delta_c, A_c, B, C, B5, C5, D, z, states, y = ctx.saved_tensors
-        length, batch, dim, dstate = states.shape
+        (u_c, delta_raw, delta_t, delta_u_t, A_c, B, C, B5, C5, D, z, boundary_states,
+         y) = ctx.saved_tensors
+        length, batch, dim = delta_t.shape
         with torch.autocast(u_c.device.type, enabled=False):
             dout = dout.to(u_c.dtype)
             dz = None
@@ -125,31 +170,48 @@ class _SelectiveScanTorch(torch.autograd.Function):
             du = dout * D.to(u_c.dtype).unsqueeze(-1) if D is not None else torch.zeros_like(u_c)
 
             dy_t = dout.permute(2, 0, 1).contiguous()  # (L, batch, dim)
-            states_by_c = _split_groups(states, C5.shape[2])
-            dC5 = _split_groups(dy_t.unsqueeze(-1), C5.shape[2]).transpose(-1, -2) @ states_by_c
-            dC5 = _sum_over_broadcast(dC5, C5)
-            # adjoint recurrence: g_t = dL/dh_t = C_t * dy_t + exp(delta_{t+1} A) * g_{t+1}
-            adjoint = (_split_groups(dy_t.unsqueeze(-1), C5.shape[2]) * C5).reshape(length, batch, dim, dstate)
-            delta_t = delta_c.permute(2, 0, 1).contiguous()
-            decay = _decay(delta_t, A_c)
-            for t in range(length - 2, -1, -1):
-                adjoint[t].addcmul_(decay[t + 1], adjoint[t + 1])
-            # dL/d(delta_t * A) = g_t * h_{t-1} * exp(delta_t A); h_{-1} = 0
-            d_exponent = decay
-            d_exponent[1:].mul_(adjoint[1:]).mul_(states[:-1])
-            d_exponent[0].zero_()
-            dA = (d_exponent * delta_t.unsqueeze(-1)).sum(dim=(0, 1))
-            ddelta_t = (d_exponent.unsqueeze(-2) @ A_c.unsqueeze(-1)).reshape(length, batch, dim)
-            del d_exponent, decay
+            dA = torch.zeros_like(A_c)
+            dB5 = torch.zeros_like(B5)
+            dC5 = torch.zeros_like(C5)
+            ddelta_t = torch.empty_like(delta_t)
+            d_delta_u = torch.empty_like(delta_t)
+            carry = None  # exp(delta_s A) * g_s of the chunk after: what g_{s-1} receives from step s
+            bounds = _chunk_bounds(length)
+            for index in range(len(bounds) - 1, -1, -1):
+                start, stop = bounds[index]
+                steps = stop - start
+                h_before = boundary_states[index] if index > 0 else None
+                B_chunk, C_chunk = _steps(B5, start, stop), _steps(C5, start, stop)
+                decay, states = _chunk_states(delta_t[start:stop], delta_u_t[start:stop], A_c, B_chunk, h_before)
+                dy_chunk = _split_groups(dy_t[start:stop].unsqueeze(-1), C5.shape[2])
+                _accumulate(dC5, dy_chunk.transpose(-1, -2) @ _split_groups(states, C5.shape[2]), C5, start, stop)
 
-            adjoint_by_b = _split_groups(adjoint, B5.shape[2])
-            d_delta_u = (adjoint_by_b @ B5.transpose(-1, -2)).reshape(length, batch, dim)
-            delta_u_t = (delta_c * u_c).permute(2, 0, 1).contiguous()
-            dB5 = _split_groups(delta_u_t.unsqueeze(-1), B5.shape[2]).transpose(-1, -2) @ adjoint_by_b
-            dB5 = _sum_over_broadcast(dB5, B5)
-            ddelta_t = ddelta_t + d_delta_u * u_c.permute(2, 0, 1)
+                # adjoint recurrence: g_t = dL/dh_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}
+                adjoint = (dy_chunk * C_chunk).reshape(steps, batch, dim, A_c.shape[1])
+                if carry is not None:
+                    adjoint[-1] += carry
+                for t in range(steps - 2, -1, -1):
+                    adjoint[t].addcmul_(decay[t + 1], adjoint[t + 1])
+                carry = decay[0] * adjoint[0]
+
+                # dL/d(delta_t A) = g_t * h_{t-1} * exp(delta_t A), with h_{-1} = 0
+                d_exponent = decay
+                d_exponent[1:].mul_(adjoint[1:]).mul_(states[:-1])
+                if h_before is None:
+                    d_exponent[0].zero_()
+                else:
+                    d_exponent[0].mul_(adjoint[0]).mul_(h_before)
+                dA += (d_exponent * delta_t[start:stop].unsqueeze(-1)).sum(dim=(0, 1))
+                ddelta_t[start:stop] = (d_exponent.unsqueeze(-2) @ A_c.unsqueeze(-1)).reshape(steps, batch, dim)
+
+                adjoint_by_b = _split_groups(adjoint, B5.shape[2])
+                d_delta_u[start:stop] = (adjoint_by_b @ B_chunk.transpose(-1, -2)).reshape(steps, batch, dim)
+                delta_u_chunk = _split_groups(delta_u_t[start:stop].unsqueeze(-1), B5.shape[2])
+                _accumulate(dB5, delta_u_chunk.transpose(-1, -2) @ adjoint_by_b, B5, start, stop)
+
+            u_t = u_c.permute(2, 0, 1)
+            ddelta_t += d_delta_u * u_t
             du = du + (d_delta_u * delta_t).permute(1, 2, 0)
-
             ddelta = ddelta_t.permute(1, 2, 0)
             if ctx.delta_softplus:
                 ddelta = ddelta * _softplus_grad(delta_raw)

@@ -1,0 +1,115 @@
+"""`msvmamba_evaluate`: paper-style echo metrics of one or more nnU-Net prediction folders against the
+ground truth, and their side-by-side comparison."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from nnunetv2.configuration import default_num_processes
+
+from dataset_conversion.common import ConversionError
+from .case_metadata import load_case_metadata
+from .evaluate import evaluate_folders
+from .report import overall_tables, write_reports
+
+DATASET_JSON = "dataset.json"
+CASES_CSV = "cases.csv"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msvmamba_evaluate",
+        description="Scores nnU-Net prediction folders against ground-truth labels with the echo metrics of the "
+                    "MSV-Mamba paper (LV_endo, LV_epi, myocardium, LA; Dice, HD95 and mean surface distance in mm, "
+                    "area/volume) and compares the models side by side, with Wilcoxon signed-rank p-values "
+                    "against the first model.",
+        epilog="Writes metrics_per_case.csv, summary.json, summary.md and boxplot.png to the output folder. "
+               "Example: msvmamba_evaluate --gt $nnUNet_raw/Dataset501_CAMUS/labelsTs "
+               "--pred nnUNet=pred_nnunet --pred MSV-Mamba=pred_msvmamba -o eval_camus")
+    parser.add_argument("--gt", required=True, type=Path, metavar="LABELS_DIR",
+                        help="ground-truth label folder, e.g. $nnUNet_raw/DatasetXXX/labelsTs")
+    parser.add_argument("--pred", required=True, action="append", metavar="NAME=PRED_DIR",
+                        help="a model's nnU-Net prediction folder under a display name; repeat for more models. "
+                             "The first model is the reference of the paired differences. A bare PRED_DIR is "
+                             "named after its folder")
+    parser.add_argument("--dataset-json", type=Path, metavar="FILE",
+                        help="the dataset's dataset.json (labels, file ending); default: the one beside LABELS_DIR "
+                             "if there is one, otherwise the labels present in the ground truth are used")
+    parser.add_argument("--cases", type=Path, metavar="FILE",
+                        help="case descriptions (columns case, phase, view, image_quality) for the breakdowns; "
+                             "default: cases.csv beside dataset.json if there is one")
+    parser.add_argument("-o", "--output", type=Path, default=Path("msvmamba_evaluation"), metavar="OUT_DIR",
+                        help="folder for the reports (default: %(default)s)")
+    parser.add_argument("-np", "--num-processes", type=int, default=default_num_processes, metavar="N",
+                        help="worker processes over cases (default: %(default)s, nnU-Net's default)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="evaluate the cases a prediction folder has and list the ones it lacks, instead of "
+                             "stopping with an error")
+    return parser
+
+
+def parse_predictions(values: Sequence[str]) -> dict[str, Path]:
+    """'NAME=DIR' (or a bare 'DIR', named after the folder) -> {name: folder}, in the order given."""
+    predictions: dict[str, Path] = {}
+    for value in values:
+        name, separator, folder = value.partition("=")
+        if not separator:
+            name, folder = Path(value).resolve().name, value
+        if not name or not folder:
+            raise ConversionError(value, "expected --pred NAME=PRED_DIR")
+        if name in predictions:
+            raise ConversionError(value, f"model name {name!r} is given twice; names must be unique")
+        if not Path(folder).is_dir():
+            raise ConversionError(folder, f"prediction folder of model {name} does not exist")
+        predictions[name] = Path(folder)
+    return predictions
+
+
+def find_beside(explicit: Optional[Path], candidates: Sequence[Path], notes: list[str], what: str) -> Optional[Path]:
+    """`explicit` if given (it must exist), otherwise the first candidate that exists (with a note)."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConversionError(explicit, f"{what} does not exist")
+        return explicit
+    found = next((candidate for candidate in candidates if candidate.is_file()), None)
+    if found is not None:
+        notes.append(f"using {found} (found beside the ground truth)")
+    return found
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.num_processes < 1:
+        raise ConversionError("-np", f"must be at least 1, got {args.num_processes}")
+    if not args.gt.is_dir():
+        raise ConversionError(args.gt, "ground-truth label folder does not exist")
+    predictions = parse_predictions(args.pred)
+    notes: list[str] = []
+    dataset_json = find_beside(args.dataset_json, [args.gt.parent / DATASET_JSON], notes, DATASET_JSON)
+    cases_csv = find_beside(args.cases, [folder / CASES_CSV for folder in
+                                         ([dataset_json.parent] if dataset_json else []) + [args.gt.parent]],
+                            notes, CASES_CSV)
+    metadata = load_case_metadata(cases_csv, notes) if cases_csv is not None else {}
+    evaluation = evaluate_folders(args.gt, predictions, dataset_json, metadata, args.num_processes,
+                                  args.allow_missing, notes)
+    document = write_reports(evaluation, args.output)
+    for note in notes:
+        print(f"note: {note}")
+    print(overall_tables(document))
+    print(f"wrote metrics_per_case.csv, summary.json, summary.md and boxplot.png to {args.output}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; returns the exit status (2 for bad input, with a one-line error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except ConversionError as error:
+        print(f"error: {error.path}: {error.problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

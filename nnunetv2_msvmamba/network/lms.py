@@ -1,0 +1,106 @@
+"""Large-window multiscale Mamba (LMS) block: global context for a decoder stage at linear cost.
+
+Tokens are spatial positions and channels are features. Two kinds of branch, summed and projected:
+- pixel level: the map is cut into non-overlapping large windows (default 16 per axis, capped at the map
+  size, padded to a multiple), each window one sequence scanned forward and backward by a Mamba mixer;
+- patch level (the multiscale part): the map is average-pooled by each pool factor and the whole pooled
+  map is one sequence, scanned both ways and upsampled back, so every position sees the whole image.
+LayerNorm before, residual after. Every step is linear in the number of pixels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nnunetv2_msvmamba.ssm import Mamba
+
+_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+_LINEAR_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def window_partition(x: torch.Tensor, window: Sequence[int]) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """(B, C, *S) -> (B * windows, prod(window), C), zero-padding each axis up to a multiple of its window.
+    Also returns the padded spatial shape that `window_unpartition` needs."""
+    spatial = x.shape[2:]
+    pad = [(-size) % w for size, w in zip(spatial, window)]
+    if any(pad):
+        x = F.pad(x, [p for amount in reversed(pad) for p in (0, amount)])
+    padded = tuple(x.shape[2:])
+    batch, channels, dims = x.shape[0], x.shape[1], len(window)
+    grid = [size // w for size, w in zip(padded, window)]
+    x = x.reshape(batch, channels, *[v for g, w in zip(grid, window) for v in (g, w)])
+    # (B, C, g1, w1, g2, w2, ...) -> (B, g1, g2, ..., w1, w2, ..., C)
+    order = [0, *range(2, 2 + 2 * dims, 2), *range(3, 3 + 2 * dims, 2), 1]
+    x = x.permute(order).reshape(batch * math.prod(grid), math.prod(window), channels)
+    return x, padded
+
+
+def window_unpartition(windows: torch.Tensor, window: Sequence[int], padded: Sequence[int], batch: int,
+                       spatial: Sequence[int]) -> torch.Tensor:
+    """Inverse of `window_partition`, cropping the padding: -> (B, C, *spatial)."""
+    dims, channels = len(window), windows.shape[-1]
+    grid = [size // w for size, w in zip(padded, window)]
+    x = windows.reshape(batch, *grid, *window, channels)
+    # (B, g1, g2, ..., w1, w2, ..., C) -> (B, C, g1, w1, g2, w2, ...)
+    order = [0, 2 * dims + 1, *[v for i in range(dims) for v in (1 + i, 1 + dims + i)]]
+    x = x.permute(order).reshape(batch, channels, *padded)
+    return x[(slice(None), slice(None), *[slice(0, s) for s in spatial])]
+
+
+class BidirectionalMamba(nn.Module):
+    """A Mamba mixer run over each sequence and its reverse (both in one batched scan), outputs summed."""
+
+    def __init__(self, channels: int, bidirectional: bool = True, d_state: int = 16, d_conv: int = 4,
+                 expand: int = 2):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.mixer = Mamba(channels, d_state=d_state, d_conv=d_conv, expand=expand)
+
+    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+        """(N, L, C) -> (N, L, C)."""
+        if not self.bidirectional:
+            return self.mixer(sequences)
+        forward, backward = self.mixer(torch.cat((sequences, sequences.flip(1)), dim=0)).chunk(2, dim=0)
+        return forward + backward.flip(1)
+
+
+class LMSBlock(nn.Module):
+    """Large-window multiscale Mamba block on (B, C, *spatial) maps of any dimensionality (2D or 3D)."""
+
+    def __init__(self, channels: int, window_size: int = 16, pool_factors: Sequence[int] = (4, 8),
+                 bidirectional: bool = True, d_state: int = 16, d_conv: int = 4, expand: int = 2):
+        super().__init__()
+        if window_size < 1 or any(p < 2 for p in pool_factors):
+            raise ValueError(f"window_size must be >= 1 and pool factors >= 2, got {window_size}, {pool_factors}")
+        self.window_size = window_size
+        self.pool_factors = tuple(pool_factors)
+        self.norm = nn.LayerNorm(channels)
+        mixer = dict(bidirectional=bidirectional, d_state=d_state, d_conv=d_conv, expand=expand)
+        self.pixel_mamba = BidirectionalMamba(channels, **mixer)
+        self.patch_mambas = nn.ModuleList(BidirectionalMamba(channels, **mixer) for _ in self.pool_factors)
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spatial = tuple(x.shape[2:])
+        normed = self.norm(x.movedim(1, -1)).movedim(-1, 1)
+        mixed = self._pixel_level(normed, spatial)
+        for factor, mamba in zip(self.pool_factors, self.patch_mambas):
+            mixed = mixed + self._patch_level(normed, factor, mamba)
+        return x + self.proj(mixed.movedim(1, -1)).movedim(-1, 1)
+
+    def _pixel_level(self, x: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+        window = [min(self.window_size, size) for size in spatial]
+        windows, padded = window_partition(x, window)
+        return window_unpartition(self.pixel_mamba(windows), window, padded, x.shape[0], spatial)
+
+    def _patch_level(self, x: torch.Tensor, factor: int, mamba: BidirectionalMamba) -> torch.Tensor:
+        dims = x.dim() - 2
+        kernel = [min(factor, size) for size in x.shape[2:]]  # a map smaller than the factor pools to one patch
+        pooled = _AVG_POOL[dims](x, kernel_size=kernel, stride=kernel, ceil_mode=True)
+        sequence = pooled.flatten(2).transpose(1, 2)  # (B, positions, C)
+        mixed = mamba(sequence).transpose(1, 2).reshape(pooled.shape)
+        return F.interpolate(mixed, size=x.shape[2:], mode=_LINEAR_MODE[dims], align_corners=False)

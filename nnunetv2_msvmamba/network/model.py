@@ -1,0 +1,95 @@
+"""MSV-Mamba: residual encoder, dual-attention skip fusion, decoder with an LMS block per stage, and a
+segmentation head per decoder stage for the auxiliary losses. 2D or 3D by `conv_op`."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
+from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He, init_last_bn_before_add_to_0
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.dropout import _DropoutNd
+
+from .fusion import DualAttentionSkipFusion
+from .lms import LMSBlock
+
+IntOrSeq = Union[int, List[int], Tuple[int, ...]]
+
+
+class MSVMambaDecoder(UNetDecoder):
+    """nnU-Net's U-Net decoder (transposed conv, concatenation with the skip, conv blocks, head per stage) with
+    an LMS block after the conv blocks of the chosen stages (indices in decoding order, 0 = deepest)."""
+
+    def __init__(self, encoder: ResidualEncoder, num_classes: int, n_conv_per_stage: IntOrSeq,
+                 deep_supervision: bool, lms_stages: Optional[Sequence[int]] = None, **lms_kwargs):
+        super().__init__(encoder, num_classes, n_conv_per_stage, deep_supervision)
+        n_decoder_stages = len(self.stages)
+        lms_stages = range(n_decoder_stages) if lms_stages is None else lms_stages
+        if any(not 0 <= s < n_decoder_stages for s in lms_stages):
+            raise ValueError(f"lms_stages {list(lms_stages)} must lie in 0..{n_decoder_stages - 1}")
+        self.lms_stages = sorted(set(lms_stages))
+        self.lms = nn.ModuleList(
+            LMSBlock(encoder.output_channels[-(s + 2)], **lms_kwargs) if s in self.lms_stages else nn.Identity()
+            for s in range(n_decoder_stages))
+
+    def forward(self, skips: Sequence[torch.Tensor]):
+        """Skips in encoder order (bottleneck last). Deep supervision on: the logits of every decoder stage,
+        highest resolution first; off: the full-resolution logits only."""
+        below = skips[-1]
+        outputs = []
+        for s, (upsample, convs, lms) in enumerate(zip(self.transpconvs, self.stages, self.lms)):
+            x = torch.cat((upsample(below), skips[-(s + 2)]), dim=1)
+            x = lms(convs(x))
+            if self.deep_supervision or s == len(self.stages) - 1:
+                outputs.append(self.seg_layers[s](x))
+            below = x
+        return outputs[::-1] if self.deep_supervision else outputs[-1]
+
+
+class MSVMambaUNet(nn.Module):
+    """MSV-Mamba (arXiv 2501.07120) in nnU-Net's dynamic-architecture style.
+
+    The encoder arguments are those of nnU-Net's plans (plain plans give `n_conv_per_stage`, ResEnc plans
+    `n_blocks_per_stage`: either is accepted). LMS options: `window_size`, `pool_factors`, `bidirectional`,
+    `d_state`, `d_conv`, `expand`, `lms_stages` (None: every decoder stage; () disables LMS); `skip_fusion`
+    turns the dual-attention skip fusion on or off. The parameters never depend on `deep_supervision`.
+    """
+
+    def __init__(self, input_channels: int, n_stages: int, features_per_stage: IntOrSeq, conv_op: Type[_ConvNd],
+                 kernel_sizes: IntOrSeq, strides: IntOrSeq, n_blocks_per_stage: Optional[IntOrSeq] = None,
+                 num_classes: int = 2, n_conv_per_stage_decoder: IntOrSeq = 1, conv_bias: bool = False,
+                 norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
+                 dropout_op: Optional[Type[_DropoutNd]] = None, dropout_op_kwargs: Optional[dict] = None,
+                 nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
+                 deep_supervision: bool = False, n_conv_per_stage: Optional[IntOrSeq] = None,
+                 window_size: int = 16, pool_factors: Sequence[int] = (4, 8), bidirectional: bool = True,
+                 d_state: int = 16, d_conv: int = 4, expand: int = 2, lms_stages: Optional[Sequence[int]] = None,
+                 skip_fusion: bool = True):
+        super().__init__()
+        if (n_blocks_per_stage is None) == (n_conv_per_stage is None):
+            raise ValueError("give exactly one of n_blocks_per_stage (ResEnc plans) and n_conv_per_stage (plain plans)")
+        blocks = n_blocks_per_stage if n_blocks_per_stage is not None else n_conv_per_stage
+        self.encoder = ResidualEncoder(
+            input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides, blocks, conv_bias,
+            norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, return_skips=True)
+        self.skip_fusion = (DualAttentionSkipFusion(self.encoder.output_channels, conv_op)
+                            if skip_fusion else None)
+        self.decoder = MSVMambaDecoder(
+            self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision, lms_stages=lms_stages,
+            window_size=window_size, pool_factors=pool_factors, bidirectional=bidirectional, d_state=d_state,
+            d_conv=d_conv, expand=expand)
+        self.apply(self.initialize)
+
+    def forward(self, x: torch.Tensor):
+        skips = self.encoder(x)
+        if self.skip_fusion is not None:
+            skips = self.skip_fusion(skips)
+        return self.decoder(skips)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        """nnU-Net's ResEnc initialisation for the convolutions; Mamba keeps its own."""
+        InitWeights_He(1e-2)(module)
+        init_last_bn_before_add_to_0(module)
