@@ -29,6 +29,9 @@ class ConversionError(Exception):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # so that it crosses process boundaries (parallel_map's workers) intact
+        return type(self), (self.path, self.problem)
+
 
 def dataset_name(dataset_id: int, short_name: str) -> str:
     if not 1 <= dataset_id <= 999:

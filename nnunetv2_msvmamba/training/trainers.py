@@ -29,6 +29,7 @@ class nnUNetTrainerMSVMamba(nnUNetTrainer):
     epochs: Optional[int] = None
     iterations_per_epoch: Optional[int] = None
     val_iterations_per_epoch: Optional[int] = None
+    checkpoint_every: Optional[int] = None
     auxiliary_losses: bool = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -40,6 +41,8 @@ class nnUNetTrainerMSVMamba(nnUNetTrainer):
             self.num_iterations_per_epoch = self.iterations_per_epoch
         if self.val_iterations_per_epoch is not None:
             self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
+        if self.checkpoint_every is not None:
+            self.save_every = self.checkpoint_every
         self.enable_deep_supervision = self.auxiliary_losses
 
     @classmethod
@@ -82,10 +85,11 @@ class nnUNetTrainerMSVMamba_250epochs(nnUNetTrainerMSVMamba):
 
 
 class nnUNetTrainerMSVMamba_Debug(nnUNetTrainerMSVMamba):
-    """Two epochs of two iterations: for smoke tests of the whole pipeline, not for results."""
+    """Two epochs of two iterations, a checkpoint after each: for smoke tests of the pipeline, not results."""
     epochs = 2
     iterations_per_epoch = 2
     val_iterations_per_epoch = 1
+    checkpoint_every = 1
 
 
 class nnUNetTrainerMSVMambaNoLMS(nnUNetTrainerMSVMamba):

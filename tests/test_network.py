@@ -1,0 +1,130 @@
+"""MSVMambaUNet and its parts: shapes, nnU-Net's deep-supervision contract, gradients, LMS geometry."""
+from __future__ import annotations
+
+import pytest
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from torch import nn
+
+from network_fixtures import PLAIN_2D, PLAIN_3D, RESENC_2D, plans
+from nnunetv2_msvmamba.network import LMSBlock, MSVMambaUNet
+from nnunetv2_msvmamba.network.lms import window_partition, window_unpartition
+from nnunetv2_msvmamba.training.network_from_plans import msvmamba_from_plans
+
+
+def build(architecture: dict, deep_supervision: bool = True, patch_size=(64, 64), **options) -> MSVMambaUNet:
+    configuration = "2d" if len(patch_size) == 2 else "3d_fullres"
+    manager = PlansManager(plans(architecture, configuration, patch_size)).get_configuration(configuration)
+    return msvmamba_from_plans(manager, 1, 3, deep_supervision, **options)
+
+
+@pytest.mark.parametrize("architecture, size, window", [
+    (PLAIN_2D, (40, 56), 16),      # neither axis a multiple of the window: windows pad internally
+    (RESENC_2D, (24, 72), 16),
+    (PLAIN_3D, (12, 20, 28), 8),
+])
+def test_deep_supervision_returns_every_decoder_stage_highest_resolution_first(architecture, size, window):
+    torch.manual_seed(0)
+    network = build(architecture, True, size, window_size=window)
+    n_stages = architecture["arch_kwargs"]["n_stages"]
+    outputs = network(torch.randn(2, 1, *size))
+    assert isinstance(outputs, list) and len(outputs) == n_stages - 1
+    for level, output in enumerate(outputs):
+        assert output.shape == (2, 3, *[s // 2 ** level for s in size])
+        assert torch.isfinite(output).all()
+
+    network.decoder.deep_supervision = False
+    single = network(torch.randn(2, 1, *size))
+    assert isinstance(single, torch.Tensor) and single.shape == (2, 3, *size)
+
+
+def test_parameters_do_not_depend_on_deep_supervision_and_load_strictly():
+    torch.manual_seed(0)
+    trained = build(PLAIN_2D, deep_supervision=True)
+    torch.manual_seed(1)
+    for_inference = build(PLAIN_2D, deep_supervision=False)
+    assert {k: v.shape for k, v in trained.state_dict().items()} == \
+           {k: v.shape for k, v in for_inference.state_dict().items()}
+    for_inference.load_state_dict(trained.state_dict(), strict=True)
+    trained.decoder.deep_supervision = False
+    trained.eval(), for_inference.eval()
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(trained(x), for_inference(x), atol=1e-6)
+
+
+def test_gradients_reach_every_parameter():
+    """What DDP without find_unused_parameters needs: every parameter takes part in the loss."""
+    torch.manual_seed(0)
+    network = build(RESENC_2D)
+    loss = sum(o.square().mean() for o in network(torch.randn(2, 1, 32, 48)))
+    loss.backward()
+    missing = [name for name, p in network.named_parameters() if p.grad is None]
+    assert missing == []
+    assert all(torch.isfinite(p.grad).all() for p in network.parameters())
+    lms_and_fusion = [p for name, p in network.named_parameters() if ".lms." in name or "skip_fusion" in name]
+    assert lms_and_fusion and all(p.grad.abs().sum() > 0 for p in lms_and_fusion)
+
+
+def test_every_decoder_stage_has_an_lms_block_by_default_and_options_remove_them():
+    full = build(PLAIN_2D)
+    assert all(isinstance(block, LMSBlock) for block in full.decoder.lms)
+    assert full.skip_fusion is not None
+    no_lms = build(PLAIN_2D, lms_stages=())
+    assert all(isinstance(block, nn.Identity) for block in no_lms.decoder.lms)
+    assert not any(".lms." in name for name, _ in no_lms.named_parameters())
+    deepest_only = build(PLAIN_2D, lms_stages=[0])
+    assert [type(b).__name__ for b in deepest_only.decoder.lms] == ["LMSBlock", "Identity", "Identity"]
+    no_fusion = build(PLAIN_2D, skip_fusion=False)
+    assert no_fusion.skip_fusion is None and not any("skip_fusion" in n for n, _ in no_fusion.named_parameters())
+    with pytest.raises(ValueError, match="lms_stages"):
+        build(PLAIN_2D, lms_stages=[5])
+
+
+def test_plain_and_resenc_plans_give_the_encoder_their_block_counts():
+    plain, resenc = build(PLAIN_2D), build(RESENC_2D)
+    assert [len(stage.blocks) for stage in plain.encoder.stages] == [1, 1, 1, 1]
+    assert [len(stage.blocks) for stage in resenc.encoder.stages] == [1, 2, 2, 2]
+    with pytest.raises(ValueError, match="exactly one"):
+        MSVMambaUNet(1, 2, [4, 8], nn.Conv2d, 3, [1, 2], n_blocks_per_stage=1, n_conv_per_stage=1)
+
+
+@pytest.mark.parametrize("shape, window", [((2, 5, 40, 56), (16, 16)), ((1, 3, 7, 9, 12), (4, 8, 5))])
+def test_window_partition_round_trip_and_windows_are_contiguous_blocks(shape, window):
+    x = torch.randn(*shape)
+    windows, padded = window_partition(x, window)
+    assert windows.shape[1:] == (torch.Size(window).numel(), shape[1])
+    assert torch.equal(window_unpartition(windows, window, padded, shape[0], shape[2:]), x)
+    # the first window of the first image is the top-left block, in row-major order
+    block = x[(0, slice(None), *[slice(0, min(w, s)) for w, s in zip(window, shape[2:])])]
+    if all(w <= s for w, s in zip(window, shape[2:])):
+        assert torch.equal(windows[0], block.flatten(1).T)
+
+
+def test_lms_sequence_length_is_the_window_not_the_image():
+    """Linear cost: a bigger image gives more windows of the same length, never longer sequences."""
+    small, _ = window_partition(torch.randn(1, 4, 32, 32), (16, 16))
+    large, _ = window_partition(torch.randn(1, 4, 128, 128), (16, 16))
+    assert small.shape[1] == large.shape[1] == 256
+    assert large.shape[0] == 16 * small.shape[0]
+
+
+def test_lms_patch_level_branch_gives_global_context():
+    """A position far outside its window sees the whole map through the pooled branch, and not without it."""
+    torch.manual_seed(0)
+    for pool_factors, expect_global in (((4, 8), True), ((), False)):
+        block = LMSBlock(8, window_size=8, pool_factors=pool_factors)
+        x = torch.randn(1, 8, 32, 32, requires_grad=True)
+        block(x)[0, :, 0, 0].sum().backward()
+        far_corner = x.grad[0, :, 24:, 24:].abs().sum()
+        assert (far_corner > 0) == expect_global
+        assert x.grad[0, :, :8, :8].abs().sum() > 0  # the own window always contributes
+
+
+def test_network_runs_under_bfloat16_autocast():
+    torch.manual_seed(0)
+    network = build(PLAIN_2D, deep_supervision=False).eval()
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = network(x)
+    assert torch.isfinite(out.float()).all()

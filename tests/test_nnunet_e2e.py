@@ -1,0 +1,124 @@
+"""The product through nnU-Net's own commands in subprocesses: plan and preprocess, train with
+`-tr nnUNetTrainerMSVMamba_Debug`, interrupt and resume with `--c`, predict. 2D (default and ResEnc-M plans)
+and 3D."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import BIN, NnUNetFolders, run_command
+from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
+from toy_datasets import write_toy_dataset
+
+pytestmark = pytest.mark.e2e
+TRAINER = "nnUNetTrainerMSVMamba_Debug"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> NnUNetFolders:
+    root = tmp_path_factory.mktemp("nnunet")
+    result = NnUNetFolders(root / "raw", root / "preprocessed", root / "results")
+    for path in (result.raw, result.preprocessed, result.results):
+        path.mkdir()
+    return result
+
+
+def training_env(folders: NnUNetFolders) -> dict:
+    return folders.env(nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0")
+
+
+def predict_and_check(folders: NnUNetFolders, dataset: Path, dataset_id: int, configuration: str,
+                      extra: list[str], out: Path) -> None:
+    run_command(["nnUNetv2_predict", "-i", str(dataset / "imagesTs"), "-o", str(out), "-d", str(dataset_id),
+                 "-c", configuration, "-tr", TRAINER, "-f", "0", "-device", "cpu", "--disable_progress_bar",
+                 "-npp", "1", "-nps", "1", *extra], env=training_env(folders))
+    references = sorted((dataset / "labelsTs").glob("*.nii.gz"))
+    assert references
+    for reference in references:
+        predicted = sitk.ReadImage(str(out / reference.name))
+        truth = sitk.ReadImage(str(reference))
+        assert predicted.GetSize() == truth.GetSize()
+        assert np.allclose(predicted.GetSpacing(), truth.GetSpacing())
+        assert set(np.unique(sitk.GetArrayFromImage(predicted))) <= {0, 1, 2}
+
+
+@pytest.fixture(scope="module")
+def dataset_2d(folders) -> Path:
+    dataset = write_toy_dataset(folders.raw, 901, (64, 64), n_train=6, n_test=2)
+    for planner in ([], ["-pl", "nnUNetPlannerResEncM"]):
+        run_command(["nnUNetv2_plan_and_preprocess", "-d", "901", "-c", "2d", "-np", "1", "-npfp", "1",
+                     "--verify_dataset_integrity", *planner], env=folders.env())
+    return dataset
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"training ended before writing {path}"
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.2)
+
+
+def test_train_interrupt_resume_and_predict_2d(folders, dataset_2d, tmp_path):
+    output = folders.results / dataset_2d.name / f"{TRAINER}__nnUNetPlans__2d" / "fold_0"
+    log = open(tmp_path / "first_run.log", "w")
+    process = subprocess.Popen([str(BIN / "nnUNetv2_train"), "901", "2d", "0", "-tr", TRAINER, "-device", "cpu"],
+                               env=training_env(folders), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(output / "checkpoint_latest.pth", process, timeout=900)
+        time.sleep(2)  # let torch.save finish the file; the second epoch takes far longer
+        process.send_signal(signal.SIGKILL)
+        process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+    assert not (output / "checkpoint_final.pth").exists(), "the first run was meant to be interrupted"
+
+    resumed = run_command(["nnUNetv2_train", "901", "2d", "0", "-tr", TRAINER, "-device", "cpu", "--c"],
+                          env=training_env(folders))
+    assert "Epoch 1" in resumed.stdout and "Epoch 0\n" not in resumed.stdout
+    assert (output / "checkpoint_final.pth").is_file()
+    assert (output / "validation" / "summary.json").is_file()
+    predict_and_check(folders, dataset_2d, 901, "2d", [], tmp_path / "predictions")
+
+
+def test_resenc_m_plans_train_and_predict_2d(folders, dataset_2d, tmp_path):
+    plans = ["-p", "nnUNetResEncUNetMPlans"]
+    run_command(["nnUNetv2_train", "901", "2d", "0", "-tr", TRAINER, "-device", "cpu", *plans],
+                env=training_env(folders))
+    predict_and_check(folders, dataset_2d, 901, "2d", plans, tmp_path / "predictions")
+
+
+def test_without_ext_trainer_the_error_says_to_run_msvmamba_env(folders, dataset_2d):
+    env = folders.env()
+    env.pop("nnUNet_extTrainer", None)
+    result = run_command(["nnUNetv2_train", "901", "2d", "0", "-tr", TRAINER, "-device", "cpu"], env=env,
+                         check=False)
+    assert result.returncode != 0
+    assert "Could not find requested nnunet trainer" in result.stderr
+    assert 'eval "$(msvmamba_env)"' in result.stderr
+
+
+def test_msvmamba_env_line_makes_the_stock_commands_find_the_trainers(folders):
+    line = run_command(["msvmamba_env"], env={k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"})
+    value = line.stdout.strip().split("=", 1)[1]
+    # the installed package's folder (this test process may import the source checkout instead)
+    assert Path(value).parts[-3:] == trainer_folder().parts[-3:] and (Path(value) / "msvmamba_trainers.py").is_file()
+    assert run_command(["msvmamba_env", "--help"]).stdout.startswith("usage: msvmamba_env")
+
+
+def test_train_and_predict_3d(folders, tmp_path):
+    dataset = write_toy_dataset(folders.raw, 902, (24, 32, 32), n_train=5, n_test=1)
+    run_command(["nnUNetv2_plan_and_preprocess", "-d", "902", "-c", "3d_fullres", "-np", "1", "-npfp", "1"],
+                env=folders.env())
+    run_command(["nnUNetv2_train", "902", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],
+                env=training_env(folders))
+    predict_and_check(folders, dataset, 902, "3d_fullres", ["--disable_tta"], tmp_path / "predictions")
