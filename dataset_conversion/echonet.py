@@ -1,0 +1,474 @@
+"""EchoNet-Dynamic -> nnU-Net raw dataset.
+
+Every video with expert tracings gives two 2D cases, `<FileName>_ED` and `<FileName>_ES`: the traced frame as
+a grey image and the LV cavity (label 1) rasterised from VolumeTracings.csv exactly as the dataset's authors
+do (echonet/datasets/echo.py). TRAIN and VAL go to imagesTr/labelsTr, TEST to imagesTs/labelsTs;
+`splits_final.json` gets fold 0 = the official TRAIN/VAL split plus four video-level folds."""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import skimage.draw
+from nnunetv2.configuration import default_num_processes
+from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+from dataset_conversion.common import (ConversionError, atomic_dataset_folder, dataset_name, expand_to_cases,
+                                       parallel_map, patient_level_folds, require_env_folder, write_csv,
+                                       write_image_2d, write_splits_final)
+
+DEFAULT_DATASET_ID = 602
+SHORT_NAME = "EchoNetDynamic"
+FILE_ENDING = ".nii.gz"
+LABELS = {"background": 0, "LV_cavity": 1}
+SPLITS = ("TRAIN", "VAL", "TEST")
+EXTRA_FOLDS = 4
+FILE_LIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames",
+                     "Split")
+TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
+CASE_COLUMNS = ("case_id", "video", "phase", "frame", "lv_area_pixels", "EF", "EDV", "ESV", "FPS",
+                "NumberOfFrames", "split", "csv_order_agrees")
+MISSING_NAMES_SHOWN = 5
+
+
+# ---------------------------------------------------------------------------------------------- reading CSVs
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """One row of FileList.csv."""
+    name: str
+    ef: float
+    esv: float
+    edv: float
+    frame_height: int
+    frame_width: int
+    fps: float
+    n_frames: int
+    split: str
+
+
+def video_name(file_name: str) -> str:
+    """FileName without `.avi`: FileList.csv has no extension in the release, VolumeTracings.csv has one."""
+    return file_name[:-4] if file_name.lower().endswith(".avi") else file_name
+
+
+def read_csv_rows(path: Path, required_columns: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) for every non-blank data row, after checking the header names every required
+    column once."""
+    if not path.is_file():
+        raise ConversionError(path, "not found; an EchoNet-Dynamic folder has FileList.csv, VolumeTracings.csv "
+                                    "and Videos/")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = [name.strip() for name in next(reader, [])]
+            missing = [c for c in required_columns if c not in header]
+            if missing or len(set(header)) != len(header):
+                raise ConversionError(path, f"line 1: malformed header {','.join(header)!r}; expected "
+                                            f"{','.join(required_columns)}")
+            for values in reader:
+                if not any(value.strip() for value in values):
+                    continue
+                if len(values) != len(header):
+                    raise ConversionError(path, f"line {reader.line_num}: {len(values)} fields, but the header "
+                                                f"has {len(header)}")
+                yield reader.line_num, {name: value.strip() for name, value in zip(header, values)}
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise ConversionError(path, f"line {reader.line_num + 1}: not readable as CSV ({error})") from None
+
+
+def parse_number(text: str, column: str, path: Path, line: int, whole: bool = False) -> float | int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConversionError(path, f"line {line}: {column} is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise ConversionError(path, f"line {line}: {column} is not a finite number: {text!r}")
+    if whole:
+        if not value.is_integer() or value < 0:
+            raise ConversionError(path, f"line {line}: {column} is not a non-negative whole number: {text!r}")
+        return int(value)
+    return value
+
+
+def read_file_list(path: Path) -> dict[str, VideoInfo]:
+    """FileList.csv as {video name: VideoInfo}, in file order."""
+    videos: dict[str, VideoInfo] = {}
+    first_line: dict[str, int] = {}
+    for line, row in read_csv_rows(path, FILE_LIST_COLUMNS):
+        name = video_name(row["FileName"])
+        if not name:
+            raise ConversionError(path, f"line {line}: FileName is empty")
+        if name in videos:
+            raise ConversionError(path, f"line {line}: video {name} is listed twice (also on line "
+                                        f"{first_line[name]})")
+        split = row["Split"].upper()
+        if split not in SPLITS:
+            raise ConversionError(path, f"line {line}: Split must be one of {'/'.join(SPLITS)}, got "
+                                        f"{row['Split']!r}")
+
+        def number(column: str, whole: bool = False) -> float | int:
+            return parse_number(row[column], column, path, line, whole)
+
+        videos[name] = VideoInfo(name, number("EF"), number("ESV"), number("EDV"), number("FrameHeight", True),
+                                 number("FrameWidth", True), number("FPS"), number("NumberOfFrames", True), split)
+        first_line[name] = line
+    return videos
+
+
+def read_volume_tracings(path: Path) -> dict[str, dict[int, np.ndarray]]:
+    """VolumeTracings.csv as {video name: {frame: rows (X1, Y1, X2, Y2)}}; frames in order of first
+    appearance, rows in file order, as the authors' loader collects them."""
+    rows_of: dict[str, dict[int, list[tuple[float, ...]]]] = {}
+    for line, row in read_csv_rows(path, TRACING_COLUMNS):
+        name = video_name(row["FileName"])
+        if not name:
+            raise ConversionError(path, f"line {line}: FileName is empty")
+        point = tuple(parse_number(row[c], c, path, line) for c in ("X1", "Y1", "X2", "Y2"))
+        frame = parse_number(row["Frame"], "Frame", path, line, whole=True)
+        rows_of.setdefault(name, {}).setdefault(frame, []).append(point)
+    return {name: {frame: np.array(rows, dtype=float) for frame, rows in frames.items()}
+            for name, frames in rows_of.items()}
+
+
+# ------------------------------------------------------------------------------------ masks, frames, phases
+
+def tracing_polygon(tracing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of the outline, rounded to pixels: one wall (X1, Y1) down, the other (X2, Y2) back up;
+    the first tracing row is the long axis and is not part of the outline."""
+    x1, y1, x2, y2 = tracing.T
+    x = np.concatenate((x1[1:], np.flip(x2[1:])))
+    y = np.concatenate((y1[1:], np.flip(y2[1:])))
+    return np.rint(y).astype(int), np.rint(x).astype(int)
+
+
+def lv_cavity_mask(tracing: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The LV cavity as the EchoNet-Dynamic authors rasterise it: scikit-image's polygon fill of the rounded
+    outline, clipped to the frame. uint8, 1 inside; empty for a tracing that is only a long axis."""
+    mask = np.zeros(shape, np.uint8)
+    if len(tracing) > 1:
+        rows, columns = skimage.draw.polygon(*tracing_polygon(tracing), shape)
+        mask[rows, columns] = 1
+    return mask
+
+
+def outline_leaves_frame(tracing: np.ndarray, shape: tuple[int, int]) -> bool:
+    rows, columns = tracing_polygon(tracing)
+    return bool((rows < 0).any() or (rows >= shape[0]).any() or (columns < 0).any() or (columns >= shape[1]).any())
+
+
+def read_grey_frames(path: Path, wanted: Iterable[int]) -> dict[int, np.ndarray]:
+    """The `wanted` frames of a video that exist, as grey uint8 images; decodes no further than the last
+    wanted frame. Channels are identical in EchoNet videos up to compression noise, so the grey value is
+    OpenCV's luma of the decoded colour frame."""
+    wanted = set(wanted)
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise ConversionError(path, "unreadable video: OpenCV cannot open it")
+        frames: dict[int, np.ndarray] = {}
+        decoded = 0
+        while decoded <= max(wanted) and capture.grab():  # grab() skips the colour conversion of unused frames
+            if decoded in wanted:
+                ok, frame = capture.retrieve()
+                if not ok:
+                    raise ConversionError(path, f"unreadable video: frame {decoded} cannot be decoded")
+                frames[decoded] = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+            decoded += 1
+        if decoded == 0:
+            raise ConversionError(path, "unreadable video: not a single frame can be decoded")
+        return frames
+    finally:
+        capture.release()
+
+
+def assign_phases(csv_order: Sequence[int], areas: dict[int, int]) -> tuple[int, int]:
+    """(ED frame, ES frame): the largest and the smallest traced area among `areas`. Ties go the way of the
+    authors' loader, which takes the last traced frame in the CSV as ED and the first as ES."""
+    position = {frame: index for index, frame in enumerate(csv_order)}
+    end_diastole = max(areas, key=lambda frame: (areas[frame], position[frame]))
+    end_systole = min(areas, key=lambda frame: (areas[frame], position[frame]))
+    return end_diastole, end_systole
+
+
+# ---------------------------------------------------------------------------------------------- one video
+
+@dataclass(frozen=True)
+class VideoTask:
+    video: VideoInfo
+    path: Path
+    tracings: dict[int, np.ndarray]
+    images_folder: Path
+    labels_folder: Path
+    spacing: float
+
+
+@dataclass
+class VideoResult:
+    video: VideoInfo
+    phases: dict[str, tuple[int, int]] = field(default_factory=dict)  # "ED"/"ES" -> (frame, area in pixels)
+    csv_order_agrees: bool = True
+    frames_beyond_length: int = 0
+    frames_empty: int = 0
+    frames_clipped: int = 0
+
+
+def convert_video(task: VideoTask) -> VideoResult:
+    """Writes the ED and ES cases of one video (nothing if fewer than two traced frames are usable)."""
+    frames = read_grey_frames(task.path, task.tracings)
+    result = VideoResult(task.video, frames_beyond_length=len(set(task.tracings) - set(frames)))
+    areas, masks = {}, {}
+    for frame, image in frames.items():
+        masks[frame] = lv_cavity_mask(task.tracings[frame], image.shape)
+        result.frames_clipped += outline_leaves_frame(task.tracings[frame], image.shape)
+        if masks[frame].any():
+            areas[frame] = int(masks[frame].sum())
+        else:
+            result.frames_empty += 1
+    if len(areas) < 2:
+        return result
+    csv_order = list(task.tracings)
+    end_diastole, end_systole = assign_phases(csv_order, areas)
+    result.csv_order_agrees = end_diastole == csv_order[-1] and end_systole == csv_order[0]
+    for phase, frame in (("ED", end_diastole), ("ES", end_systole)):
+        case = f"{task.video.name}_{phase}"
+        spacing = (task.spacing, task.spacing)
+        write_image_2d(frames[frame], spacing, task.images_folder / f"{case}_0000{FILE_ENDING}")
+        write_image_2d(masks[frame], spacing, task.labels_folder / f"{case}{FILE_ENDING}")
+        result.phases[phase] = (frame, areas[frame])
+    return result
+
+
+# ------------------------------------------------------------------------------------------- whole dataset
+
+@dataclass
+class QuirkCounts:
+    """Known irregularities of the release: handled, counted, reported; none stops a conversion."""
+    missing_videos_skipped: int = 0
+    videos_with_fewer_than_two_traced_frames: int = 0
+    frames_beyond_video_length: int = 0
+    frames_with_empty_tracing: int = 0
+    videos_without_two_usable_frames: int = 0
+    frames_clipped_to_frame: int = 0
+    videos_with_more_than_two_traced_frames: int = 0
+    videos_csv_order_disagrees: int = 0
+    untracked_videos_with_tracings: int = 0
+    untracked_tracing_rows: int = 0
+
+    DESCRIPTIONS = {
+        "missing_videos_skipped": "videos in FileList.csv missing from Videos/ (skipped, --skip-missing)",
+        "videos_with_fewer_than_two_traced_frames": "videos with fewer than two traced frames (skipped)",
+        "frames_beyond_video_length": "traced frames beyond the video's length (skipped)",
+        "frames_with_empty_tracing": "traced frames whose outline covers no pixel (skipped)",
+        "videos_without_two_usable_frames": "videos left with fewer than two usable traced frames (skipped)",
+        "frames_clipped_to_frame": "traced frames with outline points outside the frame (clipped)",
+        "videos_with_more_than_two_traced_frames": "videos with more than two traced frames (largest area ED, "
+                                                   "smallest ES)",
+        "videos_csv_order_disagrees": "videos whose CSV order disagrees with the areas (the authors' loader "
+                                      "takes the last traced frame as ED)",
+        "untracked_videos_with_tracings": "videos in VolumeTracings.csv but not in FileList.csv (ignored)",
+        "untracked_tracing_rows": "tracing rows of those videos (ignored)",
+    }
+
+
+@dataclass
+class ConversionSummary:
+    """What a conversion produced and which quirks it met."""
+    dataset_folder: Path
+    splits_file: Path
+    videos_listed: int
+    videos_converted: dict[str, int]
+    quirks: QuirkCounts
+
+    def report(self) -> str:
+        converted = ", ".join(f"{self.videos_converted[s]} {s}" for s in SPLITS)
+        training = 2 * (self.videos_converted["TRAIN"] + self.videos_converted["VAL"])
+        lines = [f"EchoNet-Dynamic -> {self.dataset_folder}",
+                 f"  videos in FileList.csv: {self.videos_listed}; converted: {converted}",
+                 f"  cases: {training} in imagesTr/labelsTr, {2 * self.videos_converted['TEST']} in "
+                 f"imagesTs/labelsTs",
+                 f"  splits: {self.splits_file} (fold 0 = official TRAIN/VAL, then video-level folds)",
+                 "  quirks:"]
+        lines += [f"    {getattr(self.quirks, f.name):>6}  {QuirkCounts.DESCRIPTIONS[f.name]}"
+                  for f in fields(QuirkCounts)]
+        return "\n".join(lines)
+
+
+def case_rows(results: Sequence[VideoResult]) -> list[dict]:
+    def number(value: float) -> str:
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+    rows = []
+    for result in results:
+        video = result.video
+        for phase, (frame, area) in result.phases.items():
+            rows.append({"case_id": f"{video.name}_{phase}", "video": video.name, "phase": phase, "frame": frame,
+                         "lv_area_pixels": area, "EF": number(video.ef), "EDV": number(video.edv),
+                         "ESV": number(video.esv), "FPS": number(video.fps), "NumberOfFrames": video.n_frames,
+                         "split": video.split, "csv_order_agrees": result.csv_order_agrees})
+    return sorted(rows, key=lambda row: row["case_id"])
+
+
+def build_splits(results: Sequence[VideoResult]) -> list[dict[str, list[str]]]:
+    """Fold 0: the official TRAIN vs VAL videos; folds 1-4: video-level folds over TRAIN+VAL (fewer when there
+    are fewer videos), both cases of a video always on the same side."""
+    cases_of = {r.video.name: [f"{r.video.name}_{phase}" for phase in r.phases]
+                for r in results if r.phases and r.video.split != "TEST"}
+    split_of = {r.video.name: r.video.split for r in results}
+    official = {part: sorted(case for video, cases in cases_of.items() if split_of[video] == split
+                             for case in cases) for part, split in (("train", "TRAIN"), ("val", "VAL"))}
+    n_folds = min(EXTRA_FOLDS, len(cases_of))
+    extra = expand_to_cases(patient_level_folds(cases_of, n_folds), cases_of) if n_folds >= 2 else []
+    return [official, *extra]
+
+
+def check_targets(raw_folder: Path, name: str, dataset_id: int, overwrite: bool) -> Path:
+    """Fails before any work when the dataset id is taken by another dataset or the outputs exist; returns
+    the splits file's path."""
+    others = sorted(p.name for p in raw_folder.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir() and p.name != name)
+    if others:
+        raise ConversionError(raw_folder / others[0], f"dataset id {dataset_id} is already used by this dataset; "
+                                                      f"choose another id with -d")
+    splits_file = require_env_folder("nnUNet_preprocessed") / name / "splits_final.json"
+    for path in (raw_folder / name, splits_file):
+        if path.exists() and not overwrite:
+            raise ConversionError(path, "already exists; pass --overwrite to replace it")
+    return splits_file
+
+
+def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_processes: int = default_num_processes,
+                    overwrite: bool = False, spacing: float = 1.0, skip_missing: bool = False
+                    ) -> ConversionSummary:
+    """Converts the EchoNet-Dynamic release in `root` into $nnUNet_raw/Dataset<ID>_EchoNetDynamic and its
+    splits_final.json; any error leaves neither behind."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConversionError(root, "not a folder; expected EchoNet-Dynamic's folder with FileList.csv, "
+                                    "VolumeTracings.csv and Videos/")
+    name = dataset_name(dataset_id, SHORT_NAME)
+    raw_folder = require_env_folder("nnUNet_raw")
+    splits_file = check_targets(raw_folder, name, dataset_id, overwrite)
+    videos = read_file_list(root / "FileList.csv")
+    tracings = read_volume_tracings(root / "VolumeTracings.csv")
+    videos_folder = root / "Videos"
+    if not videos_folder.is_dir():
+        raise ConversionError(videos_folder, "not a folder; EchoNet-Dynamic keeps its AVI files there")
+
+    quirks = QuirkCounts()
+    untracked = [v for v in tracings if v not in videos]
+    quirks.untracked_videos_with_tracings = len(untracked)
+    quirks.untracked_tracing_rows = sum(len(rows) for v in untracked for rows in tracings[v].values())
+    present = set(os.listdir(videos_folder))
+    missing = [v for v in videos if f"{v}.avi" not in present]
+    if missing and not skip_missing:
+        raise ConversionError(videos_folder / f"{missing[0]}.avi",
+                              f"not found; {len(missing)} video(s) of FileList.csv are missing from Videos/ "
+                              f"(first: {', '.join(missing[:MISSING_NAMES_SHOWN])}); pass --skip-missing to "
+                              f"convert without them")
+    quirks.missing_videos_skipped = len(missing)
+    missing_names = set(missing)
+    listed = [v for v in videos.values() if v.name not in missing_names]
+    traced = [v for v in listed if len(tracings.get(v.name, {})) >= 2]
+    quirks.videos_with_fewer_than_two_traced_frames = len(listed) - len(traced)
+    quirks.videos_with_more_than_two_traced_frames = sum(len(tracings[v.name]) > 2 for v in traced)
+
+    with atomic_dataset_folder(raw_folder / name, overwrite) as staging:
+        folders = {kind: staging / kind for kind in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}
+        for folder in folders.values():
+            folder.mkdir()
+        tasks = [VideoTask(v, videos_folder / f"{v.name}.avi", tracings[v.name],
+                           folders["imagesTs" if v.split == "TEST" else "imagesTr"],
+                           folders["labelsTs" if v.split == "TEST" else "labelsTr"], spacing) for v in traced]
+        results = parallel_map(convert_video, tasks, num_processes, desc="EchoNet-Dynamic videos")
+        converted = [r for r in results if r.phases]
+        for result in results:
+            quirks.frames_beyond_video_length += result.frames_beyond_length
+            quirks.frames_with_empty_tracing += result.frames_empty
+            quirks.frames_clipped_to_frame += result.frames_clipped
+        quirks.videos_without_two_usable_frames = len(results) - len(converted)
+        quirks.videos_csv_order_disagrees = sum(not r.csv_order_agrees for r in converted)
+        write_csv(case_rows(converted), CASE_COLUMNS, staging / "cases.csv")
+        n_training = 2 * sum(r.video.split != "TEST" for r in converted)
+        generate_dataset_json(
+            str(staging), {0: "US"}, dict(LABELS), n_training, FILE_ENDING, dataset_name=name,
+            description="EchoNet-Dynamic apical-4-chamber echocardiography: LV cavity at the traced "
+                        "end-diastolic and end-systolic frames of each video, rasterised from "
+                        "VolumeTracings.csv as the dataset's authors do",
+            reference="Ouyang et al., Video-based AI for beat-to-beat assessment of cardiac function, "
+                      "Nature 580, 252-256 (2020); https://echonet.github.io/dynamic/",
+            license="EchoNet-Dynamic Research Use Agreement (Stanford University)",
+            converted_by="msvmamba_convert_echonet (nnunetv2-msvmamba)",
+            pixel_spacing_note=f"the AVIs carry no physical spacing; {spacing} is written for both axes")
+        write_splits_final(build_splits(converted), name, overwrite)
+
+    return ConversionSummary(raw_folder / name, splits_file, len(videos),
+                             {s: sum(r.video.split == s for r in converted) for s in SPLITS}, quirks)
+
+
+# ----------------------------------------------------------------------------------------------- command
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msvmamba_convert_echonet",
+        description="Convert EchoNet-Dynamic (FileList.csv, VolumeTracings.csv, Videos/*.avi) into the nnU-Net "
+                    "raw dataset $nnUNet_raw/Dataset<ID>_EchoNetDynamic: the traced ED and ES frame of each "
+                    "video with its LV cavity mask (label 1). TRAIN+VAL -> imagesTr/labelsTr, TEST -> "
+                    "imagesTs/labelsTs, official TRAIN/VAL as fold 0 of $nnUNet_preprocessed/.../"
+                    "splits_final.json.")
+    parser.add_argument("root", type=Path, help="the EchoNet-Dynamic folder as downloaded")
+    parser.add_argument("-d", "--dataset-id", type=int, default=DEFAULT_DATASET_ID,
+                        help=f"nnU-Net dataset id (default {DEFAULT_DATASET_ID})")
+    parser.add_argument("-np", "--num-processes", type=positive_int, default=default_num_processes,
+                        help=f"worker processes decoding videos (default {default_num_processes})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing dataset folder and splits_final.json")
+    parser.add_argument("--spacing", type=positive_float, default=1.0,
+                        help="pixel spacing written to the images (default 1.0; the AVIs carry none)")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="convert without the videos of FileList.csv that are missing from Videos/ "
+                             "(default: an error)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """msvmamba_convert_echonet: EchoNet-Dynamic -> nnU-Net raw dataset."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        dataset_name(args.dataset_id, SHORT_NAME)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        summary = convert_echonet(args.root, args.dataset_id, args.num_processes, args.overwrite, args.spacing,
+                                  args.skip_missing)
+    except ConversionError as error:
+        print(f"error: {error.path}: {error.problem}", file=sys.stderr)
+        return 2
+    print(summary.report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

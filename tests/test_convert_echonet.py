@@ -1,0 +1,312 @@
+"""msvmamba_convert_echonet on a small EchoNet-Dynamic release in the real layout (MJPG AVIs written with
+OpenCV, FileList.csv and VolumeTracings.csv with the release's headers), quirks included."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import skimage.draw
+
+from conftest import NnUNetFolders, run_command
+from dataset_conversion.echonet import QuirkCounts, main
+from dataset_conversion.echonet_synthetic import SyntheticVideo
+from echonet_fixtures import EXPECTED, EXPECTED_QUIRKS, RECTANGLE_COLUMNS, RECTANGLE_ROWS, write_fixture_release
+
+DATASET = "Dataset602_EchoNetDynamic"
+PHASES = ("ED", "ES")
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> tuple[Path, dict[str, SyntheticVideo]]:
+    root = tmp_path / "EchoNet-Dynamic"
+    videos = write_fixture_release(root)
+    return root, {video.name: video for video in videos}
+
+
+@pytest.fixture
+def converted(release, nnunet_folders: NnUNetFolders, capsys: pytest.CaptureFixture) -> tuple[Path, str]:
+    """The fixture release converted with two worker processes: (dataset folder, printed summary)."""
+    assert main([str(release[0]), "-np", "2"]) == 0
+    return nnunet_folders.raw / DATASET, capsys.readouterr().out
+
+
+def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), image.GetSpacing()
+
+
+def cases_of(split: str) -> set[str]:
+    return {f"{video}_{phase}" for video, e in EXPECTED.items() if e.split == split for phase in PHASES}
+
+
+def all_cases() -> list[tuple[str, str, str]]:
+    """(case id, images folder, labels folder) of every case the conversion must produce."""
+    return [(f"{video}_{phase}", *(("imagesTs", "labelsTs") if e.split == "TEST" else ("imagesTr", "labelsTr")))
+            for video, e in EXPECTED.items() for phase in PHASES]
+
+
+def tracing_rows(root: Path) -> dict[tuple[str, int], np.ndarray]:
+    """VolumeTracings.csv read independently of the converter: (video, frame) -> rows in file order."""
+    table = pd.read_csv(root / "VolumeTracings.csv")
+    table["video"] = table["FileName"].str.replace(".avi", "", regex=False)
+    return {(video, int(frame)): group[["X1", "Y1", "X2", "Y2"]].to_numpy()
+            for (video, frame), group in table.groupby(["video", "Frame"], sort=False)}
+
+
+def summary_count(summary: str, quirk: str) -> int:
+    match = re.search(rf"^\s+(\d+)\s+{re.escape(QuirkCounts.DESCRIPTIONS[quirk])}$", summary, re.MULTILINE)
+    assert match, f"no line for {quirk!r} in the summary:\n{summary}"
+    return int(match.group(1))
+
+
+def file_bytes(*folders: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder.parent)): p.read_bytes()
+            for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_every_case_dataset_json_and_summary(converted):
+    dataset, summary = converted
+    def names(folder: str) -> set[str]:
+        return {p.name for p in (dataset / folder).iterdir()}
+
+    training = cases_of("TRAIN") | cases_of("VAL")
+    assert names("imagesTr") == {f"{c}_0000.nii.gz" for c in training}
+    assert names("labelsTr") == {f"{c}.nii.gz" for c in training}
+    assert names("imagesTs") == {f"{c}_0000.nii.gz" for c in cases_of("TEST")}
+    assert names("labelsTs") == {f"{c}.nii.gz" for c in cases_of("TEST")}
+    assert sorted(p.name for p in dataset.iterdir()) == ["cases.csv", "dataset.json", "imagesTr", "imagesTs",
+                                                        "labelsTr", "labelsTs"]
+
+    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    assert dataset_json["labels"] == {"background": 0, "LV_cavity": 1}
+    assert dataset_json["channel_names"] == {"0": "US"}
+    assert dataset_json["file_ending"] == ".nii.gz"
+    assert dataset_json["numTraining"] == 12
+
+    for quirk, count in EXPECTED_QUIRKS.items():
+        assert summary_count(summary, quirk) == count, quirk
+    assert "converted: 4 TRAIN, 2 VAL, 2 TEST" in summary
+
+
+def test_ed_es_assignment_and_cases_csv(converted, release):
+    dataset, _ = converted
+    cases = pd.read_csv(dataset / "cases.csv").set_index("case_id")
+    file_list = pd.read_csv(release[0] / "FileList.csv")
+    file_list["video"] = file_list["FileName"].str.replace(".avi", "", regex=False)
+    file_list = file_list.set_index("video")
+    assert sorted(cases.index) == sorted(c for c, _, _ in all_cases())
+    for video, expected in EXPECTED.items():
+        ed, es = cases.loc[f"{video}_ED"], cases.loc[f"{video}_ES"]
+        assert (ed["frame"], es["frame"]) == (expected.end_diastole, expected.end_systole), video
+        assert ed["lv_area_pixels"] > es["lv_area_pixels"]
+        for row in (ed, es):
+            assert row["video"] == video and row["split"] == expected.split
+            assert bool(row["csv_order_agrees"]) == expected.csv_order_agrees, video
+            for column in ("EF", "EDV", "ESV", "FPS", "NumberOfFrames"):
+                assert row[column] == pytest.approx(file_list.loc[video, column]), (video, column)
+        assert (ed["phase"], es["phase"]) == ("ED", "ES")
+
+
+def test_masks_match_independent_rasterisations(converted, release):
+    """Exactly the authors' recipe (written out here from the raw CSV rows), and OpenCV's polygon fill
+    of the same outline everywhere but on the outline itself, where the two fills' edge rules differ."""
+    dataset, _ = converted
+    root, _ = release
+    cases = pd.read_csv(dataset / "cases.csv").set_index("case_id")
+    rows_of = tracing_rows(root)
+    for case, _, labels in all_cases():
+        label, spacing = read_nifti(dataset / labels / f"{case}.nii.gz")
+        assert label.dtype == np.uint8 and set(np.unique(label)) == {0, 1} and spacing == (1.0, 1.0)
+        t = rows_of[(cases.loc[case, "video"], int(cases.loc[case, "frame"]))]
+        x1, y1, x2, y2 = t[:, 0], t[:, 1], t[:, 2], t[:, 3]
+        x = np.concatenate((x1[1:], np.flip(x2[1:])))
+        y = np.concatenate((y1[1:], np.flip(y2[1:])))
+        r, c = skimage.draw.polygon(np.rint(y).astype(int), np.rint(x).astype(int), (112, 112))
+        authors = np.zeros((112, 112), np.uint8)
+        authors[r, c] = 1
+        np.testing.assert_array_equal(label, authors, err_msg=case)
+
+        outline = np.stack([np.rint(x), np.rint(y)], axis=1).astype(np.int32)
+        opencv = cv2.fillPoly(np.zeros((112, 112), np.uint8), [outline], 1)
+        near_outline = cv2.polylines(np.zeros((112, 112), np.uint8), [outline], True, 1, thickness=3)
+        away = near_outline == 0
+        np.testing.assert_array_equal(label[away], opencv[away], err_msg=case)
+        assert label.sum() == cases.loc[case, "lv_area_pixels"]
+
+
+def test_rectangle_tracing_has_its_known_area_and_clipped_outline_stays_in_frame(converted):
+    dataset, _ = converted
+    rectangle, _ = read_nifti(dataset / "labelsTr" / "0XVAL0001_ED.nii.gz")
+    expected = np.zeros((112, 112), np.uint8)
+    expected[RECTANGLE_ROWS.start:RECTANGLE_ROWS.stop, RECTANGLE_COLUMNS.start:RECTANGLE_COLUMNS.stop] = 1
+    np.testing.assert_array_equal(rectangle, expected)
+    assert rectangle.sum() == 39 * 31
+
+    # the ED outline of 0XTRAIN0003 reaches x = -4: the cavity is cut at the frame's left edge
+    clipped, _ = read_nifti(dataset / "labelsTr" / "0XTRAIN0003_ED.nii.gz")
+    rows_at_edge = np.flatnonzero(clipped[:, 0])
+    assert len(rows_at_edge) > 20 and clipped[rows_at_edge, 1].all()
+
+
+def test_frames_equal_decoded_video_frames(converted, release):
+    dataset, _ = converted
+    root, videos = release
+    cases = pd.read_csv(dataset / "cases.csv").set_index("case_id")
+    for case, images, _ in all_cases():
+        video = cases.loc[case, "video"]
+        capture = cv2.VideoCapture(str(root / "Videos" / f"{video}.avi"))
+        decoded = []
+        while (frame := capture.read())[0]:
+            decoded.append(cv2.cvtColor(frame[1], cv2.COLOR_BGR2GRAY))
+        capture.release()
+        image, spacing = read_nifti(dataset / images / f"{case}_0000.nii.gz")
+        frame_index = int(cases.loc[case, "frame"])
+        assert image.dtype == np.uint8 and spacing == (1.0, 1.0)
+        np.testing.assert_array_equal(image, decoded[frame_index], err_msg=case)
+        # and it is the source frame the tracing belongs to, not a neighbour or a transposed copy
+        error_to_source = [np.abs(image.astype(float) - f).mean() for f in videos[video].frames()]
+        assert int(np.argmin(error_to_source)) == frame_index and error_to_source[frame_index] < 3, case
+
+
+def test_splits_official_fold_then_video_level_folds(converted, nnunet_folders):
+    splits = json.loads((nnunet_folders.preprocessed / DATASET / "splits_final.json").read_text())
+    assert len(splits) == 5
+    assert set(splits[0]["train"]) == cases_of("TRAIN") and set(splits[0]["val"]) == cases_of("VAL")
+    trainval = cases_of("TRAIN") | cases_of("VAL")
+    validated = []
+    for fold in splits[1:]:
+        train, val = set(fold["train"]), set(fold["val"])
+        assert train | val == trainval and not train & val and val
+        validated += fold["val"]
+        for case in val:  # a video's two cases never straddle train and validation
+            assert case.rsplit("_", 1)[0] + "_ED" in val and case.rsplit("_", 1)[0] + "_ES" in val
+    assert sorted(validated) == sorted(trainval)
+
+
+def test_spacing_and_dataset_id_options(release, nnunet_folders, capsys):
+    assert main([str(release[0]), "-d", "777", "--spacing", "0.25", "-np", "1"]) == 0
+    dataset = nnunet_folders.raw / "Dataset777_EchoNetDynamic"
+    for path in (dataset / "imagesTr" / "0XTRAIN0001_ED_0000.nii.gz", dataset / "labelsTs" / "0XTEST0001_ES.nii.gz"):
+        assert read_nifti(path)[1] == (0.25, 0.25)
+    assert (nnunet_folders.preprocessed / "Dataset777_EchoNetDynamic" / "splits_final.json").is_file()
+
+
+def test_rerun_needs_overwrite_and_gives_identical_files(converted, release, nnunet_folders, capsys):
+    dataset, _ = converted
+    first = file_bytes(dataset, nnunet_folders.preprocessed / DATASET)
+    assert main([str(release[0]), "-np", "1"]) == 2
+    assert re.fullmatch(rf"error: {re.escape(str(dataset))}: already exists; pass --overwrite to replace it\n",
+                        capsys.readouterr().err)
+    assert main([str(release[0]), "-np", "1", "--overwrite"]) == 0
+    assert file_bytes(dataset, nnunet_folders.preprocessed / DATASET) == first
+    assert sorted(p.name for p in nnunet_folders.raw.iterdir()) == [DATASET]
+
+
+def test_failed_overwrite_keeps_the_previous_dataset(converted, release, nnunet_folders, capsys):
+    dataset, _ = converted
+    before = file_bytes(nnunet_folders.raw, nnunet_folders.preprocessed)
+    (release[0] / "Videos" / "0XTEST0001.avi").write_bytes(b"RIFF\0\0\0\0AVI not a video")
+    assert main([str(release[0]), "-np", "1", "--overwrite"]) == 2
+    assert "unreadable video" in capsys.readouterr().err
+    assert file_bytes(nnunet_folders.raw, nnunet_folders.preprocessed) == before
+
+
+def set_field(name: str, line: int, column: str, value: str | None, problem: str):
+    """A bad input: in CSV `name`, the field of `column` on `line` (1 = header) set to `value`, or removed
+    when `value` is None."""
+    def edit(root: Path) -> tuple[Path, str]:
+        lines = (root / name).read_text().splitlines()
+        index = lines[0].split(",").index(column)
+        fields = lines[line - 1].split(",")
+        fields[index:index + 1] = [] if value is None else [value]
+        lines[line - 1] = ",".join(fields)
+        (root / name).write_text("\n".join(lines) + "\n")
+        return root / name, problem
+    return edit
+
+
+def corrupt_avi(root: Path) -> tuple[Path, str]:
+    path = root / "Videos" / "0XTRAIN0004.avi"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    return path, "unreadable video: OpenCV cannot open it"
+
+
+def remove_video(root: Path) -> tuple[Path, str]:
+    path = root / "Videos" / "0XTEST0002.avi"
+    path.unlink()
+    return path, (r"not found; 1 video\(s\) of FileList.csv are missing from Videos/ \(first: 0XTEST0002\); "
+                  r"pass --skip-missing to convert without them")
+
+
+BAD_INPUTS = {
+    "FileList header": set_field("FileList.csv", 1, "FileName", "Filename", r"line 1: malformed header .*"),
+    "VolumeTracings header": set_field("VolumeTracings.csv", 1, "Frame", None, r"line 1: malformed header .*"),
+    "non-numeric EF": set_field("FileList.csv", 4, "EF", "n/a", r"line 4: EF is not a number: 'n/a'"),
+    "non-finite EDV": set_field("FileList.csv", 5, "EDV", "inf", r"line 5: EDV is not a finite number: 'inf'"),
+    "non-numeric X1": set_field("VolumeTracings.csv", 30, "X1", "12px",
+                                r"line 30: X1 is not a number: '12px'"),
+    "fractional frame": set_field("VolumeTracings.csv", 7, "Frame", "10.5",
+                                  r"line 7: Frame is not a non-negative whole number: '10.5'"),
+    "negative frame": set_field("VolumeTracings.csv", 8, "Frame", "-1",
+                                r"line 8: Frame is not a non-negative whole number: '-1'"),
+    "unknown split": set_field("FileList.csv", 3, "Split", "HOLDOUT",
+                               r"line 3: Split must be one of TRAIN/VAL/TEST, got 'HOLDOUT'"),
+    "missing field": set_field("VolumeTracings.csv", 12, "Y2", None, r"line 12: 5 fields, but the header has 6"),
+    "duplicate video": set_field("FileList.csv", 3, "FileName", "0XTRAIN0001",
+                                 r"line 3: video 0XTRAIN0001 is listed twice \(also on line 2\)"),
+    "unreadable AVI": corrupt_avi,
+    "missing video": remove_video,
+}
+
+
+@pytest.mark.parametrize("make_bad", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_one_error_line_and_leaves_nothing(make_bad, release, nnunet_folders, capsys):
+    path, problem = make_bad(release[0])
+    assert main([str(release[0]), "-np", "2"]) == 2
+    errors = [line for line in re.split(r"[\r\n]+", capsys.readouterr().err) if line.startswith("error")]
+    assert len(errors) == 1 and re.fullmatch(rf"error: {re.escape(str(path))}: {problem}", errors[0]), errors
+    assert list(nnunet_folders.raw.iterdir()) == [] and list(nnunet_folders.preprocessed.iterdir()) == []
+
+
+def test_dataset_id_used_by_another_dataset(release, nnunet_folders, capsys):
+    other = nnunet_folders.raw / "Dataset602_Other"
+    other.mkdir()
+    assert main([str(release[0])]) == 2
+    assert capsys.readouterr().err == (f"error: {other}: dataset id 602 is already used by this dataset; "
+                                       f"choose another id with -d\n")
+    assert list(nnunet_folders.raw.iterdir()) == [other] and list(nnunet_folders.preprocessed.iterdir()) == []
+
+
+def test_skip_missing_converts_the_rest(release, nnunet_folders, capsys):
+    (release[0] / "Videos" / "0XTEST0002.avi").unlink()
+    assert main([str(release[0]), "-np", "1", "--skip-missing"]) == 0
+    summary = capsys.readouterr().out
+    assert summary_count(summary, "missing_videos_skipped") == 1 and "converted: 4 TRAIN, 2 VAL, 1 TEST" in summary
+    assert {p.name for p in (nnunet_folders.raw / DATASET / "imagesTs").iterdir()} == {
+        "0XTEST0001_ED_0000.nii.gz", "0XTEST0001_ES_0000.nii.gz"}
+
+
+@pytest.mark.e2e
+def test_installed_command_and_nnunet_verify_dataset_integrity(release, nnunet_folders):
+    help_text = run_command(["msvmamba_convert_echonet", "--help"]).stdout
+    assert all(option in help_text for option in ("--overwrite", "--spacing", "--skip-missing", "-np", "-d"))
+
+    env = nnunet_folders.env()
+    converted = run_command(["msvmamba_convert_echonet", str(release[0]), "-np", "2"], env=env)
+    assert "converted: 4 TRAIN, 2 VAL, 2 TEST" in converted.stdout
+    splits_file = nnunet_folders.preprocessed / DATASET / "splits_final.json"
+    splits = splits_file.read_text()
+
+    run_command(["nnUNetv2_plan_and_preprocess", "-d", "602", "-c", "2d", "--verify_dataset_integrity",
+                 "-np", "1", "-npfp", "1"], env=env)
+    preprocessed = nnunet_folders.preprocessed / DATASET
+    assert (preprocessed / "nnUNetPlans.json").is_file() and (preprocessed / "dataset_fingerprint.json").is_file()
+    assert sorted(p.name for p in (preprocessed / "nnUNetPlans_2d").glob("*_seg.b2nd")) == sorted(
+        f"{case}_seg.b2nd" for case in cases_of("TRAIN") | cases_of("VAL"))
+    assert splits_file.read_text() == splits
