@@ -134,3 +134,17 @@ def parallel_map(function: Callable[[T], R], items: Sequence[T], num_processes: 
         return [function(item) for item in tqdm(items, desc=desc, unit="item")]
     with ProcessPoolExecutor(max_workers=num_processes) as pool:
         return list(tqdm(pool.map(function, items), total=len(items), desc=desc, unit="item"))
+
+
+def check_targets(raw_folder: Path, name: str, dataset_id: int, overwrite: bool) -> Path:
+    """Fails before any work when the dataset id is taken by another dataset or the outputs exist; returns
+    the splits file's path."""
+    others = sorted(p.name for p in raw_folder.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir() and p.name != name)
+    if others:
+        raise ConversionError(raw_folder / others[0], f"dataset id {dataset_id} is already used by this dataset; "
+                                                      f"choose another id with -d")
+    splits_file = require_env_folder("nnUNet_preprocessed") / name / "splits_final.json"
+    for path in (raw_folder / name, splits_file):
+        if path.exists() and not overwrite:
+            raise ConversionError(path, "already exists; pass --overwrite to replace it")
+    return splits_file

@@ -21,7 +21,8 @@ import skimage.draw
 from nnunetv2.configuration import default_num_processes
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-from dataset_conversion.common import (ConversionError, atomic_dataset_folder, dataset_name, expand_to_cases,
+from dataset_conversion.common import (ConversionError, atomic_dataset_folder, check_targets, dataset_name,
+                                       expand_to_cases,
                                        parallel_map, patient_level_folds, require_env_folder, write_csv,
                                        write_image_2d, write_splits_final)
 
@@ -34,7 +35,7 @@ EXTRA_FOLDS = 4
 FILE_LIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames",
                      "Split")
 TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
-CASE_COLUMNS = ("case_id", "video", "phase", "frame", "lv_area_pixels", "EF", "EDV", "ESV", "FPS",
+CASE_COLUMNS = ("case", "video", "phase", "frame", "lv_area_pixels", "EF", "EDV", "ESV", "FPS",
                 "NumberOfFrames", "split", "csv_order_agrees")
 MISSING_NAMES_SHOWN = 5
 
@@ -310,11 +311,11 @@ def case_rows(results: Sequence[VideoResult]) -> list[dict]:
     for result in results:
         video = result.video
         for phase, (frame, area) in result.phases.items():
-            rows.append({"case_id": f"{video.name}_{phase}", "video": video.name, "phase": phase, "frame": frame,
+            rows.append({"case": f"{video.name}_{phase}", "video": video.name, "phase": phase, "frame": frame,
                          "lv_area_pixels": area, "EF": number(video.ef), "EDV": number(video.edv),
                          "ESV": number(video.esv), "FPS": number(video.fps), "NumberOfFrames": video.n_frames,
                          "split": video.split, "csv_order_agrees": result.csv_order_agrees})
-    return sorted(rows, key=lambda row: row["case_id"])
+    return sorted(rows, key=lambda row: row["case"])
 
 
 def build_splits(results: Sequence[VideoResult]) -> list[dict[str, list[str]]]:
@@ -328,20 +329,6 @@ def build_splits(results: Sequence[VideoResult]) -> list[dict[str, list[str]]]:
     n_folds = min(EXTRA_FOLDS, len(cases_of))
     extra = expand_to_cases(patient_level_folds(cases_of, n_folds), cases_of) if n_folds >= 2 else []
     return [official, *extra]
-
-
-def check_targets(raw_folder: Path, name: str, dataset_id: int, overwrite: bool) -> Path:
-    """Fails before any work when the dataset id is taken by another dataset or the outputs exist; returns
-    the splits file's path."""
-    others = sorted(p.name for p in raw_folder.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir() and p.name != name)
-    if others:
-        raise ConversionError(raw_folder / others[0], f"dataset id {dataset_id} is already used by this dataset; "
-                                                      f"choose another id with -d")
-    splits_file = require_env_folder("nnUNet_preprocessed") / name / "splits_final.json"
-    for path in (raw_folder / name, splits_file):
-        if path.exists() and not overwrite:
-            raise ConversionError(path, "already exists; pass --overwrite to replace it")
-    return splits_file
 
 
 def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_processes: int = default_num_processes,

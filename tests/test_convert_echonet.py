@@ -96,7 +96,7 @@ def test_every_case_dataset_json_and_summary(converted):
 
 def test_ed_es_assignment_and_cases_csv(converted, release):
     dataset, _ = converted
-    cases = pd.read_csv(dataset / "cases.csv").set_index("case_id")
+    cases = pd.read_csv(dataset / "cases.csv").set_index("case")
     file_list = pd.read_csv(release[0] / "FileList.csv")
     file_list["video"] = file_list["FileName"].str.replace(".avi", "", regex=False)
     file_list = file_list.set_index("video")
@@ -118,7 +118,7 @@ def test_masks_match_independent_rasterisations(converted, release):
     of the same outline everywhere but on the outline itself, where the two fills' edge rules differ."""
     dataset, _ = converted
     root, _ = release
-    cases = pd.read_csv(dataset / "cases.csv").set_index("case_id")
+    cases = pd.read_csv(dataset / "cases.csv").set_index("case")
     rows_of = tracing_rows(root)
     for case, _, labels in all_cases():
         label, spacing = read_nifti(dataset / labels / f"{case}.nii.gz")
@@ -157,7 +157,7 @@ def test_rectangle_tracing_has_its_known_area_and_clipped_outline_stays_in_frame
 def test_frames_equal_decoded_video_frames(converted, release):
     dataset, _ = converted
     root, videos = release
-    cases = pd.read_csv(dataset / "cases.csv").set_index("case_id")
+    cases = pd.read_csv(dataset / "cases.csv").set_index("case")
     for case, images, _ in all_cases():
         video = cases.loc[case, "video"]
         capture = cv2.VideoCapture(str(root / "Videos" / f"{video}.avi"))

@@ -1,0 +1,178 @@
+"""Reading CAMUS images (2D NIfTI or MetaImage, and 3D half sequences) with their in-plane geometry, checking
+ground truth against its image, and writing 2D NIfTI cases that keep that geometry."""
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from dataset_conversion.common import ConversionError
+
+LABEL_VALUES = (0, 1, 2, 3)
+LABEL_MEANINGS = "0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium"
+# Spacings agree when they differ by less than this fraction: a NIfTI header stores float32, a MetaImage
+# header decimal text, so the same spacing can differ in its last bits between an image and its ground truth.
+SPACING_RELATIVE_TOLERANCE = 1e-5
+METAIMAGE_ELEMENT_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4,
+                           "MET_UINT": 4, "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8,
+                           "MET_FLOAT": 4, "MET_DOUBLE": 8}
+
+
+@dataclass(frozen=True)
+class PlaneGeometry:
+    """Where a 2D image lies: spacing and origin (x = columns, y = rows, in mm) and its 2x2 direction."""
+    spacing: tuple[float, float]
+    origin: tuple[float, float]
+    direction: tuple[float, float, float, float]
+
+    def same_spacing(self, other: "PlaneGeometry") -> bool:
+        return bool(np.allclose(self.spacing, other.spacing, rtol=SPACING_RELATIVE_TOLERANCE, atol=0))
+
+
+def format_spacing(spacing: tuple[float, float]) -> str:
+    return " x ".join(f"{float(np.float32(s)):.7g}" for s in spacing) + " mm"
+
+
+def check_metaimage_data(header_path: Path) -> None:
+    """ITK reports a missing or short .raw as an unreadable .mhd (and prints to stderr): say what is wrong."""
+    try:
+        header = dict(line.split("=", 1) for line in header_path.read_text(errors="replace").splitlines()
+                      if "=" in line)
+    except OSError as error:
+        raise ConversionError(header_path, f"unreadable ({error.strerror})") from None
+    header = {key.strip(): value.strip() for key, value in header.items()}
+    data_name = header.get("ElementDataFile", "")
+    if not data_name or data_name == "LOCAL" or " " in data_name:
+        return  # data inside the header file, or a list of files: ITK's own checks apply
+    data_path = header_path.parent / data_name
+    if not data_path.is_file():
+        raise ConversionError(header_path, f"its data file {data_name} (ElementDataFile) is not found beside it")
+    element_bytes = METAIMAGE_ELEMENT_BYTES.get(header.get("ElementType", ""))
+    sizes = header.get("DimSize", "").split()
+    compressed = header.get("CompressedData", "False").lower() == "true"
+    if element_bytes is None or compressed or not all(s.isdigit() for s in sizes):
+        return
+    channels = int(header.get("ElementNumberOfChannels", "1") or 1)
+    expected = element_bytes * channels * int(np.prod([int(s) for s in sizes]))
+    actual = data_path.stat().st_size
+    if actual < expected:
+        raise ConversionError(data_path, f"truncated: {actual} bytes, but {header_path.name} describes {expected} "
+                                         f"(DimSize {' '.join(sizes)}, {header.get('ElementType')})")
+
+
+def check_nifti_data(path: Path) -> None:
+    """ITK reads a truncated or corrupt NIfTI without complaint, padding the missing pixels: a partial
+    download would become a wrong case. Check the gzip stream and that the data is as long as the header says."""
+    try:
+        with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as f:
+            content = f.read()
+    except (OSError, EOFError, zlib.error) as error:
+        raise ConversionError(path, f"unreadable: corrupt or truncated gzip stream ({error})") from None
+    try:
+        header = nib.Nifti1Header.from_fileobj(io.BytesIO(content), check=False)
+        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * \
+            header.get_data_dtype().itemsize
+    except Exception:  # not a NIfTI-1 header nibabel understands: ITK's reader has the last word
+        return
+    if len(content) < expected:
+        raise ConversionError(path, f"truncated: {len(content)} bytes of NIfTI, but its header describes {expected}")
+
+
+def itk_reason(error: RuntimeError) -> str:
+    """The useful last line of a SimpleITK exception, without ITK's source locations and object addresses."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = re.sub(r"^(sitk::ERROR|ITK ERROR):\s*(\w+\(0x[0-9a-fA-F]+\):\s*)?", "", lines[-1] if lines else "")
+    if reason.startswith("Unable to determine ImageIO reader"):
+        return "not an image file SimpleITK can read"
+    return reason or "SimpleITK cannot read it"
+
+
+def read_frames(path: Path) -> tuple[np.ndarray, PlaneGeometry]:
+    """The (frames, rows, columns) pixels and in-plane geometry of a 2D image (one frame), of a 3D image with
+    one slice, or of a 3D sequence (frames along the third axis, as CAMUS stores its sequences)."""
+    if path.name.endswith(".mhd"):
+        check_metaimage_data(path)
+    elif path.name.endswith((".nii", ".nii.gz")):
+        check_nifti_data(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise ConversionError(path, f"unreadable: {itk_reason(error)}") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ConversionError(path, f"expected a grey-level image, got {image.GetNumberOfComponentsPerPixel()} "
+                                    f"components per pixel")
+    dimension = image.GetDimension()
+    if dimension not in (2, 3):
+        raise ConversionError(path, f"expected a 2D image or a 3D sequence, got a {dimension}D image")
+    array = sitk.GetArrayFromImage(image)
+    direction = image.GetDirection()
+    if dimension == 2:
+        array = array[np.newaxis]
+        plane_direction = tuple(direction)
+    else:
+        plane_direction = (direction[0], direction[1], direction[3], direction[4])
+    geometry = PlaneGeometry(tuple(image.GetSpacing()[:2]), tuple(image.GetOrigin()[:2]), plane_direction)
+    return array, geometry
+
+
+def read_single_frame(path: Path) -> tuple[np.ndarray, PlaneGeometry]:
+    """A 2D image (an ED or ES image or its ground truth) as (rows, columns)."""
+    frames, geometry = read_frames(path)
+    if frames.shape[0] != 1:
+        raise ConversionError(path, f"expected one 2D image, got {frames.shape[0]} frames of "
+                                    f"{frames.shape[1]} x {frames.shape[2]} pixels")
+    return frames[0], geometry
+
+
+def describe_shape(shape: tuple[int, ...]) -> str:
+    rows_columns = f"{shape[-2]} rows x {shape[-1]} columns"
+    return rows_columns if len(shape) == 2 else f"{shape[0]} frames of {rows_columns}"
+
+
+def check_same_grid(image_path: Path, image: np.ndarray, image_geometry: PlaneGeometry,
+                    labels_path: Path, labels: np.ndarray, labels_geometry: PlaneGeometry) -> None:
+    """Ground truth must cover its image pixel for pixel, with the same spacing."""
+    if labels.shape != image.shape:
+        raise ConversionError(labels_path, f"shape mismatch: {describe_shape(labels.shape)}, but its image "
+                                           f"{image_path.name} has {describe_shape(image.shape)}")
+    if not labels_geometry.same_spacing(image_geometry):
+        raise ConversionError(labels_path, f"spacing mismatch: {format_spacing(labels_geometry.spacing)}, but its "
+                                           f"image {image_path.name} has {format_spacing(image_geometry.spacing)}")
+
+
+def format_value(value) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def checked_labels(labels: np.ndarray, path: Path) -> np.ndarray:
+    """`labels` as uint8 once every value is a CAMUS label; for a sequence the error names the first frame with
+    an unknown value (1-based, as Info_*.cfg counts frames)."""
+    values = np.unique(labels)
+    unknown = [v for v in values if v not in LABEL_VALUES]
+    if unknown:
+        where = ""
+        if labels.ndim == 3 and labels.shape[0] > 1:
+            bad = ~np.isin(labels, LABEL_VALUES)
+            where = f"frame {int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0]) + 1}: "
+        shown = ", ".join(format_value(v) for v in unknown[:5])
+        raise ConversionError(path, f"{where}unknown label value{'s' if len(unknown) > 1 else ''} {shown}; CAMUS "
+                                    f"ground truth has {LABEL_MEANINGS}")
+    return labels.astype(np.uint8)
+
+
+def write_nifti_2d(array: np.ndarray, geometry: PlaneGeometry, path: Path) -> None:
+    """A (rows, columns) array as a gzipped 2D NIfTI with the source's spacing, origin and direction, so
+    neither nnU-Net nor a viewer sees it flipped, transposed or rescaled. SimpleITK's gzip stream carries no
+    time stamp: the same input gives the same bytes."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing([float(s) for s in geometry.spacing])
+    image.SetOrigin([float(o) for o in geometry.origin])
+    image.SetDirection([float(d) for d in geometry.direction])
+    sitk.WriteImage(image, str(path), useCompression=True)
