@@ -29,8 +29,8 @@ from dataset_conversion.camus_images import (PlaneGeometry, check_same_grid, che
 from dataset_conversion.camus_release import (NIFTI_2023, PHASES, TESTING, TRAINING, VALIDATION, PatientFiles,
                                               Release, ViewFiles, plural, read_release)
 from dataset_conversion.common import (ConversionError, atomic_dataset_folder, check_targets, dataset_name,
-                                       expand_to_cases,
-                                       parallel_map, require_env_folder, write_csv, write_splits_final)
+                                       expand_to_cases, parallel_map, positive_int, require_env_folder,
+                                       run_converter, write_csv, write_splits_final)
 
 DEFAULT_DATASET_ID = 601
 SHORT_NAME = "CAMUS"
@@ -317,13 +317,6 @@ def convert_camus(root: Path, dataset_id: int = DEFAULT_DATASET_ID, half_sequenc
 
 # ----------------------------------------------------------------------------------------------- command
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msvmamba_convert_camus",
@@ -350,19 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """msvmamba_convert_camus: CAMUS (2023 NIfTI or challenge MHD release) -> nnU-Net raw dataset."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        dataset_name(args.dataset_id, SHORT_NAME)
-    except ValueError as error:
-        parser.error(str(error))
-    try:
-        summary = convert_camus(args.root, args.dataset_id, args.half_sequence, args.num_processes, args.overwrite)
-    except ConversionError as error:
-        print(f"error: {error.path}: {error.problem}", file=sys.stderr)
-        return 2
-    print(summary.report())
-    return 0
+    return run_converter(build_parser(), argv, SHORT_NAME, lambda args: convert_camus(
+        args.root, args.dataset_id, args.half_sequence, args.num_processes, args.overwrite))
 
 
 if __name__ == "__main__":

@@ -2,16 +2,18 @@
 patient-level folds, nnU-Net's splits file and parallel work with a progress bar."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -148,3 +150,29 @@ def check_targets(raw_folder: Path, name: str, dataset_id: int, overwrite: bool)
         if path.exists() and not overwrite:
             raise ConversionError(path, "already exists; pass --overwrite to replace it")
     return splits_file
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def run_converter(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], short_name: str,
+                  convert: Callable[[argparse.Namespace], object]) -> int:
+    """A converter command's main: parse, convert, print the summary's report; a bad input is one line
+    `error: <path>: <problem>` on stderr and exit status 2."""
+    args = parser.parse_args(argv)
+    try:
+        dataset_name(args.dataset_id, short_name)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        summary = convert(args)
+    except ConversionError as error:
+        print(f"error: {error.path}: {error.problem}", file=sys.stderr)
+        return 2
+    print(summary.report())
+    return 0

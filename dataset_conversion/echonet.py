@@ -22,9 +22,9 @@ from nnunetv2.configuration import default_num_processes
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
 from dataset_conversion.common import (ConversionError, atomic_dataset_folder, check_targets, dataset_name,
-                                       expand_to_cases,
-                                       parallel_map, patient_level_folds, require_env_folder, write_csv,
-                                       write_image_2d, write_splits_final)
+                                       expand_to_cases, parallel_map, patient_level_folds, positive_int,
+                                       require_env_folder, run_converter, write_csv, write_image_2d,
+                                       write_splits_final)
 
 DEFAULT_DATASET_ID = 602
 SHORT_NAME = "EchoNetDynamic"
@@ -409,13 +409,6 @@ def positive_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msvmamba_convert_echonet",
@@ -441,20 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """msvmamba_convert_echonet: EchoNet-Dynamic -> nnU-Net raw dataset."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        dataset_name(args.dataset_id, SHORT_NAME)
-    except ValueError as error:
-        parser.error(str(error))
-    try:
-        summary = convert_echonet(args.root, args.dataset_id, args.num_processes, args.overwrite, args.spacing,
-                                  args.skip_missing)
-    except ConversionError as error:
-        print(f"error: {error.path}: {error.problem}", file=sys.stderr)
-        return 2
-    print(summary.report())
-    return 0
+    return run_converter(build_parser(), argv, SHORT_NAME, lambda args: convert_echonet(
+        args.root, args.dataset_id, args.num_processes, args.overwrite, args.spacing, args.skip_missing))
 
 
 if __name__ == "__main__":
