@@ -7,7 +7,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
 from network_fixtures import PLAIN_2D, PLAIN_3D, RESENC_2D, plans
-from nnunetv2_msvmamba.network import LMSBlock, MSVMambaUNet
+from nnunetv2_msvmamba.network import LMSBlock, MSVMambaUNet, decoder_output_sizes, lms_stages_within
 from nnunetv2_msvmamba.network.lms import window_partition, window_unpartition
 from nnunetv2_msvmamba.training.network_from_plans import msvmamba_from_plans
 
@@ -15,6 +15,7 @@ from nnunetv2_msvmamba.training.network_from_plans import msvmamba_from_plans
 def build(architecture: dict, deep_supervision: bool = True, patch_size=(64, 64), **options) -> MSVMambaUNet:
     configuration = "2d" if len(patch_size) == 2 else "3d_fullres"
     manager = PlansManager(plans(architecture, configuration, patch_size)).get_configuration(configuration)
+    options.setdefault("lms_max_positions", None)  # LMS on every stage, full resolution included
     return msvmamba_from_plans(manager, 1, 3, deep_supervision, **options)
 
 
@@ -66,7 +67,7 @@ def test_gradients_reach_every_parameter():
     assert lms_and_fusion and all(p.grad.abs().sum() > 0 for p in lms_and_fusion)
 
 
-def test_every_decoder_stage_has_an_lms_block_by_default_and_options_remove_them():
+def test_every_decoder_stage_can_have_an_lms_block_and_options_remove_them():
     full = build(PLAIN_2D)
     assert all(isinstance(block, LMSBlock) for block in full.decoder.lms)
     assert full.skip_fusion is not None
@@ -79,6 +80,21 @@ def test_every_decoder_stage_has_an_lms_block_by_default_and_options_remove_them
     assert no_fusion.skip_fusion is None and not any("skip_fusion" in n for n, _ in no_fusion.named_parameters())
     with pytest.raises(ValueError, match="lms_stages"):
         build(PLAIN_2D, lms_stages=[5])
+
+
+def test_decoder_output_sizes_follow_the_plans_strides():
+    resenc_m_256 = [1, [2, 2], [2, 2], [2, 2], [2, 2], [2, 2], [2, 2]]
+    assert decoder_output_sizes((256, 256), resenc_m_256) == [(8, 8), (16, 16), (32, 32), (64, 64), (128, 128),
+                                                              (256, 256)]
+    # anisotropic 3D strides and sizes that do not divide (convolutions pad: ceil)
+    assert decoder_output_sizes((20, 60, 66), [1, [1, 2, 2], 2, 2]) == [(10, 15, 17), (20, 30, 33), (20, 60, 66)]
+
+
+def test_lms_stages_within_a_position_budget_keep_the_deepest_stage():
+    resenc_m_256 = [1, [2, 2], [2, 2], [2, 2], [2, 2], [2, 2], [2, 2]]
+    assert lms_stages_within((256, 256), resenc_m_256, 32 * 32) == [0, 1, 2]
+    assert lms_stages_within((256, 256), resenc_m_256, 256 * 256) == [0, 1, 2, 3, 4, 5]
+    assert lms_stages_within((256, 256), [1, 2, 2], 16) == [0]  # even when its map is larger than the budget
 
 
 def test_plain_and_resenc_plans_give_the_encoder_their_block_counts():

@@ -14,7 +14,8 @@ from nnunetv2_msvmamba.network import LMSBlock
 from nnunetv2_msvmamba.training import ext_trainer_path, trainers
 from nnunetv2_msvmamba.training.trainers import (
     nnUNetTrainerMSVMamba, nnUNetTrainerMSVMamba_5epochs, nnUNetTrainerMSVMamba_250epochs,
-    nnUNetTrainerMSVMambaNoAux, nnUNetTrainerMSVMambaNoFusion, nnUNetTrainerMSVMambaNoLMS)
+    nnUNetTrainerMSVMambaLMSEveryStage, nnUNetTrainerMSVMambaNoAux, nnUNetTrainerMSVMambaNoFusion,
+    nnUNetTrainerMSVMambaNoLMS)
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +71,15 @@ def test_ablation_variants_really_drop_their_part():
     assert no_aux.enable_deep_supervision is False
     assert not isinstance(no_aux._build_loss(), DeepSupervisionWrapper)
     assert isinstance(build_network(no_aux)(torch.randn(1, 1, 64, 64)), torch.Tensor)
+
+
+def test_lms_goes_on_the_stages_within_the_position_budget_unless_every_stage_is_asked_for():
+    # the plans' 64 x 64 patch, strides 1, 2, 2, 2: decoder maps 16 x 16, 32 x 32, 64 x 64
+    default = build_network(make_trainer(nnUNetTrainerMSVMamba))
+    assert default.decoder.lms_stages == [0, 1]
+    every = build_network(make_trainer(nnUNetTrainerMSVMambaLMSEveryStage))
+    assert every.decoder.lms_stages == [0, 1, 2]
+    assert isinstance(every(torch.randn(1, 1, 64, 64))[0], torch.Tensor)
 
 
 def test_epoch_variants_set_only_the_number_of_epochs():

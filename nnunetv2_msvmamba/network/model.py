@@ -2,6 +2,7 @@
 segmentation head per decoder stage for the auxiliary losses. 2D or 3D by `conv_op`."""
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple, Type, Union
 
 import torch
@@ -16,6 +17,27 @@ from .fusion import DualAttentionSkipFusion
 from .lms import LMSBlock
 
 IntOrSeq = Union[int, List[int], Tuple[int, ...]]
+
+
+def decoder_output_sizes(patch_size: Sequence[int], strides: Sequence[IntOrSeq]) -> list[tuple[int, ...]]:
+    """The spatial size of the map each decoder stage outputs for an input of `patch_size` (0 = deepest), given
+    the encoder's per-stage strides as in nnU-Net's plans."""
+    sizes, size = [], tuple(patch_size)
+    for stride in strides:
+        stride = [stride] * len(size) if isinstance(stride, int) else stride
+        size = tuple(-(-axis // s) for axis, s in zip(size, stride))  # ceil: convolutions pad
+        sizes.append(size)
+    return sizes[-2::-1]  # the bottleneck is not decoded; decoding runs deep to shallow
+
+
+def lms_stages_within(patch_size: Sequence[int], strides: Sequence[IntOrSeq], max_positions: int) -> list[int]:
+    """Decoder stages whose map has at most `max_positions` positions, and always the deepest one.
+
+    The selective scan is sequential in the number of positions while the convolutions around it are not, so
+    on full-resolution stages an LMS block costs many times the whole stock decoder stage; at small maps its
+    large windows and pooled patches already cover the whole image."""
+    sizes = decoder_output_sizes(patch_size, strides)
+    return [s for s, size in enumerate(sizes) if s == 0 or math.prod(size) <= max_positions]
 
 
 class MSVMambaDecoder(UNetDecoder):

@@ -13,28 +13,36 @@ from torch import nn
 from .network_from_plans import msvmamba_from_plans
 
 
+def positive_int_from_env(variable: str, default: int) -> int:
+    """The positive integer in environment variable `variable`, or `default` when it is unset or empty."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"environment variable {variable} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def compile_opted_in() -> bool:
     return os.environ.get("nnUNet_compile", "").lower() in ("true", "1", "t")
 
 
-class nnUNetTrainerMSVMamba(nnUNetTrainer):
-    """nnU-Net's trainer with the MSV-Mamba network built from the plans the user trained with.
+class TrainingSchedule:
+    """Mixin for an nnU-Net trainer: class attributes that override its schedule (None keeps nnU-Net's value).
+    Put it before the trainer class in the bases, so that one variant of any trainer is just the attributes."""
 
-    Differences from nnUNetTrainer: the network; every decoder layer's auxiliary loss has a non-zero weight;
-    torch.compile only with nnUNet_compile=1 (the fused Mamba kernels do not compile). Variants override the
-    class attributes below.
-    """
-
-    network_options: dict = {}
     epochs: Optional[int] = None
     iterations_per_epoch: Optional[int] = None
     val_iterations_per_epoch: Optional[int] = None
     checkpoint_every: Optional[int] = None
-    auxiliary_losses: bool = True
 
+    # nnUNetTrainer records its constructor arguments by these names, so the signature must stay identical
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.apply_schedule()
+
+    def apply_schedule(self) -> None:
         if self.epochs is not None:
             self.num_epochs = self.epochs
         if self.iterations_per_epoch is not None:
@@ -43,6 +51,22 @@ class nnUNetTrainerMSVMamba(nnUNetTrainer):
             self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
         if self.checkpoint_every is not None:
             self.save_every = self.checkpoint_every
+
+
+class nnUNetTrainerMSVMamba(TrainingSchedule, nnUNetTrainer):
+    """nnU-Net's trainer with the MSV-Mamba network built from the plans the user trained with.
+
+    Differences from nnUNetTrainer: the network; every decoder layer's auxiliary loss has a non-zero weight;
+    torch.compile only with nnUNet_compile=1 (the fused Mamba kernels do not compile). Variants override the
+    class attributes below and those of TrainingSchedule (epochs, iterations per epoch, checkpoint interval).
+    """
+
+    network_options: dict = {}
+    auxiliary_losses: bool = True
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = self.auxiliary_losses
 
     @classmethod
@@ -90,6 +114,36 @@ class nnUNetTrainerMSVMamba_Debug(nnUNetTrainerMSVMamba):
     iterations_per_epoch = 2
     val_iterations_per_epoch = 1
     checkpoint_every = 1
+
+
+class DemoSchedule(TrainingSchedule):
+    """The short CPU schedule of `msvmamba_demo`, shared by the MSV-Mamba and the stock nnU-Net demo trainers so
+    that they compare like for like. The demo's --epochs and --iterations reach it through the environment
+    variables named below (unset: the class attributes)."""
+    epochs = 12
+    iterations_per_epoch = 10
+    val_iterations_per_epoch = 2
+    epochs_variable = "MSVMAMBA_DEMO_EPOCHS"
+    iterations_variable = "MSVMAMBA_DEMO_ITERATIONS"
+
+    def apply_schedule(self) -> None:
+        self.epochs = positive_int_from_env(self.epochs_variable, self.epochs)
+        self.iterations_per_epoch = positive_int_from_env(self.iterations_variable, self.iterations_per_epoch)
+        super().apply_schedule()
+
+
+class nnUNetTrainerMSVMamba_Demo(DemoSchedule, nnUNetTrainerMSVMamba):
+    """MSV-Mamba on the demo's short schedule."""
+
+
+class nnUNetTrainer_Demo(DemoSchedule, nnUNetTrainer):
+    """Stock nnU-Net (its plain U-Net) on the demo's short schedule: the demo's baseline."""
+
+
+class nnUNetTrainerMSVMambaLMSEveryStage(nnUNetTrainerMSVMamba):
+    """LMS after every decoder stage, full resolution included (the default stops at 32 x 32 maps): the most
+    literal reading of the paper; several times slower, meant for GPUs."""
+    network_options = {"lms_max_positions": None}
 
 
 class nnUNetTrainerMSVMambaNoLMS(nnUNetTrainerMSVMamba):

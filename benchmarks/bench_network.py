@@ -1,0 +1,535 @@
+"""Benchmark: MSV-Mamba against stock nnU-Net's ResEnc-M network, built from the same real 2D plans.
+
+The plans are made for real: a tiny raw dataset (4 echo-like 256x256 images, CAMUS labels) in a temporary
+folder, then nnU-Net's own `nnUNetv2_extract_fingerprint` and `nnUNetv2_plan_experiment -pl
+nnUNetPlannerResEncM`; both networks come from `nnUNetResEncUNetMPlans.json`'s `2d` configuration, the stock
+one through nnU-Net's `get_network_from_plans` (as nnUNetTrainer builds it), MSV-Mamba through
+`msvmamba_from_plans` (as nnUNetTrainerMSVMamba builds it). Measured in the same run, per device (CPU, and CUDA
+when present):
+  * training step: forward + each trainer's deep-supervision DC+CE loss + backward + gradient clipping (12) +
+    SGD step (lr 1e-2, momentum 0.99, nesterov, weight decay 3e-5), as nnUNetTrainer.train_step; under fp16
+    autocast with a GradScaler on CUDA, like nnU-Net;
+  * inference: forward of the full-resolution map only, eval mode, no grad (autocast on CUDA);
+  * peak memory of one training step and of one inference;
+alternating the two networks (ABBA order) so that a busy machine slows both alike, median of the repeats after a
+warm-up. Prints the figures, the ratios MSV-Mamba / stock and PASS/FAIL for the targets of issue 3:
+train step <= 1.5x and inference <= 1.5x of the stock network.
+
+    python benchmarks/bench_network.py                 # 256x256 plans, CPU (+ CUDA when present); minutes
+    python benchmarks/bench_network.py --quick         # 64x64 plans, 1 repeat: a smoke run
+    python benchmarks/bench_network.py --profile       # also: where MSV-Mamba's training step spends its time
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))  # measure this checkout, not an installed copy
+
+FULL_IMAGE_SIZE = 256
+QUICK_IMAGE_SIZE = 32
+N_IMAGES = 4
+DATASET_ID = 987
+PLANNER = "nnUNetPlannerResEncM"
+PLANS_NAME = "nnUNetResEncUNetMPlans"
+CONFIGURATION = "2d"
+LABELS = {"background": 0, "LV_cavity": 1, "LV_myocardium": 2, "left_atrium": 3}  # CAMUS
+TARGET_TRAIN_RATIO = 1.5
+TARGET_INFERENCE_RATIO = 1.5
+NETWORKS = ("stock", "msvmamba")
+NETWORK_TITLES = {"stock": "stock ResEnc-M", "msvmamba": "MSV-Mamba"}
+MODES = ("train", "inference")
+CPU_MEMORY_NOTE = (
+    "CPU peak memory: each network and mode in a fresh process; the rise of the process's peak resident set size\n"
+    "(Linux VmHWM, reset through /proc/self/clear_refs) during its first step over its resident size just before,\n"
+    "network, optimizer and inputs already built, so it counts activations, gradients and SGD momentum (made at\n"
+    "the first step) and whatever the allocator kept. CUDA: torch.cuda.max_memory_allocated over the allocated\n"
+    "memory before the step.")
+
+
+# ---------------------------------------------------------------------------------------------- machine
+
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_rise_mib(run: Callable[[], None]) -> Optional[float]:
+    """Runs `run` once; returns how far the peak RSS rose above the RSS before it (None where /proc lacks it)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets VmHWM to the current RSS
+        before = _proc_status_kib("VmRSS")
+    except OSError:
+        run()
+        return None
+    run()
+    return (_proc_status_kib("VmHWM") - before) / 1024
+
+
+def machine_description() -> str:
+    import platform
+
+    import torch
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
+        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+    return f"{cpu}, {cores} CPU cores available, torch {torch.__version__} with {torch.get_num_threads()} threads; {gpu}"
+
+
+# ---------------------------------------------------------------------------------------------- plans
+
+def echo_like_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy image with a cavity (1) inside a myocardium ring (2) above an atrium (3); labels as CAMUS."""
+    rows, columns = np.indices((size, size), dtype=np.float32) / size
+    cavity = (rows - 0.4) ** 2 / 0.06 + (columns - 0.5) ** 2 / 0.02
+    label = np.zeros((size, size), np.uint8)
+    label[cavity < 1.6] = 2
+    label[cavity < 1] = 1
+    label[((rows - 0.8) ** 2 + (columns - 0.5) ** 2 < 0.012) & (label == 0)] = 3
+    image = np.choose(label, [10.0, 20.0, 90.0, 25.0]) + rng.normal(0, 12, (size, size))
+    return image.astype(np.float32), label
+
+
+def write_raw_dataset(raw: Path, size: int) -> None:
+    """nnU-Net raw dataset DatasetNNN_BenchEcho: N_IMAGES 2D NIfTI images with labels and dataset.json."""
+    from dataset_conversion.common import write_image_2d
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    folder = raw / f"Dataset{DATASET_ID:03d}_BenchEcho"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(N_IMAGES):
+        image, label = echo_like_image(size, rng)
+        write_image_2d(image, (0.3, 0.3), folder / "imagesTr" / f"echo_{index:03d}_0000.nii.gz")
+        write_image_2d(label, (0.3, 0.3), folder / "labelsTr" / f"echo_{index:03d}.nii.gz")
+    generate_dataset_json(str(folder), {0: "US"}, LABELS, N_IMAGES, ".nii.gz", dataset_name=folder.name)
+
+
+def run_nnunet_command(arguments: list[str], environment: dict[str, str]) -> None:
+    executable = Path(sys.executable).parent / arguments[0]
+    command = [str(executable) if executable.exists() else arguments[0], *arguments[1:]]
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if completed.returncode != 0:
+        raise SystemExit(f"error: {arguments[0]}: exited {completed.returncode}:\n{completed.stderr[-3000:]}")
+
+
+def make_plans(workspace: Path, size: int) -> Path:
+    """Runs nnU-Net's fingerprint extraction and ResEnc-M planner on a fresh raw dataset; returns the
+    preprocessed dataset folder, which holds the plans and dataset.json."""
+    folders = {name: workspace / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for folder in folders.values():
+        folder.mkdir()
+    write_raw_dataset(folders["nnUNet_raw"], size)
+    environment = dict(os.environ, **{name: str(path) for name, path in folders.items()})
+    run_nnunet_command(["nnUNetv2_extract_fingerprint", "-d", str(DATASET_ID), "-np", "1"], environment)
+    run_nnunet_command(["nnUNetv2_plan_experiment", "-d", str(DATASET_ID), "-pl", PLANNER], environment)
+    return folders["nnUNet_preprocessed"] / f"Dataset{DATASET_ID:03d}_BenchEcho"
+
+
+# ---------------------------------------------------------------------------------------------- workloads
+
+@dataclasses.dataclass
+class Setup:
+    """What both networks are built and fed from."""
+    preprocessed: Path
+    batch_size: Optional[int]  # None: the plans' batch size
+    device: str
+    msvmamba_options: dict
+
+
+def load_configuration(preprocessed: Path):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    plans_manager = PlansManager(str(preprocessed / f"{PLANS_NAME}.json"))
+    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
+    configuration = plans_manager.get_configuration(CONFIGURATION)
+    label_manager = plans_manager.get_label_manager(dataset_json)
+    return configuration, len(dataset_json["channel_names"]), label_manager.num_segmentation_heads
+
+
+def build_network(name: str, setup: Setup):
+    """The network as its trainer builds it: deep supervision on (the inference measurement turns it off)."""
+    configuration, input_channels, classes = load_configuration(setup.preprocessed)
+    if name == "stock":
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+        return get_network_from_plans(configuration.network_arch_class_name, configuration.network_arch_init_kwargs,
+                                      configuration.network_arch_init_kwargs_req_import, input_channels, classes,
+                                      allow_init=True, deep_supervision=True)
+    from nnunetv2_msvmamba.training.network_from_plans import msvmamba_from_plans
+    return msvmamba_from_plans(configuration, input_channels, classes, True, **setup.msvmamba_options)
+
+
+def deep_supervision_loss(name: str, n_outputs: int, batch_dice: bool):
+    """Each trainer's loss: nnU-Net's DC+CE over the outputs, weights halving per scale; the stock trainer zeroes
+    the lowest output's weight, nnUNetTrainerMSVMamba keeps every decoder layer."""
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+    loss = DC_and_CE_loss({"batch_dice": batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
+                          weight_ce=1, weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
+    weights = np.array([1 / 2 ** i for i in range(n_outputs)])
+    if name == "stock":
+        weights[-1] = 0
+    return DeepSupervisionWrapper(loss, weights / weights.sum())
+
+
+class Workload:
+    """One network with its optimizer, loss, inputs and targets; `train_step` and `infer` as nnU-Net runs them."""
+
+    def __init__(self, name: str, setup: Setup):
+        import torch
+        self.name = name
+        self.device = torch.device(setup.device)
+        configuration, input_channels, classes = load_configuration(setup.preprocessed)
+        self.batch_size = setup.batch_size or configuration.batch_size
+        self.patch_size = tuple(configuration.patch_size)
+        self.network = build_network(name, setup).to(self.device)
+        self.parameters = sum(p.numel() for p in self.network.parameters())
+        self.optimizer = torch.optim.SGD(self.network.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99,
+                                         nesterov=True)
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
+        n_outputs = len(configuration.pool_op_kernel_sizes) - 1
+        self.loss = deep_supervision_loss(name, n_outputs, configuration.batch_dice)
+        generator = torch.Generator().manual_seed(0)
+        self.data = torch.randn(self.batch_size, input_channels, *self.patch_size, generator=generator).to(self.device)
+        target = torch.randint(0, classes, (self.batch_size, 1, *self.patch_size), generator=generator).float()
+        self.targets = [torch.nn.functional.interpolate(target, size=size, mode="nearest").to(self.device)
+                        for size in output_sizes(self.patch_size, configuration.pool_op_kernel_sizes)]
+
+    def autocast(self):
+        import torch
+        return torch.autocast("cuda", enabled=True) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    def train_step(self) -> None:
+        import torch
+        self.network.train()
+        self.network.decoder.deep_supervision = True
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss = self.loss(self.network(self.data), self.targets)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+
+    def infer(self) -> None:
+        import torch
+        self.network.eval()
+        self.network.decoder.deep_supervision = False
+        with torch.no_grad(), self.autocast():
+            self.network(self.data)
+
+    def run(self, mode: str) -> None:
+        self.train_step() if mode == "train" else self.infer()
+
+    def timed(self, mode: str) -> float:
+        synchronize(self.device)
+        start = time.perf_counter()
+        self.run(mode)
+        synchronize(self.device)
+        return time.perf_counter() - start
+
+    def cuda_peak_mib(self, mode: str) -> float:
+        import torch
+        synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        self.run(mode)
+        synchronize(self.device)
+        return (torch.cuda.max_memory_allocated(self.device) - before) / 2 ** 20
+
+
+def output_sizes(patch_size: tuple[int, ...], pool_kernels: list) -> list[tuple[int, ...]]:
+    """Spatial sizes of the deep-supervision outputs, highest resolution first (one per decoder stage)."""
+    sizes, current = [], tuple(patch_size)
+    for stride in pool_kernels[:-1]:
+        current = tuple(c // s for c, s in zip(current, stride))
+        sizes.append(current)
+    return sizes
+
+
+def synchronize(device) -> None:
+    if device.type == "cuda":
+        import torch
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+@dataclasses.dataclass
+class Figures:
+    """One network on one device: medians in seconds, memory in MiB."""
+    parameters: int
+    train_s: float
+    inference_s: float
+    train_peak_mib: Optional[float] = None
+    inference_peak_mib: Optional[float] = None
+
+
+def measure_times(setup: Setup, repeats: int, warmup: int) -> dict[str, Figures]:
+    """Both networks in this process, alternating ABBA so that load on the machine hits both alike."""
+    from tqdm import tqdm
+    workloads = {name: Workload(name, setup) for name in NETWORKS}
+    times: dict[tuple[str, str], list[float]] = {(n, m): [] for n in NETWORKS for m in MODES}
+    with tqdm(total=(warmup + repeats) * len(NETWORKS) * len(MODES), desc=f"timing on {setup.device}",
+              unit="step", file=sys.stderr) as progress:
+        for round_index in range(warmup + repeats):
+            order = NETWORKS if round_index % 2 == 0 else NETWORKS[::-1]
+            for mode in MODES:
+                for name in order:
+                    progress.set_postfix_str(f"{name} {mode}")
+                    elapsed = workloads[name].timed(mode)
+                    if round_index >= warmup:
+                        times[name, mode].append(elapsed)
+                    progress.update()
+    figures = {name: Figures(workloads[name].parameters, statistics.median(times[name, "train"]),
+                             statistics.median(times[name, "inference"])) for name in NETWORKS}
+    if setup.device.startswith("cuda"):
+        for name in NETWORKS:
+            figures[name].train_peak_mib = workloads[name].cuda_peak_mib("train")
+            figures[name].inference_peak_mib = workloads[name].cuda_peak_mib("inference")
+    return figures
+
+
+def cpu_peak_worker(name: str, mode: str, setup: Setup) -> None:
+    workload = Workload(name, setup)
+    print(json.dumps({"peak_mib": peak_rise_mib(lambda: workload.run(mode))}))
+
+
+def measure_cpu_peaks(setup: Setup, figures: dict[str, Figures], threads: Optional[int], parallel: int) -> None:
+    """Each network and mode in a fresh process, `parallel` at a time (memory does not mind sharing the cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from tqdm import tqdm
+
+    def worker(job: tuple[str, str]) -> Optional[float]:
+        name, mode = job
+        command = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", name, mode,
+                   "--preprocessed", str(setup.preprocessed), "--msvmamba-options", json.dumps(setup.msvmamba_options)]
+        if setup.batch_size:
+            command += ["--batch-size", str(setup.batch_size)]
+        environment = dict(os.environ)
+        if threads is not None:
+            environment.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        completed = subprocess.run(command, capture_output=True, text=True, env=environment)
+        if completed.returncode != 0:
+            raise SystemExit(f"error: {name} {mode}: the memory-measuring process failed:\n{completed.stderr[-3000:]}")
+        return json.loads(completed.stdout.strip().splitlines()[-1])["peak_mib"]
+
+    jobs = [(name, mode) for name in NETWORKS for mode in MODES]
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        peaks = list(tqdm(pool.map(worker, jobs), total=len(jobs), desc="peak memory (CPU)", unit="process",
+                          file=sys.stderr))
+    for (name, mode), peak in zip(jobs, peaks):
+        setattr(figures[name], f"{mode}_peak_mib", peak)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
+    return None if numerator is None or not denominator else numerator / denominator
+
+
+def report(device: str, figures: dict[str, Figures]) -> bool:
+    """Prints the table for one device and the verdicts; True when both targets are met."""
+    stock, msvmamba = figures["stock"], figures["msvmamba"]
+
+    def cell(value: Optional[float], unit: str) -> str:
+        if value is None:
+            return "n/a"
+        return {"M": f"{value / 1e6:.2f} M", "s": f"{value:.3f} s", "MiB": f"{value:.0f} MiB",
+                "x": f"{value:.2f}x"}[unit]
+    rows = [("parameters", "parameters", "M"), ("train step", "train_s", "s"), ("inference", "inference_s", "s"),
+            ("peak memory, train step", "train_peak_mib", "MiB"),
+            ("peak memory, inference", "inference_peak_mib", "MiB")]
+    print(f"{device}:")
+    print(f"  {'':<26}{NETWORK_TITLES['stock']:>16}{NETWORK_TITLES['msvmamba']:>14}{'MSV-Mamba / stock':>20}")
+    for title, field, unit in rows:
+        a, b = getattr(stock, field), getattr(msvmamba, field)
+        print(f"  {title:<26}{cell(a, unit):>16}{cell(b, unit):>14}{cell(ratio(b, a), 'x'):>20}")
+    train_ratio, inference_ratio = ratio(msvmamba.train_s, stock.train_s), ratio(msvmamba.inference_s, stock.inference_s)
+    train_pass, inference_pass = train_ratio <= TARGET_TRAIN_RATIO, inference_ratio <= TARGET_INFERENCE_RATIO
+    print(f"  target train step <= {TARGET_TRAIN_RATIO}x stock: {'PASS' if train_pass else 'FAIL'} "
+          f"({train_ratio:.2f}x)")
+    print(f"  target inference  <= {TARGET_INFERENCE_RATIO}x stock: {'PASS' if inference_pass else 'FAIL'} "
+          f"({inference_ratio:.2f}x)")
+    print()
+    return train_pass and inference_pass
+
+
+def describe_plans(setup: Setup) -> str:
+    configuration, input_channels, classes = load_configuration(setup.preprocessed)
+    batch = setup.batch_size or configuration.batch_size
+    kwargs = configuration.network_arch_init_kwargs
+    source = "--batch-size" if setup.batch_size else "the plans'"
+    return (f"plans: {PLANS_NAME} '{CONFIGURATION}' from {PLANNER} on {N_IMAGES} images; patch "
+            f"{'x'.join(map(str, configuration.patch_size))}, batch {batch} ({source}), {input_channels} input "
+            f"channel(s), {classes} classes; {kwargs['n_stages']} stages, features {kwargs['features_per_stage']}, "
+            f"blocks {kwargs['n_blocks_per_stage']}")
+
+
+def profile_msvmamba(setup: Setup, rows: int = 20) -> None:
+    """One MSV-Mamba training step under torch.profiler: forward time per component (record_function ranges
+    from hooks) and the operators with the most self time, backward included."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    workload = Workload("msvmamba", setup)
+    workload.train_step()  # warm-up
+    network = workload.network
+    components = {"encoder": network.encoder, "skip fusion": network.skip_fusion}
+    for index, (stage, lms) in enumerate(zip(network.decoder.stages, network.decoder.lms)):
+        components[f"decoder {index} convs"] = stage
+        if not isinstance(lms, torch.nn.Identity):
+            components[f"decoder {index} LMS pixel windows"] = lms.pixel_mamba
+            for factor, mamba in zip(lms.pool_factors, lms.patch_mambas):
+                components[f"decoder {index} LMS patch /{factor}"] = mamba
+    ranges: dict[torch.nn.Module, list] = {}
+    handles = []
+    for title, module in components.items():
+        if module is None:
+            continue
+
+        def enter(module, inputs, title=title):
+            ranges.setdefault(module, []).append(record_function(f"## {title}"))
+            ranges[module][-1].__enter__()
+
+        def leave(module, inputs, output):
+            ranges[module].pop().__exit__(None, None, None)
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if workload.device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        start = time.perf_counter()
+        workload.train_step()
+        synchronize(workload.device)
+        total = time.perf_counter() - start
+    for handle in handles:
+        handle.remove()
+    events = profiler.key_averages()
+    print(f"profile of one MSV-Mamba training step on {setup.device} ({total:.2f} s under the profiler):")
+    print("  forward time per component (CPU total, ms):")
+    for event in sorted((e for e in events if e.key.startswith("## ")), key=lambda e: -e.cpu_time_total):
+        print(f"    {event.key[3:]:<34}{event.cpu_time_total / 1e3:>10.1f}")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+# ---------------------------------------------------------------------------------------------- command
+
+def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Training step, inference time and peak memory of MSV-Mamba against stock nnU-Net's ResEnc-M "
+                    "network from the same real nnUNetPlannerResEncM 2D plans, with the targets of issue 3.")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_IMAGE_SIZE}x{QUICK_IMAGE_SIZE} plans, batch 1 (unless --batch-size), 1 repeat, "
+                             f"no warm-up: a smoke run")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions, median reported (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the plans' batch size")
+    parser.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
+                        help="devices to measure on (default: cpu, and cuda when PyTorch sees one)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PyTorch CPU threads (default: PyTorch's default, one per available core)")
+    parser.add_argument("--msvmamba-options", default="{}", metavar="JSON",
+                        help="MSVMambaUNet keyword arguments, e.g. '{\"lms_stages\": [0, 1, 2, 3]}' (default: none, "
+                             "nnUNetTrainerMSVMamba's; '{\"lms_max_positions\": null}' puts LMS on every stage)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one MSV-Mamba training step per device with torch.profiler")
+    parser.add_argument("--note", default=None, help="a line about the machine to print with the results")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    parser.add_argument("--memory-worker", nargs=2, metavar=("NETWORK", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--preprocessed", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0 or (args.batch_size is not None and args.batch_size < 1) or (
+            args.threads is not None and args.threads < 1):
+        parser.error("--repeats, --batch-size and --threads must be at least 1, --warmup at least 0")
+    try:
+        args.msvmamba_options = json.loads(args.msvmamba_options)
+    except json.JSONDecodeError as error:
+        parser.error(f"--msvmamba-options: not JSON ({error})")
+    if not isinstance(args.msvmamba_options, dict):
+        parser.error("--msvmamba-options: must be a JSON object")
+    if args.quick:
+        args.repeats, args.warmup = 1, 0
+        args.batch_size = args.batch_size or 1
+    return args
+
+
+def default_devices() -> list[str]:
+    import torch
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1/5/15 min)"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_arguments(argv)
+    import torch
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.memory_worker:
+        cpu_peak_worker(*args.memory_worker, Setup(args.preprocessed, args.batch_size, "cpu", args.msvmamba_options))
+        return 0
+    from nnunetv2_msvmamba.ssm.backend import resolve_backend
+
+    devices = args.devices or default_devices()
+    with tempfile.TemporaryDirectory(prefix="bench_network_") as workspace:
+        size = QUICK_IMAGE_SIZE if args.quick else FULL_IMAGE_SIZE
+        print(f"planning: nnUNetv2_extract_fingerprint + nnUNetv2_plan_experiment -pl {PLANNER} on {N_IMAGES} "
+              f"{size}x{size} images ...", file=sys.stderr, flush=True)
+        preprocessed = make_plans(Path(workspace), size)
+        print(f"machine: {machine_description()}")
+        if args.note:
+            print(f"note: {args.note}")
+        print(f"at start: {load_line()}")
+        base = Setup(preprocessed, args.batch_size, "cpu", args.msvmamba_options)
+        print(describe_plans(base))
+        if args.msvmamba_options:
+            print(f"MSV-Mamba options: {args.msvmamba_options}")
+        print(f"times: median of {args.repeats} after {args.warmup} warm-up round(s), the two networks alternating "
+              f"(ABBA); train step = forward + deep-supervision DC+CE loss + backward + clip + SGD(lr 1e-2, momentum "
+              f"0.99, nesterov, weight decay 3e-5); inference = full-resolution output, eval, no grad")
+        print(CPU_MEMORY_NOTE)
+        print()
+        all_pass = True
+        for device in devices:
+            setup = dataclasses.replace(base, device=device)
+            figures = measure_times(setup, args.repeats, args.warmup)
+            if device == "cpu":
+                measure_cpu_peaks(setup, figures, args.threads, parallel=4 if args.quick else 2)
+            backend = resolve_backend(torch.device(device))
+            all_pass &= report(f"{device} (selective scan backend: {backend})", figures)
+            if args.profile:
+                profile_msvmamba(setup)
+        print(f"at end: {load_line()}")
+    return 1 if args.strict and not all_pass else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
