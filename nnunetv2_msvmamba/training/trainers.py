@@ -120,7 +120,7 @@ class DemoSchedule(TrainingSchedule):
     """The short CPU schedule of `msvmamba_demo`, shared by the MSV-Mamba and the stock nnU-Net demo trainers so
     that they compare like for like. The demo's --epochs and --iterations reach it through the environment
     variables named below (unset: the class attributes)."""
-    epochs = 12
+    epochs = 25
     iterations_per_epoch = 10
     val_iterations_per_epoch = 2
     epochs_variable = "MSVMAMBA_DEMO_EPOCHS"

@@ -1,0 +1,210 @@
+"""`msvmamba_demo`: the real demo end to end at a tiny size in a subprocess (every step, reuse on a re-run), and
+its orchestration in process (what reruns when a setting changes, failures, refusals, the trainers it uses)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from network_fixtures import DATASET_JSON, PLAIN_2D, plans
+from nnunetv2_msvmamba import demo
+from nnunetv2_msvmamba.training.trainers import (DemoSchedule, TrainingSchedule, nnUNetTrainer_Demo,
+                                                 nnUNetTrainerMSVMamba, nnUNetTrainerMSVMamba_Debug,
+                                                 nnUNetTrainerMSVMamba_Demo)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--patients", "6", "--size", "64", "64", "--epochs", "1", "--iterations", "2", "-np", "1"]
+STEP_TITLES = ["Generate 6 synthetic patients", "Convert them", "Plan and preprocess", "Train MSV-Mamba",
+               "Train nnU-Net", "Predict the test patients with MSV-Mamba", "Predict the test patients with nnU-Net",
+               "Evaluate both"]
+
+
+def run_demo(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nnunetv2_msvmamba.demo", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    output = tmp_path_factory.mktemp("demo") / "out"
+    return output, run_demo(["-o", str(output), *TINY])
+
+
+def test_tiny_demo_runs_every_step_and_reports_the_comparison(tiny_demo):
+    output, result = tiny_demo
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    for number, title in enumerate(STEP_TITLES, start=1):
+        assert f"[{number}/{len(STEP_TITLES)}] {title}" in result.stdout
+    assert "nnUNetTrainerMSVMamba_Demo: 1 epochs x 2 iterations, cpu" in result.stdout
+    # the tools' own output is streamed: nnU-Net's epoch log and the evaluation's table
+    assert result.stdout.count("Epoch time:") >= 2 and "wrote metrics_per_case.csv" in result.stdout
+
+    report = result.stdout.split("MSV-Mamba vs stock nnU-Net on the 4 synthetic test images", 1)[1]
+    table = report.split("LV_endo\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert table[0].startswith("| subset | model | n | Dice (%)")
+    assert [row.split("|")[1:3] for row in table[2:]] == [[" all ", " nnU-Net "], [" all ", " MSV-Mamba "]]
+    assert "phase=ED" not in report  # the breakdowns stay in summary.md
+    assert "LV_endo Dice: nnU-Net " in report and "box plot:" in report
+    assert f"{output / 'evaluation' / 'boxplot.png'}" in report
+
+    test_labels = sorted(p.name for p in (output / "nnUNet_raw" / "Dataset601_CAMUS" / "labelsTs").iterdir())
+    assert len(test_labels) == 4  # 1 test patient x 2 views x ED/ES
+    for model in ("msvmamba", "nnunet"):
+        assert sorted(p.name for p in (output / "predictions" / model).glob("*.nii.gz")) == test_labels
+    for trainer in ("nnUNetTrainerMSVMamba_Demo", "nnUNetTrainer_Demo"):
+        fold = output / "nnUNet_results" / "Dataset601_CAMUS" / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+        assert (fold / "checkpoint_final.pth").is_file()
+        assert torch.load(fold / "checkpoint_final.pth", weights_only=False)["trainer_name"] == trainer
+    for name in ("summary.md", "summary.json", "metrics_per_case.csv", "boxplot.png"):
+        assert (output / "evaluation" / name).stat().st_size > 0
+    assert len(list((output / "logs").glob("*.log"))) == len(STEP_TITLES)
+    assert "Epoch time:" in (output / "logs" / "04_train_msvmamba.log").read_text()
+
+
+def test_a_rerun_reuses_every_finished_step(tiny_demo):
+    output, first = tiny_demo
+    assert first.returncode == 0
+    again = run_demo(["-o", str(output), *TINY])
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("reused: finished earlier with the same settings") == len(STEP_TITLES)
+    assert "LV_endo Dice: nnU-Net " in again.stdout
+
+
+def test_help_explains_the_steps_and_the_folders():
+    result = run_demo(["--help"])
+    assert result.returncode == 0 and result.stdout.startswith("usage: msvmamba_demo")
+    for text in ("msvmamba_convert_camus", "nnUNetv2_train", "--use-nnunet-env", "--fresh", "--device"):
+        assert text in result.stdout
+
+
+# ------------------------------------------------------------------------------------------- orchestration
+
+def python_step(key: str, code: str, output: Path, settings: dict) -> demo.Step:
+    """A step whose command is a Python one-liner that appends its key to `output`'s log file."""
+    return demo.Step(key, f"step {key}", [sys.executable, "-c", code], settings, outputs=[output])
+
+
+def touching_steps(folder: Path, settings: dict) -> list[demo.Step]:
+    steps = []
+    for key in ("a", "b", "c"):
+        marker = folder / key
+        code = f"import pathlib; pathlib.Path({str(marker)!r}).write_text('x'); print('ran {key}')"
+        steps.append(python_step(key, code, marker, {**settings, "key": key}))
+    return steps
+
+
+def test_a_changed_setting_reruns_its_step_and_every_later_one(tmp_path, capsys):
+    state = demo.DemoState.claim(tmp_path)
+    demo.run_steps(touching_steps(tmp_path, {"epochs": 1}), state, {}, tmp_path / "logs")
+    assert capsys.readouterr().out.count("reused") == 0
+
+    changed = touching_steps(tmp_path, {"epochs": 1})
+    changed[1].settings["epochs"] = 2
+    demo.run_steps(changed, demo.DemoState(tmp_path), {}, tmp_path / "logs")
+    out = capsys.readouterr().out
+    assert out.count("reused") == 1 and "ran a" not in out and "ran b" in out and "ran c" in out
+
+    (tmp_path / "a").unlink()  # a finished step whose output is gone runs again, and so does everything after
+    demo.run_steps(changed, demo.DemoState(tmp_path), {}, tmp_path / "logs")
+    assert capsys.readouterr().out.count("reused") == 0
+
+
+def test_a_failing_step_is_named_with_its_log_and_is_not_recorded(tmp_path):
+    state = demo.DemoState.claim(tmp_path)
+    steps = [python_step("broken", "import sys; print('boom'); sys.exit(3)", tmp_path / "never", {})]
+    with pytest.raises(demo.DemoError) as caught:
+        demo.run_steps(steps, state, {}, tmp_path / "logs")
+    assert str(caught.value.what) == "step 1 (step broken)"
+    assert "exited with status 3" in caught.value.problem and "01_broken.log" in caught.value.problem
+    assert "boom" in (tmp_path / "logs" / "01_broken.log").read_text()
+    assert demo.DemoState(tmp_path).finished == {}
+
+
+def test_a_step_that_writes_nothing_fails(tmp_path):
+    steps = [python_step("lazy", "pass", tmp_path / "expected", {})]
+    with pytest.raises(demo.DemoError, match="did not write"):
+        demo.run_steps(steps, demo.DemoState.claim(tmp_path), {}, tmp_path / "logs")
+
+
+def test_refuses_a_folder_that_is_not_a_demo_output(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("precious")
+    assert demo.main(["-o", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path}: is not empty and is not a demo output folder")
+    assert error.count("\n") == 1 and (tmp_path / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--patients", "5"], "--patients: needs at least 6 patients"),
+    (["--epochs", "0"], "--epochs: must be at least 1"),
+    (["--size", "32", "64"], "--size: rows and columns must be at least 64 pixels"),
+    (["--use-nnunet-env"], "--use-nnunet-env: environment variable(s) nnUNet_raw"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, monkeypatch, arguments, message):
+    for name in demo.NNUNET_FOLDERS:
+        monkeypatch.delenv(name, raising=False)
+    assert demo.main(["-o", str(tmp_path / "out"), *arguments]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+def test_use_nnunet_env_never_replaces_a_dataset_the_demo_did_not_write(tmp_path, capsys, nnunet_folders):
+    (nnunet_folders.raw / "Dataset601_CAMUS").mkdir()
+    assert demo.main(["-o", str(tmp_path / "out"), "--use-nnunet-env"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {nnunet_folders.raw / 'Dataset601_CAMUS'}: exists and was not written by this demo")
+
+
+def test_steps_use_the_demo_folders_and_append_to_nnunet_ext_trainer(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_raw", "/somewhere/else")
+    monkeypatch.setenv("nnUNet_extTrainer", str(tmp_path))
+    paths = demo.DemoPaths.create(tmp_path / "out", use_nnunet_env=False)
+    env = demo.subprocess_env(paths, 1)
+    assert env["nnUNet_raw"] == str(tmp_path / "out" / "nnUNet_raw")
+    assert env["nnUNet_extTrainer"].split(":")[0] == str(tmp_path)
+    assert env["nnUNet_extTrainer"].endswith("ext_trainers")
+    args = demo.build_parser().parse_args(["-o", str(tmp_path / "out"), "--epochs", "7", "--iterations", "3"])
+    train = {step.key: step for step in demo.build_steps(args, paths)}["train_msvmamba"]
+    assert train.command[1:] == ["601", "2d", "0", "-tr", "nnUNetTrainerMSVMamba_Demo", "-device", "cpu"]
+    assert train.env == {"MSVMAMBA_DEMO_EPOCHS": "7", "MSVMAMBA_DEMO_ITERATIONS": "3"}
+
+
+# ------------------------------------------------------------------------------------------------ trainers
+
+def make_trainer(trainer_class):
+    p = plans(PLAIN_2D)
+    p["continue_training"] = False  # what nnUNetv2_train adds to the plans it hands the trainer
+    return trainer_class(p, "2d", 0, dict(DATASET_JSON), torch.device("cpu"))
+
+
+def test_demo_trainers_share_one_schedule_and_the_environment_overrides_it(nnunet_folders, monkeypatch):
+    monkeypatch.delenv(DemoSchedule.epochs_variable, raising=False)
+    monkeypatch.delenv(DemoSchedule.iterations_variable, raising=False)
+    msvmamba, stock = make_trainer(nnUNetTrainerMSVMamba_Demo), make_trainer(nnUNetTrainer_Demo)
+    for trainer in (msvmamba, stock):
+        assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (
+            DemoSchedule.epochs, DemoSchedule.iterations_per_epoch, DemoSchedule.val_iterations_per_epoch)
+    # the baseline is stock nnU-Net: its network comes from nnUNetTrainer, the plans' plain U-Net
+    assert nnUNetTrainer_Demo.build_network_architecture is nnUNetTrainer.build_network_architecture
+    assert issubclass(nnUNetTrainerMSVMamba_Demo, nnUNetTrainerMSVMamba)
+    assert not issubclass(nnUNetTrainer_Demo, nnUNetTrainerMSVMamba)
+    assert msvmamba.enable_deep_supervision is True  # the MSV-Mamba trainer's own __init__ still runs
+
+    monkeypatch.setenv(DemoSchedule.epochs_variable, "7")
+    monkeypatch.setenv(DemoSchedule.iterations_variable, "3")
+    trainer = make_trainer(nnUNetTrainer_Demo)
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (7, 3)
+    monkeypatch.setenv(DemoSchedule.epochs_variable, "zero")
+    with pytest.raises(ValueError, match="MSVMAMBA_DEMO_EPOCHS must be a positive integer"):
+        make_trainer(nnUNetTrainer_Demo)
+
+
+def test_schedule_variants_are_one_mixin(nnunet_folders):
+    assert issubclass(nnUNetTrainerMSVMamba, TrainingSchedule) and issubclass(nnUNetTrainer_Demo, TrainingSchedule)
+    debug = make_trainer(nnUNetTrainerMSVMamba_Debug)
+    assert (debug.num_epochs, debug.num_iterations_per_epoch, debug.save_every) == (2, 2, 1)
+    # the environment overrides only the demo schedule
+    assert not hasattr(nnUNetTrainerMSVMamba_Debug, "epochs_variable")
