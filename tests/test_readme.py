@@ -1,0 +1,158 @@
+"""README.md stays true: its set-up commands are what CI runs, every command of ours it names exists, and every
+command line in its code blocks is accepted by the installed program's own argument parser."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, run_command
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+OUR_COMMANDS = sorted(set(re.findall(r"\b(msvmamba_[a-z_]+)\b", README)))
+
+
+def setup_commands() -> list[str]:
+    section = README.split("## Set-up commands", 1)[1].split("\n## ", 1)[0]
+    return [line.strip() for line in section.splitlines() if line.startswith("    ")]
+
+
+def test_readme_has_exactly_two_setup_commands_demo_and_tests():
+    demo, tests = setup_commands()
+    assert demo == "bash .ci/setup && .venv/bin/msvmamba_demo"
+    assert tests.startswith("bash .ci/setup && ") and " -m pytest " in tests
+
+
+def test_ci_runs_the_readme_test_command():
+    """.ci/run takes the command from README.md itself; this checks it finds the right line."""
+    extract = subprocess.run(["sed", "-n", r"s/^    \(bash \.ci\/setup && .*pytest.*\)$/\1/p", "README.md"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert extract[:1] == [setup_commands()[1]]
+    assert "sed -n" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_names_our_console_commands():
+    assert {"msvmamba_env", "msvmamba_convert_camus", "msvmamba_convert_echonet", "msvmamba_evaluate",
+            "msvmamba_make_synthetic_camus", "msvmamba_demo"} <= set(OUR_COMMANDS)
+
+
+@pytest.mark.parametrize("command", OUR_COMMANDS)
+def test_every_command_in_the_readme_is_installed_and_has_help(command):
+    assert (BIN / command).exists(), f"README names {command}, which is not an installed console script"
+    result = run_command([command, "--help"])
+    assert result.stdout.startswith("usage:") and command in result.stdout
+
+
+# ------------------------------------------------------------------------------- every command line parses
+
+SKIPPED_PROGRAMS = {"export", "eval", "pip", "bash"}  # shell set-up; the set-up commands are checked above
+
+
+def readme_code_lines() -> list[str]:
+    """The command lines of README's code blocks (indented after a blank line, or ```bash), continuation lines
+    joined."""
+    lines, fenced, indented, previous = [], False, False, ""
+    for line in README.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif fenced:
+            lines.append(line.strip())
+        else:
+            indented = line.startswith("    ") and (indented or not previous.strip())
+            if indented:
+                lines.append(line.strip())
+        previous = line
+    joined, pending = [], ""
+    for line in lines:
+        pending += line
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+        else:
+            joined.append(pending)
+            pending = ""
+    return [line for line in joined if line]
+
+
+def readme_invocations() -> list[list[str]]:
+    """Each README command as [program, *arguments], environment assignments and .venv/bin/ dropped."""
+    invocations = []
+    for line in readme_code_lines():
+        words = shlex.split(line, comments=True)
+        while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S*", words[0]):
+            words = words[1:]
+        if words and words[0] not in SKIPPED_PROGRAMS:
+            invocation = [words[0].removeprefix(".venv/bin/"), *words[1:]]
+            if invocation not in invocations:
+                invocations.append(invocation)
+    return invocations
+
+
+INVOCATIONS = readme_invocations()
+
+# Runs a command's entry point (console script or `python script.py`) up to the end of its argument parsing.
+PARSE_ONLY = r"""
+import argparse, json, runpy, sys
+from importlib.metadata import entry_points
+
+class Parsed(Exception):
+    pass
+
+def stop_after(method):
+    # only the outermost call stops: parse_args rejects unknown options after its inner parse_known_args
+    def parse_then_stop(self, *args, **kwargs):
+        outermost = not getattr(argparse, "_parsing", False)
+        argparse._parsing = True
+        try:
+            result = method(self, *args, **kwargs)
+        finally:
+            argparse._parsing = not outermost
+        if outermost:
+            raise Parsed()
+        return result
+    return parse_then_stop
+
+argparse.ArgumentParser.parse_args = stop_after(argparse.ArgumentParser.parse_args)
+argparse.ArgumentParser.parse_known_args = stop_after(argparse.ArgumentParser.parse_known_args)
+
+program, *arguments = json.loads(sys.argv[1])
+if program in ("python", "python3"):
+    sys.argv = arguments
+    run = lambda: runpy.run_path(arguments[0], run_name="__main__")
+else:
+    sys.argv = [program, *arguments]
+    run = {ep.name: ep for ep in entry_points(group="console_scripts")}[program].load()
+try:
+    run()
+except Parsed:
+    sys.exit(0)
+sys.exit("the command finished without parsing arguments with argparse")
+"""
+
+
+def parses(invocation: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "python"), "-c", PARSE_ONLY, json.dumps(invocation)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_readme_has_command_lines_of_every_kind():
+    programs = {invocation[0] for invocation in INVOCATIONS}
+    assert {"nnUNetv2_train", "nnUNetv2_predict", "nnUNetv2_plan_and_preprocess", "msvmamba_convert_camus",
+            "msvmamba_convert_echonet", "msvmamba_evaluate", "msvmamba_demo", "python"} <= programs
+
+
+def test_the_parse_check_rejects_a_wrong_option_and_a_missing_argument():
+    assert parses(["nnUNetv2_train", "601", "2d", "0", "--no-such-option"]).returncode != 0
+    assert "required: root" in parses(["msvmamba_convert_camus"]).stderr
+
+
+@pytest.mark.parametrize("invocation", INVOCATIONS, ids=[" ".join(i)[:70] for i in INVOCATIONS])
+def test_every_readme_command_line_is_accepted_by_its_program(invocation):
+    """Options and arguments as README writes them parse with the installed program's own parser (nnU-Net's
+    commands included), so a renamed option or a wrong argument count cannot go unnoticed."""
+    result = parses(invocation)
+    assert result.returncode == 0, result.stderr[-2000:]
