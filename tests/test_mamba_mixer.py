@@ -133,3 +133,39 @@ def test_fused_path_hands_upstream_kernel_the_same_arguments(monkeypatch: pytest
     monkeypatch.setattr(mamba_module, "cuda_kernels", lambda: SimpleNamespace(mamba_inner_fn=interface.mamba_inner_ref))
     fused = model(hidden)
     assert relative_error(fused, expected) <= PARITY_TOLERANCE
+
+
+def two_passes(model: Mamba, hidden: torch.Tensor) -> torch.Tensor:
+    """What `forward_bidirectional` stands for: the mixer over each sequence plus over its reverse, turned back."""
+    return model(hidden) + model(hidden.flip(1)).flip(1)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["torch path", "fused path"])
+@pytest.mark.parametrize("bias", [False, True], ids=["no bias", "bias"])
+def test_bidirectional_forward_equals_two_passes_with_their_gradients(fused: bool, bias: bool,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sharing in_proj (and out_proj on the torch path) between the directions changes nothing but the cost:
+    outputs and the gradients of the input and of every parameter equal those of two separate passes. The fused
+    path runs with upstream's `mamba_inner_ref` standing in for the kernel."""
+    if fused:
+        interface = selective_scan_interface()
+        monkeypatch.setattr(interface, "causal_conv1d_fn", causal_depthwise_conv1d_silu)
+        monkeypatch.setattr(interface, "selective_scan_fn", interface.selective_scan_ref)
+        monkeypatch.setattr(mamba_module, "resolve_backend", lambda device: "cuda")
+        monkeypatch.setattr(mamba_module, "cuda_kernels",
+                            lambda: SimpleNamespace(mamba_inner_fn=interface.mamba_inner_ref))
+    model = Mamba(d_model=16, bias=bias)
+    model.load_state_dict(trained_looking_state(model, seed=5))
+    hidden = torch.randn(3, 21, 16, generator=torch.Generator().manual_seed(9))
+
+    results = []
+    for run in (two_passes, Mamba.forward_bidirectional):
+        model.zero_grad()
+        leaf = hidden.clone().requires_grad_()
+        out = run(model, leaf)
+        out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype)).reshape(out.shape))
+        results.append({"output": out.detach(), "input grad": leaf.grad,
+                        **{name: p.grad.clone() for name, p in model.named_parameters()}})
+    expected, shared = results
+    for name in expected:
+        assert relative_error(shared[name], expected[name]) <= PARITY_TOLERANCE, name

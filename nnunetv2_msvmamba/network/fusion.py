@@ -59,6 +59,6 @@ class DualAttentionSkipFusion(nn.Module):
         fused = []
         for skip, gate, spatial in zip(skips[:-1], channel_gates, self.spatial_attentions):
             gate = gate.reshape(*gate.shape, *([1] * (skip.dim() - 2)))
-            skip = skip + skip * gate
-            fused.append(skip + skip * spatial(skip))
+            skip = skip * (1 + gate)  # x + x * attention, with one pass over the full-size map
+            fused.append(skip * (1 + spatial(skip)))
         return fused + [skips[-1]]

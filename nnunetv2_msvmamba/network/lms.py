@@ -62,10 +62,7 @@ class BidirectionalMamba(nn.Module):
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
         """(N, L, C) -> (N, L, C)."""
-        if not self.bidirectional:
-            return self.mixer(sequences)
-        forward, backward = self.mixer(torch.cat((sequences, sequences.flip(1)), dim=0)).chunk(2, dim=0)
-        return forward + backward.flip(1)
+        return self.mixer.forward_bidirectional(sequences) if self.bidirectional else self.mixer(sequences)
 
 
 class LMSBlock(nn.Module):

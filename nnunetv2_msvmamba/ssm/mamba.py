@@ -65,15 +65,37 @@ class Mamba(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(batch, length, d_model) -> (batch, length, d_model)."""
+        return self._mix(hidden_states, bidirectional=False)
+
+    def forward_bidirectional(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`self(x) + self(x reversed)` reversed back along the length: (batch, length, d_model) -> the same.
+
+        Both directions go through one batched scan, and the position-wise in_proj runs once for both (a
+        projection commutes with reversing the sequence), as does out_proj on the CPU path (it is linear, so
+        projecting the sum of the directions equals summing their projections)."""
+        return self._mix(hidden_states, bidirectional=True)
+
+    def _mix(self, hidden_states: torch.Tensor, bidirectional: bool) -> torch.Tensor:
         if resolve_backend(hidden_states.device) == "cuda" and self.use_fast_path:
             fused = cuda_kernels().mamba_inner_fn
             if fused is not None:
-                return self._fused_forward(hidden_states, fused)
-        return self._reference_forward(hidden_states)
+                return self._fused_forward(hidden_states, fused, bidirectional)
+        return self._reference_forward(hidden_states, bidirectional)
 
-    def _reference_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        seqlen = hidden_states.shape[1]
+    def _reference_forward(self, hidden_states: torch.Tensor, bidirectional: bool) -> torch.Tensor:
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (batch, 2 * d_inner, L)
+        if bidirectional:
+            xz = _with_reversed(xz)
+        y = self._scan(xz)
+        if not bidirectional:
+            return self.out_proj(y)
+        out = self.out_proj(_sum_directions(y))
+        return out if self.out_proj.bias is None else out + self.out_proj.bias  # each direction adds the bias
+
+    def _scan(self, xz: torch.Tensor) -> torch.Tensor:
+        """The convolution, the input-dependent scan parameters and the selective scan on in_proj's output:
+        (batch, 2 * d_inner, L) -> (batch, L, d_inner), before out_proj."""
+        seqlen = xz.shape[-1]
         x, z = xz.chunk(2, dim=1)
         x = self.act(self.conv1d(x)[..., :seqlen])
         x_dbl = self.x_proj(x.transpose(1, 2))  # (batch, L, dt_rank + 2 * d_state)
@@ -82,16 +104,32 @@ class Mamba(nn.Module):
         A = -torch.exp(self.A_log.float())
         y = selective_scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
                            delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
-        return self.out_proj(y.transpose(1, 2))
+        return y.transpose(1, 2)
 
-    def _fused_forward(self, hidden_states: torch.Tensor, mamba_inner_fn) -> torch.Tensor:
+    def _fused_forward(self, hidden_states: torch.Tensor, mamba_inner_fn, bidirectional: bool) -> torch.Tensor:
         # the fused kernel runs in float32: Mamba's recurrence produces NaNs in float16
         with torch.autocast("cuda", enabled=False):
             hidden = hidden_states.float()
             xz = F.linear(hidden, self.in_proj.weight.float(),
                           None if self.in_proj.bias is None else self.in_proj.bias.float()).transpose(1, 2)
+            if bidirectional:
+                xz = _with_reversed(xz)
             out = mamba_inner_fn(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
                                  self.out_proj.weight, self.out_proj.bias, -torch.exp(self.A_log.float()),
                                  None, None, self.D.float(), delta_bias=self.dt_proj.bias.float(),
                                  delta_softplus=True)
+            if bidirectional:
+                out = _sum_directions(out)
         return out.to(hidden_states.dtype)
+
+
+def _with_reversed(xz: torch.Tensor) -> torch.Tensor:
+    """(batch, channels, L) -> (2 * batch, channels, L): the sequences, then each of them reversed."""
+    return torch.cat((xz, xz.flip(-1)), dim=0)
+
+
+def _sum_directions(y: torch.Tensor) -> torch.Tensor:
+    """(2 * batch, L, channels) from `_with_reversed` inputs -> (batch, L, channels): the forward outputs plus
+    the reversed ones turned back."""
+    forward, backward = y.chunk(2, dim=0)
+    return forward + backward.flip(1)
