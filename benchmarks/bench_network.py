@@ -32,9 +32,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
+
+from measure import cpu_and_cores, peak_rise_mib, ratio  # benchmarks/measure.py, beside this script
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # measure this checkout, not an installed copy
@@ -62,37 +64,10 @@ CPU_MEMORY_NOTE = (
 
 # ---------------------------------------------------------------------------------------------- machine
 
-def _proc_status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def peak_rise_mib(run: Callable[[], None]) -> Optional[float]:
-    """Runs `run` once; returns how far the peak RSS rose above the RSS before it (None where /proc lacks it)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")  # resets VmHWM to the current RSS
-        before = _proc_status_kib("VmRSS")
-    except OSError:
-        run()
-        return None
-    run()
-    return (_proc_status_kib("VmHWM") - before) / 1024
-
-
 def machine_description() -> str:
-    import platform
-
     import torch
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
-        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
-    return f"{cpu}, {cores} CPU cores available, torch {torch.__version__} with {torch.get_num_threads()} threads; {gpu}"
+    return f"{cpu_and_cores()}, torch {torch.__version__} with {torch.get_num_threads()} threads; {gpu}"
 
 
 # ---------------------------------------------------------------------------------------------- plans
@@ -349,10 +324,6 @@ def measure_cpu_peaks(setup: Setup, figures: dict[str, Figures], threads: Option
 
 
 # ---------------------------------------------------------------------------------------------- report
-
-def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
-    return None if numerator is None or not denominator else numerator / denominator
-
 
 def report(device: str, figures: dict[str, Figures]) -> bool:
     """Prints the table for one device and the verdicts; True when both targets are met."""

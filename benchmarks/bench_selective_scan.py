@@ -19,13 +19,14 @@ import importlib
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 import types
 from pathlib import Path
 from typing import Callable, Optional
+
+from measure import cpu_and_cores, peak_rise_mib, ratio  # benchmarks/measure.py, beside this script
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FULL_SHAPES = ((64, 64, 256), (8, 64, 1024), (2, 128, 4096))  # (batch x windows, d_inner, L)
@@ -84,27 +85,6 @@ def load_ours() -> Callable:
     sys.path.insert(0, str(REPOSITORY))  # measure this checkout, not an installed copy
     from nnunetv2_msvmamba.ssm import selective_scan_torch
     return selective_scan_torch
-
-
-def _proc_status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def peak_rise_mib(run: Callable[[], None]) -> Optional[float]:
-    """Runs `run` once; returns how far the peak RSS rose above the RSS before it (None where /proc lacks it)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")  # resets VmHWM to the current RSS
-        before = _proc_status_kib("VmRSS")
-    except OSError:
-        run()
-        return None
-    run()
-    return (_proc_status_kib("VmHWM") - before) / 1024
 
 
 def scan_inputs(batch: int, dim: int, length: int, requires_grad: bool) -> dict:
@@ -223,19 +203,9 @@ def run_worker(implementation: str, modes: str, shape: tuple[int, int, int], arg
 
 
 def cpu_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{cpu}, {cores} CPU cores available{load}"
+    return f"{cpu_and_cores()}{load}"
 
-
-def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
-    return None if numerator is None or denominator is None or denominator == 0 else numerator / denominator
 
 
 def verdict(value: Optional[float], passes: Callable[[float], bool]) -> str:

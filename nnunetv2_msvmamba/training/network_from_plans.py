@@ -9,7 +9,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunetv2_msvmamba.network import MSVMambaUNet, lms_stages_within
 
 # LMS on the decoder stages whose map has at most 32 x 32 positions (the three deepest of a 256 x 256 2D plan):
-# there it costs about as much as the stock decoder stage; on every stage a CPU training step costs ~8x stock
+# there it costs about as much as the stock decoder stage; on every stage a CPU training step costs ~5x stock
 # nnU-Net's (benchmarks/bench_network.py, README "Speed and memory").
 LMS_MAX_POSITIONS = 32 * 32
 
