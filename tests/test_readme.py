@@ -96,7 +96,7 @@ INVOCATIONS = readme_invocations()
 
 # Runs a command's entry point (console script or `python script.py`) up to the end of its argument parsing.
 PARSE_ONLY = r"""
-import argparse, json, runpy, sys
+import argparse, json, os, runpy, sys
 from importlib.metadata import entry_points
 
 class Parsed(Exception):
@@ -122,6 +122,7 @@ argparse.ArgumentParser.parse_known_args = stop_after(argparse.ArgumentParser.pa
 program, *arguments = json.loads(sys.argv[1])
 if program in ("python", "python3"):
     sys.argv = arguments
+    sys.path.insert(0, os.path.dirname(os.path.abspath(arguments[0])))  # as `python script.py` does
     run = lambda: runpy.run_path(arguments[0], run_name="__main__")
 else:
     sys.argv = [program, *arguments]
