@@ -28,9 +28,13 @@ from dataset_conversion.camus_images import (PlaneGeometry, check_same_grid, che
                                              read_single_frame, write_nifti_2d)
 from dataset_conversion.camus_release import (NIFTI_2023, PHASES, TESTING, TRAINING, VALIDATION, PatientFiles,
                                               Release, ViewFiles, plural, read_release)
-from dataset_conversion.common import (ConversionError, atomic_dataset_folder, check_targets, dataset_name,
-                                       expand_to_cases, parallel_map, positive_int, require_env_folder,
-                                       run_converter, write_csv, write_splits_final)
+from dataset_conversion.common import (check_targets, dataset_name, expand_to_cases, require_env_folder,
+                                      run_converter, write_splits_final)
+from nnunetv2_msvmamba.common.arguments import positive_int
+from nnunetv2_msvmamba.common.atomic import atomic_folder
+from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.parallel import parallel_map
+from nnunetv2_msvmamba.common.tables import write_csv
 
 DEFAULT_DATASET_ID = 601
 SHORT_NAME = "CAMUS"
@@ -110,7 +114,7 @@ def convert_half_sequence(view: ViewFiles, task: PatientTask, result: PatientRes
     labels = checked_labels(labels, view.sequence_labels)
     for phase in PHASES:
         if view.frame_of(phase) > len(frames):
-            raise ConversionError(view.info_path, f"{phase} is frame {view.frame_of(phase)}, but "
+            raise InputError(view.info_path, f"{phase} is frame {view.frame_of(phase)}, but "
                                                   f"{view.sequence.name} has {len(frames)} frames")
     phase_frames = {view.frame_of(phase) for phase in PHASES}
     for index in range(len(frames)):
@@ -278,7 +282,7 @@ def convert_camus(root: Path, dataset_id: int = DEFAULT_DATASET_ID, half_sequenc
     splits_file = check_targets(raw_folder, name, dataset_id, overwrite)
     release = read_release(Path(root), half_sequence)
 
-    with atomic_dataset_folder(raw_folder / name, overwrite) as staging:
+    with atomic_folder(raw_folder / name, overwrite) as staging:
         tested = release.patients_in(TESTING)
         folders = {"imagesTr": True, "labelsTr": True, "imagesTs": bool(tested),
                    "labelsTs": bool(tested) and all(p.has_ground_truth for p in tested)}

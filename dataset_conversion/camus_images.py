@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from dataset_conversion.common import ConversionError
+from nnunetv2_msvmamba.common.errors import InputError
 
 LABEL_VALUES = (0, 1, 2, 3)
 LABEL_MEANINGS = "0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium"
@@ -46,14 +46,14 @@ def check_metaimage_data(header_path: Path) -> None:
         header = dict(line.split("=", 1) for line in header_path.read_text(errors="replace").splitlines()
                       if "=" in line)
     except OSError as error:
-        raise ConversionError(header_path, f"unreadable ({error.strerror})") from None
+        raise InputError(header_path, f"unreadable ({error.strerror})") from None
     header = {key.strip(): value.strip() for key, value in header.items()}
     data_name = header.get("ElementDataFile", "")
     if not data_name or data_name == "LOCAL" or " " in data_name:
         return  # data inside the header file, or a list of files: ITK's own checks apply
     data_path = header_path.parent / data_name
     if not data_path.is_file():
-        raise ConversionError(header_path, f"its data file {data_name} (ElementDataFile) is not found beside it")
+        raise InputError(header_path, f"its data file {data_name} (ElementDataFile) is not found beside it")
     element_bytes = METAIMAGE_ELEMENT_BYTES.get(header.get("ElementType", ""))
     sizes = header.get("DimSize", "").split()
     compressed = header.get("CompressedData", "False").lower() == "true"
@@ -63,7 +63,7 @@ def check_metaimage_data(header_path: Path) -> None:
     expected = element_bytes * channels * int(np.prod([int(s) for s in sizes]))
     actual = data_path.stat().st_size
     if actual < expected:
-        raise ConversionError(data_path, f"truncated: {actual} bytes, but {header_path.name} describes {expected} "
+        raise InputError(data_path, f"truncated: {actual} bytes, but {header_path.name} describes {expected} "
                                          f"(DimSize {' '.join(sizes)}, {header.get('ElementType')})")
 
 
@@ -74,7 +74,7 @@ def check_nifti_data(path: Path) -> None:
         with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as f:
             content = f.read()
     except (OSError, EOFError, zlib.error) as error:
-        raise ConversionError(path, f"unreadable: corrupt or truncated gzip stream ({error})") from None
+        raise InputError(path, f"unreadable: corrupt or truncated gzip stream ({error})") from None
     try:
         header = nib.Nifti1Header.from_fileobj(io.BytesIO(content), check=False)
         expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * \
@@ -82,7 +82,7 @@ def check_nifti_data(path: Path) -> None:
     except Exception:  # not a NIfTI-1 header nibabel understands: ITK's reader has the last word
         return
     if len(content) < expected:
-        raise ConversionError(path, f"truncated: {len(content)} bytes of NIfTI, but its header describes {expected}")
+        raise InputError(path, f"truncated: {len(content)} bytes of NIfTI, but its header describes {expected}")
 
 
 def itk_reason(error: RuntimeError) -> str:
@@ -104,13 +104,13 @@ def read_frames(path: Path) -> tuple[np.ndarray, PlaneGeometry]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise ConversionError(path, f"unreadable: {itk_reason(error)}") from None
+        raise InputError(path, f"unreadable: {itk_reason(error)}") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ConversionError(path, f"expected a grey-level image, got {image.GetNumberOfComponentsPerPixel()} "
+        raise InputError(path, f"expected a grey-level image, got {image.GetNumberOfComponentsPerPixel()} "
                                     f"components per pixel")
     dimension = image.GetDimension()
     if dimension not in (2, 3):
-        raise ConversionError(path, f"expected a 2D image or a 3D sequence, got a {dimension}D image")
+        raise InputError(path, f"expected a 2D image or a 3D sequence, got a {dimension}D image")
     array = sitk.GetArrayFromImage(image)
     direction = image.GetDirection()
     if dimension == 2:
@@ -126,7 +126,7 @@ def read_single_frame(path: Path) -> tuple[np.ndarray, PlaneGeometry]:
     """A 2D image (an ED or ES image or its ground truth) as (rows, columns)."""
     frames, geometry = read_frames(path)
     if frames.shape[0] != 1:
-        raise ConversionError(path, f"expected one 2D image, got {frames.shape[0]} frames of "
+        raise InputError(path, f"expected one 2D image, got {frames.shape[0]} frames of "
                                     f"{frames.shape[1]} x {frames.shape[2]} pixels")
     return frames[0], geometry
 
@@ -140,10 +140,10 @@ def check_same_grid(image_path: Path, image: np.ndarray, image_geometry: PlaneGe
                     labels_path: Path, labels: np.ndarray, labels_geometry: PlaneGeometry) -> None:
     """Ground truth must cover its image pixel for pixel, with the same spacing."""
     if labels.shape != image.shape:
-        raise ConversionError(labels_path, f"shape mismatch: {describe_shape(labels.shape)}, but its image "
+        raise InputError(labels_path, f"shape mismatch: {describe_shape(labels.shape)}, but its image "
                                            f"{image_path.name} has {describe_shape(image.shape)}")
     if not labels_geometry.same_spacing(image_geometry):
-        raise ConversionError(labels_path, f"spacing mismatch: {format_spacing(labels_geometry.spacing)}, but its "
+        raise InputError(labels_path, f"spacing mismatch: {format_spacing(labels_geometry.spacing)}, but its "
                                            f"image {image_path.name} has {format_spacing(image_geometry.spacing)}")
 
 
@@ -162,7 +162,7 @@ def checked_labels(labels: np.ndarray, path: Path) -> np.ndarray:
             bad = ~np.isin(labels, LABEL_VALUES)
             where = f"frame {int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0]) + 1}: "
         shown = ", ".join(format_value(v) for v in unknown[:5])
-        raise ConversionError(path, f"{where}unknown label value{'s' if len(unknown) > 1 else ''} {shown}; CAMUS "
+        raise InputError(path, f"{where}unknown label value{'s' if len(unknown) > 1 else ''} {shown}; CAMUS "
                                     f"ground truth has {LABEL_MEANINGS}")
     return labels.astype(np.uint8)
 

@@ -1,6 +1,6 @@
 """A CAMUS release as downloaded: which of its two public layouts a folder holds, its patients and their files,
 the `Info_*.cfg` metadata and the official subgroups. Nothing here reads pixels; every problem found is a
-ConversionError naming the file.
+InputError naming the file.
 
     2023 public release (NIfTI)              original challenge release (MHD/RAW)
     ROOT/database_nifti/patientNNNN/         ROOT/training/patientNNNN/   (with ground truth)
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset_conversion.common import ConversionError
+from nnunetv2_msvmamba.common.errors import InputError
 
 VIEWS = ("2CH", "4CH")
 PHASES = ("ED", "ES")
@@ -79,11 +79,11 @@ class Release:
 
 def detect_layout(root: Path) -> Layout:
     if not root.is_dir():
-        raise ConversionError(root, "not a folder; expected a CAMUS release (database_nifti/ and database_split/ "
+        raise InputError(root, "not a folder; expected a CAMUS release (database_nifti/ and database_split/ "
                                     "of the 2023 release, or training/ and testing/ of the challenge release)")
     is_2023, is_challenge = (root / "database_nifti").is_dir(), (root / "training").is_dir()
     if is_2023 and is_challenge:
-        raise ConversionError(root, "holds both database_nifti/ (2023 release) and training/ (challenge release); "
+        raise InputError(root, "holds both database_nifti/ (2023 release) and training/ (challenge release); "
                                     "point at a folder with only one of them")
     if is_2023:
         return NIFTI_2023
@@ -92,7 +92,7 @@ def detect_layout(root: Path) -> Layout:
     hint = ""
     if any(PATIENT_NAME.fullmatch(p.name) for p in root.iterdir() if p.is_dir()):
         hint = f"; it holds patient folders itself: pass its parent folder ({root.parent}) instead"
-    raise ConversionError(root, "neither CAMUS layout: expected database_nifti/ and database_split/ (2023 release) "
+    raise InputError(root, "neither CAMUS layout: expected database_nifti/ and database_split/ (2023 release) "
                                 f"or training/ (challenge release){hint}")
 
 
@@ -101,7 +101,7 @@ def patient_folders(folder: Path) -> tuple[list[str], list[str]]:
     try:
         entries = sorted(os.listdir(folder))
     except OSError as error:
-        raise ConversionError(folder, f"unreadable folder ({error.strerror})") from None
+        raise InputError(folder, f"unreadable folder ({error.strerror})") from None
     patients = [e for e in entries if PATIENT_NAME.fullmatch(e) and (folder / e).is_dir()]
     return patients, [e for e in entries if e not in patients]
 
@@ -113,16 +113,16 @@ def read_info(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ConversionError(path, f"unreadable ({error})") from None
+        raise InputError(path, f"unreadable ({error})") from None
     info: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         key, colon, value = line.partition(":")
         if not colon or not key.strip():
-            raise ConversionError(path, f"line {number}: expected 'key: value', got {line.strip()!r}")
+            raise InputError(path, f"line {number}: expected 'key: value', got {line.strip()!r}")
         if key.strip() in info:
-            raise ConversionError(path, f"line {number}: {key.strip()} is given twice")
+            raise InputError(path, f"line {number}: {key.strip()} is given twice")
         info[key.strip()] = value.strip()
     return info
 
@@ -132,15 +132,15 @@ def check_phase_frames(path: Path, info: dict[str, str]) -> None:
     by the ED and ES entries of the view's Info file, so they must be there and be frame numbers."""
     for phase in PHASES:
         if phase not in info:
-            raise ConversionError(path, f"{phase} is missing; --half-sequence needs it to know which half-sequence "
+            raise InputError(path, f"{phase} is missing; --half-sequence needs it to know which half-sequence "
                                         f"frame is the {phase} case" + ("" if path.exists() else " (no such file)"))
         if not info[phase].isdigit() or int(info[phase]) < 1:
-            raise ConversionError(path, f"{phase} is not a frame number (1, 2, ...): {info[phase]!r}")
+            raise InputError(path, f"{phase} is not a frame number (1, 2, ...): {info[phase]!r}")
 
 
 def required_file(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise ConversionError(path, f"not found (missing {what})")
+        raise InputError(path, f"not found (missing {what})")
     return path
 
 
@@ -168,25 +168,25 @@ def read_subgroup_files(split_folder: Path, present: set[str], database: Path) -
     for subgroup in SUBGROUPS_2023:
         path = split_folder / f"subgroup_{subgroup}.txt"
         if not path.is_file():
-            raise ConversionError(path, "not found; the 2023 release lists its official subgroups in "
+            raise InputError(path, "not found; the 2023 release lists its official subgroups in "
                                         "database_split/subgroup_{training,validation,testing}.txt")
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
-            raise ConversionError(path, f"unreadable ({error})") from None
+            raise InputError(path, f"unreadable ({error})") from None
         for number, line in enumerate(lines, start=1):
             name = line.strip()
             if not name:
                 continue
             if not PATIENT_NAME.fullmatch(name):
-                raise ConversionError(path, f"line {number}: expected a patient name like patient0001, got {name!r}")
+                raise InputError(path, f"line {number}: expected a patient name like patient0001, got {name!r}")
             if name in listed_at:
                 first_path, first_line = listed_at[name]
                 where = f"line {first_line}" if first_path == path else f"{first_path.name}, line {first_line}"
-                raise ConversionError(path, f"line {number}: {name} is already listed ({where}); a patient belongs "
+                raise InputError(path, f"line {number}: {name} is already listed ({where}); a patient belongs "
                                             f"to one subgroup")
             if name not in present:
-                raise ConversionError(path, f"line {number}: {name} has no folder {database / name}")
+                raise InputError(path, f"line {number}: {name} has no folder {database / name}")
             subgroup_of[name] = subgroup
             listed_at[name] = (path, number)
     return subgroup_of
@@ -209,7 +209,7 @@ def read_2023_release(root: Path, half_sequence: bool) -> Release:
     names, others = patient_folders(database)
     subgroup_of = read_subgroup_files(root / "database_split", set(names), database)
     if not subgroup_of:
-        raise ConversionError(root / "database_split", "the subgroup files list no patient")
+        raise InputError(root / "database_split", "the subgroup files list no patient")
     unlisted = [name for name in names if name not in subgroup_of]
     notes = ignored_entries_note(database, others)
     if unlisted:
@@ -222,7 +222,7 @@ def read_2023_release(root: Path, half_sequence: bool) -> Release:
         for name in names if name in subgroup_of)
     for subgroup in (TRAINING, VALIDATION):
         if not any(p.subgroup == subgroup for p in patients):
-            raise ConversionError(root / "database_split" / f"subgroup_{subgroup}.txt",
+            raise InputError(root / "database_split" / f"subgroup_{subgroup}.txt",
                                   "lists no patient; fold 0 of splits_final.json needs both training and "
                                   "validation patients")
     return Release(root, NIFTI_2023, patients, SUBGROUPS_2023, tuple(notes))
@@ -232,12 +232,12 @@ def read_challenge_release(root: Path, half_sequence: bool) -> Release:
     training_folder, testing_folder = root / "training", root / "testing"
     training, training_others = patient_folders(training_folder)
     if len(training) < 2:
-        raise ConversionError(training_folder, f"holds {plural(len(training), 'patientNNNN folder')}; the "
+        raise InputError(training_folder, f"holds {plural(len(training), 'patientNNNN folder')}; the "
                                                f"cross-validation folds need at least 2")
     testing, testing_others = patient_folders(testing_folder) if testing_folder.is_dir() else ([], [])
     for name in testing:
         if name in training:
-            raise ConversionError(testing_folder / name, f"is also in {training_folder}; a patient belongs to one "
+            raise InputError(testing_folder / name, f"is also in {training_folder}; a patient belongs to one "
                                                          f"subgroup")
     notes = ignored_entries_note(training_folder, training_others) + ignored_entries_note(testing_folder,
                                                                                          testing_others)

@@ -1,38 +1,19 @@
-"""Pieces every converter shares: errors that name the file, atomic dataset folders, 2D NIfTI writing,
-patient-level folds, nnU-Net's splits file and parallel work with a progress bar."""
+"""Pieces every converter shares: dataset names and nnU-Net's folders, 2D NIfTI writing, patient-level folds,
+nnU-Net's splits file and the converter commands' main. The helpers the package shares with the converters
+(one-line errors, atomic outputs, parallel work, CSV) live in `nnunetv2_msvmamba.common`."""
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import random
-import shutil
-import sys
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class ConversionError(Exception):
-    """A bad input: the message names the file (or folder) and what is wrong with it."""
-
-    def __init__(self, path: os.PathLike | str, problem: str):
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):  # so that it crosses process boundaries (parallel_map's workers) intact
-        return type(self), (self.path, self.problem)
+from nnunetv2_msvmamba.common.atomic import write_json_atomically
+from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
 
 
 def dataset_name(dataset_id: int, short_name: str) -> str:
@@ -45,32 +26,10 @@ def require_env_folder(variable: str) -> Path:
     """The folder an nnU-Net environment variable (nnUNet_raw, nnUNet_preprocessed) points at."""
     value = os.environ.get(variable)
     if not value:
-        raise ConversionError(f"${variable}", f"environment variable {variable} is not set; "
+        raise InputError(f"${variable}", f"environment variable {variable} is not set; "
                                                f"nnU-Net needs it (see nnU-Net's setting_up_paths.md)")
     return Path(value)
 
-
-@contextmanager
-def atomic_dataset_folder(target: Path, overwrite: bool) -> Iterator[Path]:
-    """Yields an empty temporary folder beside `target`; on success it replaces `target` in one rename,
-    on any failure it is removed, so no half-written dataset is ever left behind."""
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise ConversionError(target, "already exists; pass --overwrite to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        yield staging
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, retired / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def write_image_2d(array: np.ndarray, spacing_xy: Sequence[float], path: Path,
@@ -100,42 +59,16 @@ def expand_to_cases(patient_splits: list[dict[str, list[str]]], cases_of: dict[s
             for split in patient_splits]
 
 
-def write_json_atomically(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def write_splits_final(splits: list[dict[str, list[str]]], name: str, overwrite: bool) -> Path:
     """Writes nnU-Net's splits_final.json into $nnUNet_preprocessed/<name>/."""
     path = require_env_folder("nnUNet_preprocessed") / name / "splits_final.json"
     if path.exists() and not overwrite:
-        raise ConversionError(path, "already exists; pass --overwrite to replace it")
+        raise InputError(path, "already exists; pass --overwrite to replace it")
     write_json_atomically(splits, path)
     return path
 
 
-def write_csv(rows: Sequence[dict], columns: Sequence[str], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def parallel_map(function: Callable[[T], R], items: Sequence[T], num_processes: int, desc: str) -> list[R]:
-    """`[function(i) for i in items]` over `num_processes` worker processes, in order, with a progress bar.
-    The first exception raised by any item is re-raised here."""
-    if num_processes <= 1 or len(items) <= 1:
-        return [function(item) for item in tqdm(items, desc=desc, unit="item")]
-    with ProcessPoolExecutor(max_workers=num_processes) as pool:
-        return list(tqdm(pool.map(function, items), total=len(items), desc=desc, unit="item"))
 
 
 def check_targets(raw_folder: Path, name: str, dataset_id: int, overwrite: bool) -> Path:
@@ -143,21 +76,14 @@ def check_targets(raw_folder: Path, name: str, dataset_id: int, overwrite: bool)
     the splits file's path."""
     others = sorted(p.name for p in raw_folder.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir() and p.name != name)
     if others:
-        raise ConversionError(raw_folder / others[0], f"dataset id {dataset_id} is already used by this dataset; "
+        raise InputError(raw_folder / others[0], f"dataset id {dataset_id} is already used by this dataset; "
                                                       f"choose another id with -d")
     splits_file = require_env_folder("nnUNet_preprocessed") / name / "splits_final.json"
     for path in (raw_folder / name, splits_file):
         if path.exists() and not overwrite:
-            raise ConversionError(path, "already exists; pass --overwrite to replace it")
+            raise InputError(path, "already exists; pass --overwrite to replace it")
     return splits_file
 
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
 def run_converter(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], short_name: str,
@@ -169,10 +95,4 @@ def run_converter(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]
         dataset_name(args.dataset_id, short_name)
     except ValueError as error:
         parser.error(str(error))
-    try:
-        summary = convert(args)
-    except ConversionError as error:
-        print(f"error: {error.path}: {error.problem}", file=sys.stderr)
-        return 2
-    print(summary.report())
-    return 0
+    return exit_status_of(lambda: print(convert(args).report()))

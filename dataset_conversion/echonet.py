@@ -21,10 +21,13 @@ import skimage.draw
 from nnunetv2.configuration import default_num_processes
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-from dataset_conversion.common import (ConversionError, atomic_dataset_folder, check_targets, dataset_name,
-                                       expand_to_cases, parallel_map, patient_level_folds, positive_int,
-                                       require_env_folder, run_converter, write_csv, write_image_2d,
-                                       write_splits_final)
+from dataset_conversion.common import (check_targets, dataset_name, expand_to_cases, patient_level_folds,
+                                      require_env_folder, run_converter, write_image_2d, write_splits_final)
+from nnunetv2_msvmamba.common.arguments import positive_int
+from nnunetv2_msvmamba.common.atomic import atomic_folder
+from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.parallel import parallel_map
+from nnunetv2_msvmamba.common.tables import write_csv
 
 DEFAULT_DATASET_ID = 602
 SHORT_NAME = "EchoNetDynamic"
@@ -65,7 +68,7 @@ def read_csv_rows(path: Path, required_columns: Sequence[str]) -> Iterator[tuple
     """(line number, row) for every non-blank data row, after checking the header names every required
     column once."""
     if not path.is_file():
-        raise ConversionError(path, "not found; an EchoNet-Dynamic folder has FileList.csv, VolumeTracings.csv "
+        raise InputError(path, "not found; an EchoNet-Dynamic folder has FileList.csv, VolumeTracings.csv "
                                     "and Videos/")
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
@@ -73,29 +76,29 @@ def read_csv_rows(path: Path, required_columns: Sequence[str]) -> Iterator[tuple
             header = [name.strip() for name in next(reader, [])]
             missing = [c for c in required_columns if c not in header]
             if missing or len(set(header)) != len(header):
-                raise ConversionError(path, f"line 1: malformed header {','.join(header)!r}; expected "
+                raise InputError(path, f"line 1: malformed header {','.join(header)!r}; expected "
                                             f"{','.join(required_columns)}")
             for values in reader:
                 if not any(value.strip() for value in values):
                     continue
                 if len(values) != len(header):
-                    raise ConversionError(path, f"line {reader.line_num}: {len(values)} fields, but the header "
+                    raise InputError(path, f"line {reader.line_num}: {len(values)} fields, but the header "
                                                 f"has {len(header)}")
                 yield reader.line_num, {name: value.strip() for name, value in zip(header, values)}
         except (csv.Error, UnicodeDecodeError) as error:
-            raise ConversionError(path, f"line {reader.line_num + 1}: not readable as CSV ({error})") from None
+            raise InputError(path, f"line {reader.line_num + 1}: not readable as CSV ({error})") from None
 
 
 def parse_number(text: str, column: str, path: Path, line: int, whole: bool = False) -> float | int:
     try:
         value = float(text)
     except ValueError:
-        raise ConversionError(path, f"line {line}: {column} is not a number: {text!r}") from None
+        raise InputError(path, f"line {line}: {column} is not a number: {text!r}") from None
     if not math.isfinite(value):
-        raise ConversionError(path, f"line {line}: {column} is not a finite number: {text!r}")
+        raise InputError(path, f"line {line}: {column} is not a finite number: {text!r}")
     if whole:
         if not value.is_integer() or value < 0:
-            raise ConversionError(path, f"line {line}: {column} is not a non-negative whole number: {text!r}")
+            raise InputError(path, f"line {line}: {column} is not a non-negative whole number: {text!r}")
         return int(value)
     return value
 
@@ -107,13 +110,13 @@ def read_file_list(path: Path) -> dict[str, VideoInfo]:
     for line, row in read_csv_rows(path, FILE_LIST_COLUMNS):
         name = video_name(row["FileName"])
         if not name:
-            raise ConversionError(path, f"line {line}: FileName is empty")
+            raise InputError(path, f"line {line}: FileName is empty")
         if name in videos:
-            raise ConversionError(path, f"line {line}: video {name} is listed twice (also on line "
+            raise InputError(path, f"line {line}: video {name} is listed twice (also on line "
                                         f"{first_line[name]})")
         split = row["Split"].upper()
         if split not in SPLITS:
-            raise ConversionError(path, f"line {line}: Split must be one of {'/'.join(SPLITS)}, got "
+            raise InputError(path, f"line {line}: Split must be one of {'/'.join(SPLITS)}, got "
                                         f"{row['Split']!r}")
 
         def number(column: str, whole: bool = False) -> float | int:
@@ -132,7 +135,7 @@ def read_volume_tracings(path: Path) -> dict[str, dict[int, np.ndarray]]:
     for line, row in read_csv_rows(path, TRACING_COLUMNS):
         name = video_name(row["FileName"])
         if not name:
-            raise ConversionError(path, f"line {line}: FileName is empty")
+            raise InputError(path, f"line {line}: FileName is empty")
         point = tuple(parse_number(row[c], c, path, line) for c in ("X1", "Y1", "X2", "Y2"))
         frame = parse_number(row["Frame"], "Frame", path, line, whole=True)
         rows_of.setdefault(name, {}).setdefault(frame, []).append(point)
@@ -174,18 +177,18 @@ def read_grey_frames(path: Path, wanted: Iterable[int]) -> dict[int, np.ndarray]
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
-            raise ConversionError(path, "unreadable video: OpenCV cannot open it")
+            raise InputError(path, "unreadable video: OpenCV cannot open it")
         frames: dict[int, np.ndarray] = {}
         decoded = 0
         while decoded <= max(wanted) and capture.grab():  # grab() skips the colour conversion of unused frames
             if decoded in wanted:
                 ok, frame = capture.retrieve()
                 if not ok:
-                    raise ConversionError(path, f"unreadable video: frame {decoded} cannot be decoded")
+                    raise InputError(path, f"unreadable video: frame {decoded} cannot be decoded")
                 frames[decoded] = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
             decoded += 1
         if decoded == 0:
-            raise ConversionError(path, "unreadable video: not a single frame can be decoded")
+            raise InputError(path, "unreadable video: not a single frame can be decoded")
         return frames
     finally:
         capture.release()
@@ -338,7 +341,7 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
     splits_final.json; any error leaves neither behind."""
     root = Path(root)
     if not root.is_dir():
-        raise ConversionError(root, "not a folder; expected EchoNet-Dynamic's folder with FileList.csv, "
+        raise InputError(root, "not a folder; expected EchoNet-Dynamic's folder with FileList.csv, "
                                     "VolumeTracings.csv and Videos/")
     name = dataset_name(dataset_id, SHORT_NAME)
     raw_folder = require_env_folder("nnUNet_raw")
@@ -347,7 +350,7 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
     tracings = read_volume_tracings(root / "VolumeTracings.csv")
     videos_folder = root / "Videos"
     if not videos_folder.is_dir():
-        raise ConversionError(videos_folder, "not a folder; EchoNet-Dynamic keeps its AVI files there")
+        raise InputError(videos_folder, "not a folder; EchoNet-Dynamic keeps its AVI files there")
 
     quirks = QuirkCounts()
     untracked = [v for v in tracings if v not in videos]
@@ -356,7 +359,7 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
     present = set(os.listdir(videos_folder))
     missing = [v for v in videos if f"{v}.avi" not in present]
     if missing and not skip_missing:
-        raise ConversionError(videos_folder / f"{missing[0]}.avi",
+        raise InputError(videos_folder / f"{missing[0]}.avi",
                               f"not found; {len(missing)} video(s) of FileList.csv are missing from Videos/ "
                               f"(first: {', '.join(missing[:MISSING_NAMES_SHOWN])}); pass --skip-missing to "
                               f"convert without them")
@@ -367,7 +370,7 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
     quirks.videos_with_fewer_than_two_traced_frames = len(listed) - len(traced)
     quirks.videos_with_more_than_two_traced_frames = sum(len(tracings[v.name]) > 2 for v in traced)
 
-    with atomic_dataset_folder(raw_folder / name, overwrite) as staging:
+    with atomic_folder(raw_folder / name, overwrite) as staging:
         folders = {kind: staging / kind for kind in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")}
         for folder in folders.values():
             folder.mkdir()

@@ -15,7 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from dataset_conversion.common import parallel_map
+from nnunetv2_msvmamba.common.parallel import parallel_map
 
 FRAME_SIZE = 112
 FILE_LIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames",

@@ -34,7 +34,10 @@ import SimpleITK as sitk
 from nnunetv2.configuration import default_num_processes
 from scipy import ndimage
 
-from dataset_conversion.common import ConversionError, atomic_dataset_folder, parallel_map, write_image_2d
+from dataset_conversion.common import write_image_2d
+from nnunetv2_msvmamba.common.atomic import atomic_folder
+from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.parallel import parallel_map
 
 VIEWS = ("2CH", "4CH")
 SUBGROUPS = ("training", "validation", "testing")
@@ -646,13 +649,13 @@ def replaceable(root: Path, overwrite: bool) -> bool:
     if not root.exists():
         return False
     if not root.is_dir():
-        raise ConversionError(root, "exists and is not a folder")
+        raise InputError(root, "exists and is not a folder")
     if not any(root.iterdir()):
         return True
     if not overwrite:
-        raise ConversionError(root, "exists and is not empty; pass --overwrite to replace it")
+        raise InputError(root, "exists and is not empty; pass --overwrite to replace it")
     if not (root / MARKER_FILE).is_file():
-        raise ConversionError(root, f"is not a synthetic CAMUS dataset (it has no {MARKER_FILE}); "
+        raise InputError(root, f"is not a synthetic CAMUS dataset (it has no {MARKER_FILE}); "
                                     f"refusing to replace it, even with --overwrite")
     return True
 
@@ -675,7 +678,7 @@ def generate_synthetic_camus(root: Path, n_patients: int = 30, seed: int = 0,
                                   n_frames=frame_range, seed=int(seed))
     names = [patient_name(index) for index in range(1, n_patients + 1)]
     subgroups = assign_subgroups(names, split, seed)
-    with atomic_dataset_folder(root, overwrite=replaceable(root, overwrite)) as staging:
+    with atomic_folder(root, overwrite=replaceable(root, overwrite)) as staging:
         database = staging / "database_nifti"
         database.mkdir()
         worker = functools.partial(make_patient, settings=settings, database=database)
@@ -727,8 +730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         image_size=tuple(args.size), spacing_mm=args.spacing,
                                         n_frames=tuple(args.frames), split=tuple(args.split),
                                         num_processes=args.num_processes, overwrite=args.overwrite)
-    except (ConversionError, ValueError) as error:
-        message = str(error) if isinstance(error, ConversionError) else f"{args.root}: {error}"
+    except (InputError, ValueError) as error:
+        message = str(error) if isinstance(error, InputError) else f"{args.root}: {error}"
         print(f"error: {message}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{len((root / 'database_split' / f'subgroup_{s}.txt').read_text().split())} {s}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from dataset_conversion.common import ConversionError
+from nnunetv2_msvmamba.common.errors import InputError
 
 CASE_COLUMN = "case"
 # Columns the reports break down by, in report order.
@@ -23,7 +23,7 @@ def load_case_metadata(path: Path, notes: list[str]) -> dict[str, dict[str, str]
             columns = [c.strip() for c in reader.fieldnames or []]
             rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise ConversionError(path, f"cannot be read as CSV ({error})") from None
+        raise InputError(path, f"cannot be read as CSV ({error})") from None
     if CASE_COLUMN not in columns:
         notes.append(f"{path} has no '{CASE_COLUMN}' column; its case descriptions are ignored")
         return {}

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from nnunetv2.configuration import default_num_processes
 
-from dataset_conversion.common import ConversionError
+from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
 from .case_metadata import load_case_metadata
 from .evaluate import evaluate_folders
 from .report import overall_tables, write_reports
@@ -58,11 +58,11 @@ def parse_predictions(values: Sequence[str]) -> dict[str, Path]:
         if not separator:
             name, folder = Path(value).resolve().name, value
         if not name or not folder:
-            raise ConversionError(value, "expected --pred NAME=PRED_DIR")
+            raise InputError(value, "expected --pred NAME=PRED_DIR")
         if name in predictions:
-            raise ConversionError(value, f"model name {name!r} is given twice; names must be unique")
+            raise InputError(value, f"model name {name!r} is given twice; names must be unique")
         if not Path(folder).is_dir():
-            raise ConversionError(folder, f"prediction folder of model {name} does not exist")
+            raise InputError(folder, f"prediction folder of model {name} does not exist")
         predictions[name] = Path(folder)
     return predictions
 
@@ -71,7 +71,7 @@ def find_beside(explicit: Optional[Path], candidates: Sequence[Path], notes: lis
     """`explicit` if given (it must exist), otherwise the first candidate that exists (with a note)."""
     if explicit is not None:
         if not explicit.is_file():
-            raise ConversionError(explicit, f"{what} does not exist")
+            raise InputError(explicit, f"{what} does not exist")
         return explicit
     found = next((candidate for candidate in candidates if candidate.is_file()), None)
     if found is not None:
@@ -81,9 +81,9 @@ def find_beside(explicit: Optional[Path], candidates: Sequence[Path], notes: lis
 
 def run(args: argparse.Namespace) -> None:
     if args.num_processes < 1:
-        raise ConversionError("-np", f"must be at least 1, got {args.num_processes}")
+        raise InputError("-np", f"must be at least 1, got {args.num_processes}")
     if not args.gt.is_dir():
-        raise ConversionError(args.gt, "ground-truth label folder does not exist")
+        raise InputError(args.gt, "ground-truth label folder does not exist")
     predictions = parse_predictions(args.pred)
     notes: list[str] = []
     dataset_json = find_beside(args.dataset_json, [args.gt.parent / DATASET_JSON], notes, DATASET_JSON)
@@ -103,12 +103,7 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status (2 for bad input, with a one-line error)."""
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except ConversionError as error:
-        print(f"error: {error.path}: {error.problem}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status_of(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import numpy as np
 from nnunetv2.evaluation.evaluate_predictions import region_or_label_to_mask
 from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
 
-from dataset_conversion.common import ConversionError, parallel_map
+from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.parallel import parallel_map
 from .case_metadata import BREAKDOWN_COLUMNS
 from .label_folders import LabelMap, detect_file_ending, list_cases, read_label_map, reader_class
 from .metrics import MaskComparison, compare_masks
@@ -63,10 +64,10 @@ class Evaluation:
 
 def check_same_geometry(case: str, reference: LabelMap, prediction: LabelMap, prediction_file: Path) -> None:
     if prediction.labels.shape != reference.labels.shape:
-        raise ConversionError(prediction_file, f"case {case}: shape {prediction.labels.shape} differs from the "
+        raise InputError(prediction_file, f"case {case}: shape {prediction.labels.shape} differs from the "
                                                f"ground truth's {reference.labels.shape}")
     if not np.allclose(prediction.spacing, reference.spacing, rtol=SPACING_RELATIVE_TOLERANCE, atol=0):
-        raise ConversionError(prediction_file, f"case {case}: spacing {prediction.spacing} differs from the "
+        raise InputError(prediction_file, f"case {case}: spacing {prediction.spacing} differs from the "
                                                f"ground truth's {reference.spacing}")
 
 
@@ -91,7 +92,7 @@ def evaluate_case(task: CaseTask) -> CaseResult:
     and the problem travels back as plain data."""
     try:
         return score_case(task)
-    except ConversionError as error:
+    except InputError as error:
         return CaseResult(task.case, problem=(str(error.path), error.problem))
 
 
@@ -107,10 +108,10 @@ def match_predictions(reference_cases: Mapping[str, Path], prediction_folders: M
     for model, folder in prediction_folders.items():
         available = list_cases(folder, file_ending)
         if not available:
-            raise ConversionError(folder, f"holds no '{file_ending}' prediction files (model {model})")
+            raise InputError(folder, f"holds no '{file_ending}' prediction files (model {model})")
         lacking = [case for case in reference_cases if case not in available]
         if lacking and not allow_missing:
-            raise ConversionError(folder, f"has no prediction for case {name_some(lacking)} ({len(lacking)} of "
+            raise InputError(folder, f"has no prediction for case {name_some(lacking)} ({len(lacking)} of "
                                           f"{len(reference_cases)}; pass --allow-missing to evaluate the others)")
         if lacking:
             notes.append(f"model {model}: no prediction for {len(lacking)} case(s): {name_some(lacking)}")
@@ -131,7 +132,7 @@ def check_label_values(results: list[CaseResult], tasks: list[CaseTask], allowed
         for who, path, labels in files:
             unknown = sorted(labels - allowed)
             if unknown:
-                raise ConversionError(path, f"case {result.case} ({who}): label value(s) {unknown} not in the "
+                raise InputError(path, f"case {result.case} ({who}): label value(s) {unknown} not in the "
                                             f"dataset's labels {sorted(allowed)} ({source})")
 
 
@@ -157,12 +158,12 @@ def read_dataset_json(path: Path) -> tuple[dict, LabelSet]:
         dataset_json = json.loads(Path(path).read_text())
         names = labels_from_dataset_json(dataset_json)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ConversionError(path, f"is not a usable nnU-Net dataset.json ({error!r})") from None
+        raise InputError(path, f"is not a usable nnU-Net dataset.json ({error!r})") from None
     if not isinstance(dataset_json.get("file_ending"), str):
-        raise ConversionError(path, "has no 'file_ending' entry")
+        raise InputError(path, "has no 'file_ending' entry")
     structures = structures_for_labels(names)
     if not structures:
-        raise ConversionError(path, "defines none of the echo labels 1 (LV_cavity), 2 (LV_myocardium), "
+        raise InputError(path, "defines none of the echo labels 1 (LV_cavity), 2 (LV_myocardium), "
                                     "3 (left_atrium)")
     return dataset_json, LabelSet(names, f"dataset.json ({path})", structures)
 
@@ -171,7 +172,7 @@ def label_set_from_ground_truth(results: list[CaseResult], reference_folder: Pat
     present = sorted(set().union(*(result.reference_labels for result in results)) - {0})
     structures = structures_for_labels(present)
     if not structures:
-        raise ConversionError(reference_folder, "ground truth holds none of the echo labels 1, 2, 3")
+        raise InputError(reference_folder, "ground truth holds none of the echo labels 1, 2, 3")
     notes.append(f"no dataset.json: labels {present} inferred from the labels present in the ground truth")
     return LabelSet({label: f"label {label}" for label in present},
                     "inferred from the labels present in the ground truth (no dataset.json)", structures)
@@ -187,7 +188,7 @@ def evaluate_folders(reference_folder: Path, prediction_folders: Mapping[str, Pa
     file_ending = dataset_json["file_ending"] if dataset_json else detect_file_ending(reference_folder)
     reference_cases = list_cases(reference_folder, file_ending)
     if not reference_cases:
-        raise ConversionError(reference_folder, f"holds no '{file_ending}' label files")
+        raise InputError(reference_folder, f"holds no '{file_ending}' label files")
     if case_metadata and not any(case in case_metadata for case in reference_cases):
         notes.append("the case descriptions (cases.csv) name none of the ground-truth cases; no breakdowns")
     predictions, missing = match_predictions(reference_cases, prediction_folders, file_ending, allow_missing, notes)
@@ -199,7 +200,7 @@ def evaluate_folders(reference_folder: Path, prediction_folders: Mapping[str, Pa
     results = parallel_map(evaluate_case, tasks, num_processes, desc="evaluating cases")
     problem = next((result.problem for result in results if result.problem is not None), None)
     if problem is not None:
-        raise ConversionError(*problem)
+        raise InputError(*problem)
 
     label_set = declared or label_set_from_ground_truth(results, reference_folder, notes)
     check_label_values(results, tasks, {0, *label_set.names}, label_set.source)

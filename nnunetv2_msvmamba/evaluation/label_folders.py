@@ -12,7 +12,7 @@ from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
 from nnunetv2.imageio.reader_writer_registry import (LIST_OF_IO_CLASSES, determine_reader_writer_from_dataset_json,
                                                      determine_reader_writer_from_file_ending)
 
-from dataset_conversion.common import ConversionError
+from nnunetv2_msvmamba.common.errors import InputError
 
 # nnU-Net stores a 2D image as one slice whose first spacing is 999 times the largest in-plane spacing.
 NNUNET_2D_SPACING_FACTOR = 999
@@ -30,21 +30,21 @@ def detect_file_ending(folder: Path) -> str:
     """The file ending (one nnU-Net can read) that most files in `folder` have, for folders without a
     dataset.json."""
     if not folder.is_dir():
-        raise ConversionError(folder, "is not a folder")
+        raise InputError(folder, "is not a folder")
     endings = sorted({e for io_class in LIST_OF_IO_CLASSES for e in io_class.supported_file_endings},
                      key=len, reverse=True)
     counts = Counter(next((e for e in endings if path.name.lower().endswith(e)), None) for path in folder.iterdir()
                      if path.is_file() and not path.name.startswith("."))
     counts.pop(None, None)
     if not counts:
-        raise ConversionError(folder, f"holds no label files nnU-Net can read (looked for {', '.join(endings)})")
+        raise InputError(folder, f"holds no label files nnU-Net can read (looked for {', '.join(endings)})")
     return counts.most_common(1)[0][0]
 
 
 def list_cases(folder: Path, file_ending: str) -> dict[str, Path]:
     """Case id -> file for every `<case><file_ending>` in `folder`."""
     if not folder.is_dir():
-        raise ConversionError(folder, "is not a folder")
+        raise InputError(folder, "is not a folder")
     return {path.name[:-len(file_ending)]: path for path in sorted(folder.iterdir())
             if path.is_file() and path.name.endswith(file_ending) and not path.name.startswith(".")}
 
@@ -57,7 +57,7 @@ def reader_class(dataset_json: Optional[Mapping], file_ending: str, example_file
             return determine_reader_writer_from_dataset_json(dataset_json, str(example_file), verbose=False)
         return determine_reader_writer_from_file_ending(file_ending, str(example_file), verbose=False)
     except RuntimeError:
-        raise ConversionError(example_file, f"no nnU-Net image reader for '{file_ending}' can open it") from None
+        raise InputError(example_file, f"no nnU-Net image reader for '{file_ending}' can open it") from None
 
 
 def read_label_map(reader: type[BaseReaderWriter], path: Path) -> LabelMap:
@@ -65,11 +65,11 @@ def read_label_map(reader: type[BaseReaderWriter], path: Path) -> LabelMap:
     try:
         seg, properties = reader().read_seg(str(path))
     except Exception as error:  # readers raise whatever their library raises on a broken file
-        raise ConversionError(path, f"cannot be read as a segmentation ({error})") from None
+        raise InputError(path, f"cannot be read as a segmentation ({error})") from None
     array, spacing = seg[0], tuple(float(s) for s in properties["spacing"])
     if array.shape[0] == 1 and np.isclose(spacing[0], NNUNET_2D_SPACING_FACTOR * max(spacing[1:])):
         array, spacing = array[0], spacing[1:]
     labels = np.rint(array)
     if not np.array_equal(labels, array):
-        raise ConversionError(path, "holds non-integer values; expected a label map")
+        raise InputError(path, "holds non-integer values; expected a label map")
     return LabelMap(labels.astype(np.int32), spacing)

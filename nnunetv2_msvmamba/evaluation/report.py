@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-from dataset_conversion.common import write_csv
+from nnunetv2_msvmamba.common.tables import write_csv
 from .case_metadata import BREAKDOWN_COLUMNS
 from .evaluate import Evaluation
 from .plot import write_boxplot
