@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,12 +29,36 @@ def test_readme_has_exactly_two_setup_commands_demo_and_tests():
     assert tests.startswith("bash .ci/setup && ") and " -m pytest " in tests
 
 
-def test_ci_runs_the_readme_test_command():
-    """.ci/run takes the command from README.md itself; this checks it finds the right line."""
-    extract = subprocess.run(["sed", "-n", r"s/^    \(bash \.ci\/setup && .*pytest.*\)$/\1/p", "README.md"],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
-    assert extract[:1] == [setup_commands()[1]]
-    assert "sed -n" in (ROOT / ".ci" / "run").read_text()
+def ci_copy(tmp_path: Path, readme: str) -> Path:
+    """A folder with the real .ci/run and .ci/test_command, a no-op .ci/setup and the given README.md."""
+    (tmp_path / ".ci").mkdir()
+    for script in ("run", "test_command"):
+        shutil.copy2(ROOT / ".ci" / script, tmp_path / ".ci" / script)
+    (tmp_path / ".ci" / "setup").write_text("echo '[stub setup]'\n")
+    (tmp_path / "README.md").write_text(readme)
+    return tmp_path
+
+
+def test_ci_test_command_prints_the_readme_test_command():
+    printed = subprocess.run(["bash", ".ci/test_command"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert printed.stdout == setup_commands()[1] + "\n"
+
+
+def test_ci_runs_the_command_that_ci_test_command_finds(tmp_path):
+    """.ci/run, end to end with a stub set-up: it runs exactly the README line that .ci/test_command extracts."""
+    readme = "# x\n\n    bash .ci/setup && echo ran-the-pytest-line\n    bash .ci/setup && echo not-this-pytest-line\n"
+    result = subprocess.run(["bash", ".ci/run"], cwd=ci_copy(tmp_path, readme), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "[stub setup]", "[ci] running README's test command: bash .ci/setup && echo ran-the-pytest-line",
+        "[stub setup]", "ran-the-pytest-line"]
+
+
+def test_ci_fails_when_the_readme_has_no_test_command(tmp_path):
+    result = subprocess.run(["bash", ".ci/run"], cwd=ci_copy(tmp_path, "# no commands\n"), capture_output=True,
+                            text=True)
+    assert result.returncode == 1
+    assert "README.md has no test command line" in result.stderr
 
 
 def test_readme_names_our_console_commands():
