@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import nnunetv2_msvmamba.ssm.mamba as mamba_module
 from nnunetv2_msvmamba.ssm import Mamba
-from scan_reference import relative_error
+from nnunetv2_msvmamba.ssm.selective_scan_ref import relative_error
 from upstream_mamba import mamba_simple, selective_scan_interface
 
 PARITY_TOLERANCE = 1e-4  # both compute in float32, in different orders

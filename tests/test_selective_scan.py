@@ -1,8 +1,8 @@
 """The pure-PyTorch selective scan against upstream's `selective_scan_ref` (float32) and against an
-independent float64 sequential reference (tests/scan_reference.py): outputs, last state and the gradient of
+independent float64 sequential reference (nnunetv2_msvmamba.ssm.selective_scan_ref): outputs, last state and the gradient of
 every input, over a grid of options, B/C layouts, lengths and batch sizes.
 
-Error measure (scan_reference.relative_error): the largest absolute difference divided by the largest magnitude
+Error measure (selective_scan_ref.relative_error): the largest absolute difference divided by the largest magnitude
 of the reference tensor, max|ours - ref| / max|ref|, so tensors with near-zero entries are judged at the scale
 of the tensor.
 """
@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from nnunetv2_msvmamba.ssm import selective_scan_torch
-from scan_reference import reference_selective_scan, relative_error
+from nnunetv2_msvmamba.ssm.selective_scan_ref import relative_error, selective_scan_ref
 from upstream_mamba import selective_scan_interface
 
 FLOAT32_TOLERANCE = 1e-4  # against upstream's reference, which computes in float32
@@ -115,10 +115,8 @@ def run_ours(case: ScanCase, inputs: dict, dtype: torch.dtype):
 
 
 def run_float64_reference(case: ScanCase, inputs: dict):
-    def scan(*args, delta_softplus: bool):
-        out, last_state = reference_selective_scan(*args, delta_softplus=delta_softplus)
-        return (out, last_state.detach()) if case.return_last_state else out
-    return outputs_and_gradients(scan, case, inputs, torch.float64)
+    return outputs_and_gradients(selective_scan_ref, case, inputs, torch.float64,
+                                 return_last_state=case.return_last_state)
 
 
 OPTION_CASES = [ScanCase(with_D=D, with_z=z, with_delta_bias=bias, delta_softplus=softplus)
