@@ -1,0 +1,184 @@
+"""The LV long axis of one apical view and the cavity's diameters along it (the method of discs).
+
+Everything is measured in physical coordinates: a pixel is the point at its centre, (row, column) times the
+spacing of each axis, so anisotropic pixels give the same answer as square ones.
+
+**Mitral annulus.** Its two hinge points (the basal corners of the cavity) come from the LV cavity mask:
+
+- when the label map has a left atrium (CAMUS: label 3), the annulus is the cavity's border shared with the
+  atrium (the mitral valve plane lies between the two chambers): the cavity pixels with a 4-neighbour in the
+  atrium and the atrium pixels with a 4-neighbour in the cavity, whose middle is the valve plane itself; its
+  hinge points are the two ends of that border along its own principal direction;
+- otherwise (EchoNet-Dynamic: the cavity alone, traced wall to wall and closed by a straight segment across the
+  valve) the annulus is the edge of the cavity's convex hull with the largest product of its length and the
+  height of the hull above it (the distance to the farthest hull point): the valve plane is the one long,
+  straight stretch of the outline that faces the whole length of the cavity; the long, nearly straight
+  stretches of the walls face only the cavity's width, and the edges around the apex are short.
+
+**Apex.** The cavity point farthest from the midpoint of the annulus; the **long axis** runs from that midpoint
+to the apex, and its length L is their distance.
+
+**Discs.** The long axis is cut into `n_discs` (ASE/EACVI: 20) slabs of height L / n_discs, perpendicular to it.
+A disc's diameter is the cavity area inside its slab divided by the slab height (the mean chord of the slab),
+which uses every pixel once, so the discs always add up to the cavity area and do not depend on where a single
+chord happens to cross the pixel grid; cavity pixels just beyond either end of the axis count in the end slabs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import ConvexHull, QhullError
+
+DEFAULT_DISCS = 20
+MIN_CAVITY_PIXELS = 3
+
+
+class GeometryError(ValueError):
+    """The mask has no usable LV cavity (empty, or too small to have a long axis)."""
+
+
+@dataclass(frozen=True)
+class LongAxis:
+    """Apex and the two mitral hinge points of one view, (row, column) in mm."""
+
+    apex: np.ndarray
+    hinges: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def annulus_midpoint(self) -> np.ndarray:
+        return 0.5 * (self.hinges[0] + self.hinges[1])
+
+    @property
+    def length(self) -> float:
+        return float(np.linalg.norm(self.apex - self.annulus_midpoint))
+
+    @property
+    def annulus_diameter(self) -> float:
+        return float(np.linalg.norm(self.hinges[1] - self.hinges[0]))
+
+
+@dataclass(frozen=True)
+class ViewMeasurement:
+    """One view's cavity: its area, long axis and disc diameters (mm, mm² or pixel units)."""
+
+    area: float
+    axis: LongAxis
+    diameters: np.ndarray
+
+    @property
+    def length(self) -> float:
+        return self.axis.length
+
+
+def bounding_crop(mask: np.ndarray, margin: int = 1) -> tuple[slice, slice]:
+    """The smallest window holding `mask`'s pixels plus `margin` pixels on every side (within the image)."""
+    rows, columns = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
+            slice(max(columns[0] - margin, 0), columns[-1] + margin + 1))
+
+
+def touches(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Pixels of `mask` with a 4-neighbour in `other`."""
+    near = np.zeros_like(other)
+    near[1:] |= other[:-1]
+    near[:-1] |= other[1:]
+    near[:, 1:] |= other[:, :-1]
+    near[:, :-1] |= other[:, 1:]
+    return mask & near
+
+
+def ends_along_principal_direction(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two extreme points of a point set along its first principal direction."""
+    centred = points - points.mean(axis=0)
+    _, _, directions = np.linalg.svd(centred, full_matrices=False)
+    projection = centred @ directions[0]
+    return points[int(np.argmin(projection))], points[int(np.argmax(projection))]
+
+
+def straight_hull_stretches(vertices: np.ndarray, tolerance: float) -> list[tuple[int, int]]:
+    """(first, last) vertex indices of the longest runs of consecutive hull vertices that all lie within
+    `tolerance` of the chord joining the run's ends: the hull of a straight but pixelated border (a tilted
+    valve plane) has several short edges, which together are one straight stretch."""
+    n = len(vertices)
+    stretches = []
+    for first in range(n):
+        last = first + 1
+        while last + 1 < first + n:
+            start, end = vertices[first], vertices[(last + 1) % n]
+            chord = end - start
+            between = vertices[[(k % n) for k in range(first + 1, last + 1)]] - start
+            deviation = np.abs(between[:, 0] * chord[1] - between[:, 1] * chord[0]) / np.linalg.norm(chord)
+            if deviation.max() > tolerance:
+                break
+            last += 1
+        stretches.append((first, last % n))
+    return stretches
+
+
+def basal_hull_edge(points: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ends of the straight stretch of the convex hull with the largest (length x height of the hull above
+    it), the height being the distance from the stretch's line to the farthest hull vertex."""
+    try:
+        vertices = points[ConvexHull(points).vertices]
+    except QhullError:  # all points on one line: the hull is that segment
+        return ends_along_principal_direction(points)
+    best, best_score = (vertices[0], vertices[1]), -1.0
+    for first, last in straight_hull_stretches(vertices, tolerance):
+        start, end = vertices[first], vertices[last]
+        chord = end - start
+        length = float(np.linalg.norm(chord))
+        offsets = vertices - start
+        height = float(np.abs(offsets[:, 0] * chord[1] - offsets[:, 1] * chord[0]).max()) / length
+        if length * height > best_score:
+            best, best_score = (start, end), length * height
+    return best
+
+
+def find_long_axis(cavity: np.ndarray, spacing_rc: tuple[float, float], atrium: np.ndarray | None = None) -> LongAxis:
+    """Apex and mitral hinge points of the cavity mask (see the module docstring for how)."""
+    if np.count_nonzero(cavity) < MIN_CAVITY_PIXELS:
+        raise GeometryError("no LV cavity" if not cavity.any() else "LV cavity too small to measure")
+    window = bounding_crop(cavity)
+    cavity = cavity[window]
+    scale = np.asarray(spacing_rc, dtype=float)
+    points = np.argwhere(cavity) * scale
+    border = None
+    if atrium is not None:
+        atrium = atrium[window]
+        border = touches(cavity, atrium) | touches(atrium, cavity)  # the two pixel layers either side of the valve
+    if border is not None and np.count_nonzero(border) >= 2:
+        hinges = ends_along_principal_direction(np.argwhere(border) * scale)
+    else:
+        hinges = basal_hull_edge(points, tolerance=float(scale.max()))
+    midpoint = 0.5 * (hinges[0] + hinges[1])
+    apex = points[int(np.argmax(np.sum((points - midpoint) ** 2, axis=1)))]
+    offset = np.array([window[0].start, window[1].start]) * scale
+    return LongAxis(apex + offset, (hinges[0] + offset, hinges[1] + offset))
+
+
+def disc_diameters(cavity: np.ndarray, spacing_rc: tuple[float, float], axis: LongAxis,
+                   n_discs: int = DEFAULT_DISCS) -> np.ndarray:
+    """Diameter of each disc from the annulus (index 0) to the apex: the cavity area in its slab / slab height."""
+    scale = np.asarray(spacing_rc, dtype=float)
+    points = np.argwhere(cavity) * scale
+    direction = (axis.apex - axis.annulus_midpoint) / axis.length
+    position = (points - axis.annulus_midpoint) @ direction / axis.length
+    slab = np.clip(np.floor(position * n_discs).astype(int), 0, n_discs - 1)
+    pixel_area = float(scale[0] * scale[1])
+    return np.bincount(slab, minlength=n_discs) * pixel_area / (axis.length / n_discs)
+
+
+def measure_view(labels: np.ndarray, spacing_rc: tuple[float, float], lv_label: int = 1,
+                 atrium_label: int | None = 3, n_discs: int = DEFAULT_DISCS) -> ViewMeasurement:
+    """The LV cavity (`lv_label`) of a 2D label map: area, long axis and disc diameters. The atrium label, when
+    the map has it, locates the mitral annulus. Raises GeometryError without a usable cavity."""
+    cavity = labels == lv_label
+    if not cavity.any():
+        raise GeometryError(f"no LV cavity (label {lv_label})")
+    atrium = labels == atrium_label if atrium_label is not None else None
+    axis = find_long_axis(cavity, spacing_rc, atrium)
+    if axis.length <= 0:
+        raise GeometryError("LV cavity has no long axis")
+    area = float(np.count_nonzero(cavity) * spacing_rc[0] * spacing_rc[1])
+    return ViewMeasurement(area, axis, disc_diameters(cavity, spacing_rc, axis, n_discs))

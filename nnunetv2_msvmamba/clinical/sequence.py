@@ -1,0 +1,230 @@
+"""Label sequences (one apical view over time): per-frame LV area and single-plane volume, ED and ES frames
+detected from the volume curve, EF per beat.
+
+**ED/ES detection.** The volume curve is smoothed (a 3-frame median, which removes single-frame outliers such
+as one badly segmented frame, then a Gaussian of `smoothing_frames` frames) and its turning points are found
+by hysteresis (a zig-zag): a maximum is confirmed once the curve has fallen from it by at least the threshold,
+a minimum once it has risen by it; the last extreme reached counts as well. So extrema at the first and last
+frames are found (CAMUS half sequences run from ED to ES), and wiggles smaller than the threshold are ignored.
+The threshold is `hysteresis` (default 0.4) times the range of the smoothed curve, and never less than
+`min_stroke_fraction` (default 5 %) of its median volume, so a flat curve has no beat. ED frames are the
+maxima, ES frames the minima; a beat is an ED followed by the next ES, its EDV and ESV are the volumes of the
+(unsmoothed) curve at those frames, and the sequence's EF is the mean of its beats' EFs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.tables import write_csv
+from .geometry import GeometryError, measure_view
+from .outputs import staged_files
+from .plot import write_volume_curve
+from .volumes import MM3_PER_ML, ejection_fraction, single_plane_volume
+
+ED, ES = "ED", "ES"
+FRAME_COLUMNS = ("sequence", "frame", "lv_area", "lv_volume", "phase")
+SUMMARY_COLUMNS = ("sequence", "frames", "beats", "ef_percent", "edv", "esv", "ef_per_beat", "ed_frames",
+                   "es_frames", "area_unit", "volume_unit")
+SEQUENCE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+DEFAULT_HYSTERESIS = 0.4
+DEFAULT_MIN_STROKE_FRACTION = 0.05
+DEFAULT_SMOOTHING_FRAMES = 1.0
+
+
+@dataclass
+class Beat:
+    """One ED -> ES pair: frames (0-based) and volumes of the unsmoothed curve."""
+
+    ed_frame: int
+    es_frame: int
+    edv: float
+    esv: float
+    ef_percent: float
+
+
+@dataclass
+class SequenceAnalysis:
+    """Per-frame LV area and volume of one label sequence, its ED/ES frames and beats."""
+
+    name: str
+    lv_area: np.ndarray     # per frame; mm², or pixels² without spacing
+    lv_volume: np.ndarray   # per frame, single-plane method of discs; mL, or pixels³ without spacing
+    phases: list[str]       # per frame: "ED", "ES" or ""
+    beats: list[Beat]
+    ef_percent: float       # mean over beats; NaN when no beat
+    physical: bool = True   # False: no spacing, units are pixels
+
+    @property
+    def area_unit(self) -> str:
+        return "mm2" if self.physical else "pixels2"
+
+    @property
+    def volume_unit(self) -> str:
+        return "mL" if self.physical else "pixels3"
+
+
+def smooth_curve(curve: np.ndarray, smoothing_frames: float) -> np.ndarray:
+    smoothed = ndimage.median_filter(curve, size=3, mode="nearest") if len(curve) >= 3 else curve.copy()
+    if smoothing_frames > 0 and len(curve) >= 3:
+        smoothed = ndimage.gaussian_filter1d(smoothed, smoothing_frames, mode="nearest")
+    return smoothed
+
+
+def turning_points(curve: np.ndarray, threshold: float) -> list[tuple[int, str]]:
+    """Alternating maxima (ED) and minima (ES) of `curve` by hysteresis, first and last frames included."""
+    extremes: list[tuple[int, str]] = []
+    high = low = candidate = 0
+    direction = 0  # +1 climbing towards a maximum, -1 falling towards a minimum, 0 not yet known
+    for frame in range(1, len(curve)):
+        value = curve[frame]
+        if direction == 0:
+            if value - curve[low] >= threshold:
+                extremes.append((low, ES))
+                direction, candidate = 1, frame
+            elif curve[high] - value >= threshold:
+                extremes.append((high, ED))
+                direction, candidate = -1, frame
+            else:
+                high = frame if value > curve[high] else high
+                low = frame if value < curve[low] else low
+        elif direction * (value - curve[candidate]) > 0:
+            candidate = frame
+        elif direction * (curve[candidate] - value) >= threshold:
+            extremes.append((candidate, ED if direction > 0 else ES))
+            direction, candidate = -direction, frame
+    if direction != 0:
+        extremes.append((candidate, ED if direction > 0 else ES))
+    return extremes
+
+
+def detect_beats(volumes: np.ndarray, hysteresis: float = DEFAULT_HYSTERESIS,
+                 min_stroke_fraction: float = DEFAULT_MIN_STROKE_FRACTION,
+                 smoothing_frames: float = DEFAULT_SMOOTHING_FRAMES) -> tuple[list[str], list[Beat]]:
+    """Per-frame phases ('ED', 'ES' or '') and the ED -> ES beats of a volume curve."""
+    smoothed = smooth_curve(np.asarray(volumes, dtype=float), smoothing_frames)
+    span = float(smoothed.max() - smoothed.min()) if len(smoothed) else 0.0
+    threshold = max(hysteresis * span, min_stroke_fraction * float(np.median(smoothed)) if len(smoothed) else 0.0)
+    phases = [""] * len(volumes)
+    if threshold <= 0:
+        return phases, []
+    extremes = turning_points(smoothed, threshold)
+    for frame, phase in extremes:
+        phases[frame] = phase
+    beats = [Beat(ed, es, float(volumes[ed]), float(volumes[es]),
+                  float(ejection_fraction(float(volumes[ed]), float(volumes[es]))))
+             for (ed, first), (es, second) in zip(extremes, extremes[1:]) if first == ED and second == ES]
+    return phases, beats
+
+
+def analyse_label_sequence(labels: np.ndarray, spacing_rc: Optional[tuple[float, float]], name: str,
+                           lv_label: int = 1, atrium_label: Optional[int] = 3, source: Optional[Path] = None,
+                           hysteresis: float = DEFAULT_HYSTERESIS,
+                           min_stroke_fraction: float = DEFAULT_MIN_STROKE_FRACTION,
+                           smoothing_frames: float = DEFAULT_SMOOTHING_FRAMES) -> SequenceAnalysis:
+    """Analyses a (frames, rows, columns) label sequence. `spacing_rc` is the (row, column) pixel spacing in mm,
+    or None for pixel units. A frame without a usable LV cavity raises InputError naming `source` (default:
+    `name`), the sequence and the frame."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise InputError(source or name, f"sequence {name}: expected (frames, rows, columns) labels, got shape "
+                                         f"{labels.shape}")
+    spacing = tuple(float(s) for s in spacing_rc) if spacing_rc is not None else (1.0, 1.0)
+    areas, volumes = np.zeros(len(labels)), np.zeros(len(labels))
+    for frame, frame_labels in enumerate(labels):
+        try:
+            view = measure_view(frame_labels, spacing, lv_label, atrium_label)
+        except GeometryError as error:
+            raise InputError(source or name, f"sequence {name}: frame {frame} (0-based): {error}") from None
+        areas[frame], volumes[frame] = view.area, single_plane_volume(view)
+    if spacing_rc is not None:
+        volumes /= MM3_PER_ML
+    phases, beats = detect_beats(volumes, hysteresis, min_stroke_fraction, smoothing_frames)
+    ef = float(np.mean([beat.ef_percent for beat in beats])) if beats else math.nan
+    return SequenceAnalysis(name, areas, volumes, phases, beats, ef, physical=spacing_rc is not None)
+
+
+# ------------------------------------------------------------------------------------------------- files
+
+def sequence_name(path: Path) -> str:
+    name = path.name
+    return next((name[:-len(e)] for e in SEQUENCE_ENDINGS if name.lower().endswith(e)), path.stem)
+
+
+def list_sequences(path: Path) -> list[Path]:
+    """`path` itself, or the label sequences in the folder `path`, sorted."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(path, "does not exist")
+    files = [p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")
+             and p.name.lower().endswith(SEQUENCE_ENDINGS)]
+    if not files:
+        raise InputError(path, f"holds no label sequences ({', '.join(SEQUENCE_ENDINGS)})")
+    return files
+
+
+def read_label_sequence(path: Path, spacing_mm: Optional[float] = None
+                        ) -> tuple[np.ndarray, Optional[tuple[float, float]]]:
+    """A label sequence with its frames on the last image axis (x, y, t), as CAMUS `_half_sequence_gt` files,
+    as a (frames, rows, columns) array, and its (row, column) spacing in mm. A file with in-plane spacing 1
+    has none (EchoNet-Dynamic): `spacing_mm` gives it one, else the result is in pixels (None)."""
+    import SimpleITK as sitk  # only the sequence reader needs it; nnU-Net depends on it anyway
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InputError(path, f"cannot be read as a label sequence ({str(error).strip().splitlines()[-1]})") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(path, f"is not a label sequence: expected a 3D image (x, y, frames), got "
+                               f"{image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} component(s)")
+    array = sitk.GetArrayFromImage(image)
+    labels = np.rint(array)
+    if not np.array_equal(labels, array):
+        raise InputError(path, "holds non-integer values; expected a label sequence")
+    file_spacing = (float(image.GetSpacing()[1]), float(image.GetSpacing()[0]))
+    has_spacing = not np.allclose(file_spacing, 1.0)
+    if has_spacing and spacing_mm is not None and not np.allclose(file_spacing, spacing_mm, rtol=1e-4):
+        raise InputError(path, f"pixel spacing {file_spacing[1]:g} x {file_spacing[0]:g} mm in the file does not "
+                               f"match --spacing {spacing_mm:g}")
+    spacing = file_spacing if has_spacing else ((spacing_mm, spacing_mm) if spacing_mm is not None else None)
+    return labels.astype(np.int32), spacing
+
+
+def frame_rows(analysis: SequenceAnalysis) -> list[dict]:
+    return [{"sequence": analysis.name, "frame": frame, "lv_area": float(area), "lv_volume": float(volume),
+             "phase": phase}
+            for frame, (area, volume, phase) in enumerate(zip(analysis.lv_area, analysis.lv_volume, analysis.phases))]
+
+
+def summary_row(analysis: SequenceAnalysis) -> dict:
+    beats = analysis.beats
+    return {"sequence": analysis.name, "frames": len(analysis.lv_volume), "beats": len(beats),
+            "ef_percent": analysis.ef_percent,
+            "edv": float(np.mean([b.edv for b in beats])) if beats else math.nan,
+            "esv": float(np.mean([b.esv for b in beats])) if beats else math.nan,
+            "ef_per_beat": " ".join(f"{b.ef_percent:.2f}" for b in beats),
+            "ed_frames": " ".join(str(b.ed_frame) for b in beats),
+            "es_frames": " ".join(str(b.es_frame) for b in beats),
+            "area_unit": analysis.area_unit, "volume_unit": analysis.volume_unit}
+
+
+def curve_file_name(analysis: SequenceAnalysis) -> str:
+    return f"{analysis.name}_volume_curve.png"
+
+
+def write_sequence_reports(analyses: Sequence[SequenceAnalysis], output: Path) -> None:
+    """Writes sequence_frames.csv, sequence_summary.csv and `<sequence>_volume_curve.png` per sequence into
+    `output` (created if needed), all or none of them."""
+    with staged_files(output) as staging:
+        write_csv([row for analysis in analyses for row in frame_rows(analysis)], FRAME_COLUMNS,
+                  staging / "sequence_frames.csv")
+        write_csv([summary_row(analysis) for analysis in analyses], SUMMARY_COLUMNS, staging / "sequence_summary.csv")
+        for analysis in analyses:
+            write_volume_curve(analysis, staging / curve_file_name(analysis))
