@@ -41,3 +41,42 @@ def write_volume_curve(analysis: "SequenceAnalysis", path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     figure.savefig(path, dpi=110)
+
+
+def agreement_grid(comparisons: Sequence[dict], metrics: Sequence[tuple[str, str]], path: Path, bland_altman: bool
+                   ) -> None:
+    """One panel per comparison (rows) and metric (columns). `comparisons` items: {model, reference,
+    pairs: metric -> (measured, reference) arrays, stats: metric -> agreement dict}; `metrics` (key, label)."""
+    figure = new_figure(3.4 * len(metrics), 3.0 * len(comparisons) + 0.4)
+    axes = figure.subplots(len(comparisons), len(metrics), squeeze=False)
+    for row, comparison in enumerate(comparisons):
+        for column, (metric, label) in enumerate(metrics):
+            ax = axes[row][column]
+            measured, reference = comparison["pairs"][metric]
+            stats = comparison["stats"][metric]
+            ax.grid(alpha=0.3)
+            ax.set_title(f"{comparison['model']} vs {comparison['reference']}: {label}", fontsize=9)
+            if stats["n"] == 0:
+                ax.text(0.5, 0.5, "no pairs", transform=ax.transAxes, ha="center", color="gray")
+                continue
+            if bland_altman:
+                ax.scatter(0.5 * (measured + reference), measured - reference, s=14, alpha=0.7)
+                for value, style in ((stats["bias"], "-"), (stats["loa_lower"], "--"), (stats["loa_upper"], "--")):
+                    if math.isfinite(value):
+                        ax.axhline(value, color="tab:red", ls=style, lw=1)
+                ax.set_xlabel(f"mean of both ({label})", fontsize=8)
+                ax.set_ylabel(f"{comparison['model']} - {comparison['reference']}", fontsize=8)
+                ax.text(0.02, 0.97, f"bias {stats['bias']:.2f}, LoA ±{1.96 * stats['sd_difference']:.2f}"
+                        if math.isfinite(stats["sd_difference"]) else f"bias {stats['bias']:.2f}",
+                        transform=ax.transAxes, va="top", fontsize=8)
+            else:
+                ax.scatter(reference, measured, s=14, alpha=0.7)
+                low = float(min(measured.min(), reference.min()))
+                high = float(max(measured.max(), reference.max()))
+                ax.plot([low, high], [low, high], color="gray", lw=1, ls="--")
+                ax.set_xlabel(f"{comparison['reference']} ({label})", fontsize=8)
+                ax.set_ylabel(f"{comparison['model']}", fontsize=8)
+                r = stats["pearson_r"]
+                ax.text(0.02, 0.97, f"r = {r:.3f}" if math.isfinite(r) else "r n/a", transform=ax.transAxes,
+                        va="top", fontsize=8)
+    figure.savefig(path, dpi=110)
