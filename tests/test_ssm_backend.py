@@ -1,7 +1,10 @@
-"""Backend choice: MSVMAMBA_SSM_BACKEND=auto|torch|cuda, clear errors where the choice cannot be honoured, one
-log line per choice, and the dispatcher's handling of the CUDA kernel's dtypes."""
+"""Backend choice: MSVMAMBA_SSM_BACKEND=auto|torch|triton|cuda (auto on CUDA tensors: mamba_ssm's kernels, else
+Triton, else PyTorch), clear errors where the choice cannot be honoured, one log line per choice, the dispatcher's
+handling of the CUDA kernel's dtypes, and the pure-PyTorch scan's batch slicing per device. A CUDA device is
+mocked: these tests run on the CPU."""
 from __future__ import annotations
 
+import importlib
 import sys
 from types import SimpleNamespace
 
@@ -10,6 +13,10 @@ import torch
 
 import nnunetv2_msvmamba.ssm.backend as backend
 from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba, resolve_backend, selective_scan, selective_scan_torch
+
+# the modules (the package exports a function of the same name as the first)
+torch_scan_module = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_torch")
+triton_scan_module = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_triton")
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 LOG_PREFIX = "[nnunetv2_msvmamba] selective scan backend:"
@@ -20,10 +27,12 @@ def fresh_backend_state(monkeypatch: pytest.MonkeyPatch):
     """No backend forced, nothing announced yet, and kernel detection redone (it is cached per process)."""
     monkeypatch.delenv(BACKEND_ENV, raising=False)
     monkeypatch.setattr(backend, "_announced", set())
-    detect_kernels = backend.cuda_kernels  # a test may replace it; the cached original is cleared either way
-    detect_kernels.cache_clear()
+    detectors = (backend.cuda_kernels, backend.triton_support)  # a test may replace them; the cached originals
+    for detect in detectors:                                     # are cleared either way
+        detect.cache_clear()
     yield
-    detect_kernels.cache_clear()
+    for detect in detectors:
+        detect.cache_clear()
 
 
 @pytest.fixture
@@ -44,6 +53,20 @@ def fake_kernels(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
                               calls=calls)
     monkeypatch.setattr(backend, "cuda_kernels", lambda: kernels)
     return kernels
+
+
+@pytest.fixture
+def no_kernels_but_triton(monkeypatch: pytest.MonkeyPatch) -> list:
+    """mamba_ssm's kernels missing, Triton able to run; the Triton scan stand-in records its calls."""
+    calls = []
+    monkeypatch.setattr(backend, "cuda_kernels", lambda: SimpleNamespace(available=False, reason="no mamba_ssm"))
+    monkeypatch.setattr(backend, "triton_support", lambda: SimpleNamespace(available=True, reason=""))
+
+    def recording_triton_scan(*args, **kwargs):
+        calls.append(args)
+        return selective_scan_torch(*args, **kwargs)
+    monkeypatch.setattr(triton_scan_module, "selective_scan_triton", recording_triton_scan)
+    return calls
 
 
 def scan_inputs(dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
@@ -117,9 +140,84 @@ def test_forced_cuda_with_cpu_tensors_is_a_clear_error(fake_kernels, monkeypatch
 
 
 def test_unknown_backend_is_a_clear_error(monkeypatch) -> None:
-    monkeypatch.setenv(BACKEND_ENV, "triton")
-    with pytest.raises(ValueError, match=f"{BACKEND_ENV}='triton' is not one of auto, torch, cuda"):
+    monkeypatch.setenv(BACKEND_ENV, "cudnn")
+    with pytest.raises(ValueError, match=f"{BACKEND_ENV}='cudnn' is not one of auto, torch, triton, cuda"):
         selective_scan(*scan_inputs())
+
+
+def test_auto_on_cuda_tensors_without_kernels_picks_triton(no_kernels_but_triton, capsys) -> None:
+    assert resolve_backend(CUDA) == "triton"
+    assert resolve_backend(CPU) == "torch"  # CPU tensors never go to Triton unless forced
+    assert announcements(capsys.readouterr().err) == [
+        f"{LOG_PREFIX} triton (Triton kernels, CUDA tensors; mamba_ssm's fused kernels unavailable: no mamba_ssm)",
+        f"{LOG_PREFIX} torch (pure PyTorch: tensors not on CUDA)"]
+
+
+def test_auto_prefers_mamba_ssm_kernels_over_triton(fake_kernels, monkeypatch) -> None:
+    monkeypatch.setattr(backend, "triton_support", lambda: SimpleNamespace(available=True, reason=""))
+    assert resolve_backend(CUDA) == "cuda"
+
+
+def test_auto_on_cuda_tensors_without_kernels_or_triton_gives_both_reasons(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(backend, "cuda_kernels", lambda: SimpleNamespace(available=False, reason="no mamba_ssm"))
+    monkeypatch.setattr(backend, "triton_support", lambda: SimpleNamespace(available=False, reason="no triton"))
+    assert resolve_backend(CUDA) == "torch"
+    assert announcements(capsys.readouterr().err) == [f"{LOG_PREFIX} torch (pure PyTorch: no mamba_ssm; Triton: "
+                                                      f"no triton)"]
+
+
+def test_triton_needs_a_recent_enough_gpu(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *device: (7, 0))
+    support = backend.triton_support()
+    assert not support.available and "compute capability 7.0 is below the 7.5 Triton needs" in support.reason
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *device: (9, 0))
+    backend.triton_support.cache_clear()
+    assert backend.triton_support().available
+
+
+def test_triton_that_does_not_import_is_reported(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "triton", None)  # makes `import triton` fail
+    support = backend.triton_support()
+    assert not support.available and "triton does not import" in support.reason
+
+
+def test_forced_triton_where_it_cannot_run_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setenv(BACKEND_ENV, "triton")
+    monkeypatch.setattr(backend, "triton_support", lambda: SimpleNamespace(available=False, reason="no triton"))
+    with pytest.raises(RuntimeError, match=f"{BACKEND_ENV}=triton, but the Triton backend cannot run: no triton"):
+        resolve_backend(CUDA)
+
+
+def test_forced_triton_on_cpu_tensors_needs_the_interpreter(monkeypatch, capsys) -> None:
+    monkeypatch.setenv(BACKEND_ENV, "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match=f"tensors are on cpu; .*TRITON_INTERPRET=1 .*unset {BACKEND_ENV}"):
+        resolve_backend(CPU)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert resolve_backend(CPU) == "triton"
+    assert announcements(capsys.readouterr().err) == [
+        f"{LOG_PREFIX} triton (forced by {BACKEND_ENV}=triton, Triton's interpreter on CPU tensors)"]
+
+
+def test_triton_backend_calls_the_triton_scan_with_every_argument(no_kernels_but_triton, monkeypatch) -> None:
+    monkeypatch.setattr(backend, "resolve_backend", lambda device: "triton")
+    inputs = scan_inputs()
+    out = selective_scan(*inputs, delta_softplus=True)
+    (call,) = no_kernels_but_triton
+    assert all(a is b for a, b in zip(call[:8], inputs)) and call[8:] == (True, False)
+    assert torch.equal(out, selective_scan_torch(*inputs, delta_softplus=True))
+
+
+def test_torch_scan_slices_the_batch_for_the_cache_on_cpu_only() -> None:
+    """On a CPU the batch is cut into cache-sized slices; on a GPU (one launch per op) it is not, until memory
+    would be at stake."""
+    row_elements = 16 * 64  # n x channels of one batch row
+    cpu_slices = torch_scan_module._row_bounds(4096, row_elements, CPU)
+    assert len(cpu_slices) > 1
+    assert torch_scan_module._row_bounds(4096, row_elements, CUDA) == [(0, 4096)]
+    huge_batch = 8 * torch_scan_module.GPU_CHUNK_BUFFER_ELEMENTS // (torch_scan_module.CHUNK * row_elements)
+    assert len(torch_scan_module._row_bounds(huge_batch, row_elements, CUDA)) == 8
 
 
 def test_torch_backend_is_the_pure_pytorch_scan() -> None:

@@ -76,7 +76,10 @@ class Mamba(nn.Module):
         return self._mix(hidden_states, bidirectional=True)
 
     def _mix(self, hidden_states: torch.Tensor, bidirectional: bool) -> torch.Tensor:
-        if resolve_backend(hidden_states.device) == "cuda" and self.use_fast_path:
+        # under torch.compile the scan is one opaque custom op (it picks its backend when it runs), and the
+        # projections and convolution around it are compiled; mamba_ssm's whole-mixer kernel is not traced
+        if not torch.compiler.is_compiling() and resolve_backend(hidden_states.device) == "cuda" \
+                and self.use_fast_path:
             fused = cuda_kernels().mamba_inner_fn
             if fused is not None:
                 return self._fused_forward(hidden_states, fused, bidirectional)

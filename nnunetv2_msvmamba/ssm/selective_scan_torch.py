@@ -20,8 +20,9 @@ is the number of channel groups that B and C need (1 for the (batch, n, L) layou
 (delta, u, y, ...) are (batch, L, dim) (Mamba's delta and z already are, transposed), viewed per chunk as
 (steps, rows, G, 1, dim // G), and an input-dependent B or C is (batch, L, G, n, 1). Every elementwise op over
 the states then runs along the long, contiguous channel axis (SIMD-friendly) instead of along n = 16, and
-y = C^T h is a (1 x n) @ (n x channels) matmul instead of a matrix-vector product. The batch is scanned in
-slices of rows whose chunk buffers stay in the cache, and those buffers are reused from chunk to chunk.
+y = C^T h is a (1 x n) @ (n x channels) matmul instead of a matrix-vector product. On a CPU the batch is
+scanned in slices of rows whose chunk buffers stay in the cache; on a GPU in as few slices as memory allows (each
+op is a kernel launch); the buffers are reused from chunk to chunk.
 """
 from __future__ import annotations
 
@@ -34,10 +35,13 @@ import torch.nn.functional as F
 # Steps per chunk: the boundary states kept for the backward cost (L / CHUNK) * batch * dim * n, about one
 # activation for n = 16; fewer steps per chunk mean more boundary states, more make no faster scan.
 CHUNK = 16
-# Elements of one chunk buffer, (CHUNK, rows, G, n, p): the batch is scanned in slices of rows small enough
-# that the few buffers of a chunk (4 MiB each in float32) stay in the cache, as every op on them is a
+# Elements of one chunk buffer, (CHUNK, rows, G, n, p): on a CPU the batch is scanned in slices of rows small
+# enough that the few buffers of a chunk (4 MiB each in float32) stay in the cache, as every op on them is a
 # memory-bound elementwise one. Measured on a CPU: 2^18 and 2^20 are about as fast, 2^22 is ~1.4x slower.
 CHUNK_BUFFER_ELEMENTS = 1 << 20
+# On a GPU every op is one kernel launch whatever its size, so slicing the batch would multiply the launches:
+# the batch is sliced only to bound the buffers' memory (256 MiB each in float32).
+GPU_CHUNK_BUFFER_ELEMENTS = 1 << 26
 
 LOG2_E = math.log2(math.e)
 
@@ -110,9 +114,11 @@ def _chunk_bounds(length: int) -> list[tuple[int, int]]:
     return [(start, min(start + CHUNK, length)) for start in range(0, length, CHUNK)]
 
 
-def _row_bounds(batch: int, row_elements: int) -> list[tuple[int, int]]:
-    """Batch rows per slice so that a chunk buffer, (CHUNK, rows, G, n, p), holds about CHUNK_BUFFER_ELEMENTS."""
-    rows = max(1, min(batch, CHUNK_BUFFER_ELEMENTS // (CHUNK * row_elements)))
+def _row_bounds(batch: int, row_elements: int, device: torch.device) -> list[tuple[int, int]]:
+    """Batch rows per slice so that a chunk buffer, (CHUNK, rows, G, n, p), holds about CHUNK_BUFFER_ELEMENTS on
+    a CPU (GPU_CHUNK_BUFFER_ELEMENTS elsewhere)."""
+    budget = CHUNK_BUFFER_ELEMENTS if device.type == "cpu" else GPU_CHUNK_BUFFER_ELEMENTS
+    rows = max(1, min(batch, budget // (CHUNK * row_elements)))
     return [(start, min(start + rows, batch)) for start in range(0, batch, rows)]
 
 
@@ -274,7 +280,7 @@ class _SelectiveScanTorch(torch.autograd.Function):
             C_coef = _Coefficient(_bc_to_layout(C.to(compute_dtype), groups), C.dim() == 2)
 
             state_shape = (groups, dstate, dim // groups)
-            slices = _row_bounds(batch, math.prod(state_shape))
+            slices = _row_bounds(batch, math.prod(state_shape), u_c.device)
             boundary_states = u_c.new_empty((len(_chunk_bounds(length)), batch, *state_shape))
             buffers = _ChunkBuffers(("decay", "states", "scratch"), u_c, min(CHUNK, length),
                                     slices[0][1] - slices[0][0], state_shape)
@@ -328,7 +334,7 @@ class _SelectiveScanTorch(torch.autograd.Function):
             ddelta = torch.empty_like(delta_c)
             d_delta_u = torch.empty_like(delta_c)
             state_shape = boundary_states.shape[2:]
-            slices = _row_bounds(batch, math.prod(state_shape))
+            slices = _row_bounds(batch, math.prod(state_shape), u_c.device)
             buffers = _ChunkBuffers(("decay", "states", "adjoint", "scratch"), u_c, min(CHUNK, u_c.shape[1]),
                                     slices[0][1] - slices[0][0], state_shape)
             for rows in slices:
