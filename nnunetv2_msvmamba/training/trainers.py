@@ -157,5 +157,19 @@ class nnUNetTrainerMSVMambaNoFusion(nnUNetTrainerMSVMamba):
 
 
 class nnUNetTrainerMSVMambaNoAux(nnUNetTrainerMSVMamba):
-    """Ablation: only the full-resolution output is supervised (no auxiliary losses)."""
+    """Ablation: only the full-resolution output is supervised (no auxiliary losses).
+
+    The network keeps a head per decoder stage, so checkpoints move between this and every other variant. The
+    auxiliary heads never run and are frozen at their initial weights: a parameter that requires a gradient but
+    never gets one makes multi-GPU training (DistributedDataParallel) fail."""
     auxiliary_losses = False
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        network = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                      num_output_channels, enable_deep_supervision)
+        for auxiliary_head in network.decoder.seg_layers[:-1]:
+            auxiliary_head.requires_grad_(False)
+        return network
