@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_msvmamba.common.atomic import write_json_atomically
+from nnunetv2_msvmamba.common.atomic import check_writable, write_json_atomically
 from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
 
 
@@ -28,7 +28,10 @@ def require_env_folder(variable: str) -> Path:
     if not value:
         raise InputError(f"${variable}", f"environment variable {variable} is not set; "
                                                f"nnU-Net needs it (see nnU-Net's setting_up_paths.md)")
-    return Path(value)
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise InputError(path, f"is a file, not a folder; ${variable} must name a folder")
+    return path
 
 
 
@@ -72,8 +75,8 @@ def write_splits_final(splits: list[dict[str, list[str]]], name: str, overwrite:
 
 
 def check_targets(raw_folder: Path, name: str, dataset_id: int, overwrite: bool) -> Path:
-    """Fails before any work when the dataset id is taken by another dataset or the outputs exist; returns
-    the splits file's path."""
+    """Fails before any work when the dataset id is taken by another dataset, the outputs exist, or their
+    folders cannot be written to; returns the splits file's path."""
     others = sorted(p.name for p in raw_folder.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir() and p.name != name)
     if others:
         raise InputError(raw_folder / others[0], f"dataset id {dataset_id} is already used by this dataset; "
@@ -82,6 +85,8 @@ def check_targets(raw_folder: Path, name: str, dataset_id: int, overwrite: bool)
     for path in (raw_folder / name, splits_file):
         if path.exists() and not overwrite:
             raise InputError(path, "already exists; pass --overwrite to replace it")
+    for folder in (raw_folder, splits_file.parent):
+        check_writable(folder)
     return splits_file
 
 

@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from dataset_conversion import synthetic_camus
 from dataset_conversion.synthetic_camus import generate_synthetic_camus, main
+from nnunetv2_msvmamba.common.errors import InputError
 
 ROWS, COLUMNS = 112, 96          # non-square, so a transposed read shows
 SPACING_MM = 0.3
@@ -241,8 +242,9 @@ def test_a_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Mon
 
     real_write_patient = synthetic_camus.write_patient
     monkeypatch.setattr(synthetic_camus, "write_patient", fail_on_second_patient)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match="disk full") as raised:  # one line naming the output, not a traceback
         generate_synthetic_camus(tmp_path / "camus", n_patients=2, **{**SMALL, "split": (2, 0, 0)})
+    assert raised.value.path == tmp_path / "camus"
     assert written == ["patient0001"] and list(tmp_path.iterdir()) == []
 
 

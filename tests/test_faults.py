@@ -1,0 +1,237 @@
+"""Faults around the converters' work rather than in their input: an output folder that cannot be written, a
+run killed or interrupted in the middle, an error while the progress bar is drawn. The shared helpers
+(nnunetv2_msvmamba.common) handle them, so every command that uses them behaves the same way."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from camus_fixtures import patients_2023, write_2023_release
+from conftest import NnUNetFolders
+from dataset_conversion import camus
+from nnunetv2_msvmamba.common import atomic
+from nnunetv2_msvmamba.common.atomic import atomic_folder, stale_temporaries, write_json_atomically
+from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
+from nnunetv2_msvmamba.common.parallel import parallel_map
+
+DATASET = "Dataset601_CAMUS"
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    root = tmp_path / "CAMUS_public"
+    write_2023_release(root, patients_2023())
+    return root
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in re.split(r"[\r\n]+", stderr) if line.startswith("error")]
+
+
+def everything_in(*folders: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for folder in folders for p in folder.rglob("*"))
+
+
+# -------------------------------------------------------------------- output folders that cannot be written
+
+def make_read_only(folder: Path, request: pytest.FixtureRequest) -> None:
+    """Really read-only: permissions for an ordinary user; as root, who writes regardless of permissions, the
+    immutable attribute (chattr +i) as well."""
+    folder.chmod(0o555)
+    request.addfinalizer(lambda: folder.chmod(0o755))
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+            pytest.skip("running as root without chattr: cannot make a folder read-only")
+        request.addfinalizer(lambda: subprocess.run(["chattr", "-i", str(folder)]))
+    probe = folder / "probe"
+    with pytest.raises(OSError):
+        probe.mkdir()
+
+
+@pytest.mark.parametrize("variable", ["nnUNet_raw", "nnUNet_preprocessed"])
+def test_read_only_output_folder_is_one_line_exit_2_and_nothing_written(variable, release, nnunet_folders,
+                                                                         request, capsys):
+    folder = Path(os.environ[variable])
+    make_read_only(folder, request)
+    assert camus.main([str(release), "-np", "1"]) == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and re.fullmatch(
+        rf"error: {re.escape(str(folder))}: cannot write here: (permission denied|operation not permitted.*)",
+        errors[0]), errors
+    assert everything_in(nnunet_folders.raw, nnunet_folders.preprocessed) == []
+
+
+@pytest.mark.parametrize("variable", ["nnUNet_raw", "nnUNet_preprocessed"])
+def test_output_folder_that_is_a_file_is_one_line(variable, release, tmp_path, monkeypatch, nnunet_folders, capsys):
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("")
+    monkeypatch.setenv(variable, str(a_file))
+    assert camus.main([str(release), "-np", "1"]) == 2
+    assert capsys.readouterr().err == f"error: {a_file}: is a file, not a folder; ${variable} must name a folder\n"
+
+
+def test_disk_full_while_writing_is_one_line_and_leaves_nothing(release, nnunet_folders, monkeypatch, capsys):
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write() reports it: no file named
+
+    monkeypatch.setattr(camus, "write_nifti_2d", full_disk)
+    assert camus.main([str(release), "-np", "1"]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: {nnunet_folders.raw / DATASET}: no space left on the device"]
+    assert everything_in(nnunet_folders.raw, nnunet_folders.preprocessed) == []
+
+
+def test_operating_system_errors_of_any_command_are_one_line(tmp_path, capsys):
+    def work():
+        (tmp_path / "a_file").write_text("")
+        (tmp_path / "a_file" / "reports").mkdir()
+
+    assert exit_status_of(work) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'a_file' / 'reports'}: a file where a folder is needed\n"
+
+
+# --------------------------------------------------------------------------- leftovers of a killed run
+
+def slow_conversion(release: Path, folders: NnUNetFolders, *extra: str) -> subprocess.Popen:
+    """A real conversion in its own process group (as a command started from a shell), slowed down so that
+    it is still at work when a test stops it."""
+    env = folders.env(PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-m", "slow_converter", str(release), *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for_written_cases(folders: NnUNetFolders, process: subprocess.Popen, timeout: float = 120) -> Path:
+    """The partial dataset folder, once the running conversion has written a case into it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        partial = [p for p in folders.raw.glob(f".{DATASET}.partial-*") if any(p.glob("imagesTr/*"))]
+        if partial:
+            return partial[0]
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError("the conversion wrote no case in time")
+
+
+def test_next_run_removes_what_a_killed_run_left(release, nnunet_folders, capsys):
+    process = slow_conversion(release, nnunet_folders, "-np", "1")
+    partial = wait_for_written_cases(nnunet_folders, process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    assert partial.is_dir()  # a killed process cleans nothing up: this is what the next run finds
+
+    assert camus.main([str(release), "-np", "1"]) == 0
+    assert not partial.exists()
+    assert sorted(p.name for p in nnunet_folders.raw.iterdir()) == [DATASET]
+    assert f"removed 1 leftover(s) of an interrupted earlier run: {partial.name}" in capsys.readouterr().err
+
+
+def dead_process_id() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_only_the_targets_own_leftovers_of_dead_processes_are_removed(tmp_path):
+    target = tmp_path / "Dataset601_CAMUS"
+    host, dead, alive = atomic._host(), dead_process_id(), os.getpid()
+    removable = [f".Dataset601_CAMUS.partial-{host}-{dead}-ab_cd123", ".Dataset601_CAMUS.partial-x1y2z3w4",
+                 f".Dataset601_CAMUS.old-{host}-{dead}-zzzzzzzz"]
+    kept = [f".Dataset601_CAMUS.partial-{host}-{alive}-ab_cd123",      # a run still at work
+            f".Dataset601_CAMUS.partial-otherhost-{dead}-ab_cd123",    # another machine's: cannot tell
+            f".Dataset6011_CAMUS.partial-{host}-{dead}-ab_cd123",      # another dataset's
+            f".Dataset601_CAMUS2.partial-{host}-{dead}-ab_cd123",
+            f"Dataset601_CAMUS.partial-{host}-{dead}-ab_cd123",        # not hidden: not ours
+            ".Dataset601_CAMUS.partial-my notes", ".Dataset601_CAMUS.partial-",
+            ".Dataset601_CAMUS.backup", "Dataset601_Other"]
+    for name in removable + kept:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "something").write_text("x")
+    (tmp_path / f".Dataset601_CAMUS.partial-{host}-{dead}-file1234").write_text("a file is removed too")
+    removable.append(f".Dataset601_CAMUS.partial-{host}-{dead}-file1234")
+    assert sorted(p.name for p in stale_temporaries(target)) == sorted(removable)
+
+    with atomic_folder(target, overwrite=False) as staging:
+        (staging / "dataset.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + [target.name])
+
+
+def test_a_replaced_dataset_killed_between_the_two_renames_is_put_back(tmp_path):
+    target, dead = tmp_path / "Dataset601_CAMUS", dead_process_id()
+    retired = tmp_path / f".Dataset601_CAMUS.old-{atomic._host()}-{dead}-abcdefgh"
+    (retired / target.name).mkdir(parents=True)
+    (retired / target.name / "dataset.json").write_text("the previous dataset")
+    atomic.remove_stale_temporaries(target)
+    assert (target / "dataset.json").read_text() == "the previous dataset"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+def test_json_leftover_of_a_killed_write_is_removed(tmp_path):
+    path = tmp_path / "splits_final.json"
+    leftover = tmp_path / f".splits_final.json.partial-{atomic._host()}-{dead_process_id()}-abcdefgh"
+    leftover.write_text("[{\"tra")
+    write_json_atomically([1], path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["splits_final.json"]
+
+
+# ------------------------------------------------------------------------- progress bar and Ctrl-C
+
+def failing_on_third(item: int) -> int:
+    if item == 3:
+        raise InputError(f"/data/case{item}", "broken")
+    return item
+
+
+@pytest.mark.parametrize("num_processes", [1, 2])
+def test_error_line_stands_after_the_closed_progress_bar(num_processes, capsys):
+    assert exit_status_of(lambda: parallel_map(failing_on_third, list(range(6)), num_processes, "cases")) == 2
+    err = capsys.readouterr().err
+    before, line, after = err.rpartition("error: /data/case3: broken")
+    assert after == "\n" and before.endswith("\n"), repr(err)  # not glued to the bar, and no bar redrawn after
+    assert "cases:" in before and "\r" not in after
+
+
+@pytest.mark.parametrize("num_processes", ["1", "2"])
+def test_failed_case_in_a_conversion_is_its_own_line(num_processes, release, nnunet_folders, capsys):
+    (release / "database_nifti" / "patient0003" / "patient0003_4CH_ED.nii.gz").write_bytes(b"not an image")
+    assert camus.main([str(release), "-np", num_processes]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"\n(error: .*patient0003_4CH_ED\.nii\.gz: [^\r\n]*)\n\Z", err), repr(err)
+
+
+def test_ctrl_c_in_the_middle_is_one_line_exit_130_and_nothing_written(release, nnunet_folders, monkeypatch,
+                                                                         capsys):
+    calls = []
+
+    def interrupted_on_second_patient(task):
+        calls.append(task)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return camus.PatientResult(task.patient)
+
+    monkeypatch.setattr(camus, "convert_patient", interrupted_on_second_patient)
+    assert camus.main([str(release), "-np", "1"]) == 130
+    err = capsys.readouterr().err
+    assert err.endswith("\ninterrupted: nothing was written\n") and "Traceback" not in err
+    assert everything_in(nnunet_folders.raw, nnunet_folders.preprocessed) == []
+
+
+@pytest.mark.parametrize("num_processes", ["1", "2"])
+def test_ctrl_c_from_the_terminal_stops_every_process_without_a_traceback(num_processes, release, nnunet_folders):
+    process = slow_conversion(release, nnunet_folders, "-np", num_processes)
+    wait_for_written_cases(nnunet_folders, process)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: every process of the foreground group
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.endswith("\ninterrupted: nothing was written\n") and "Traceback" not in err, err
+    assert everything_in(nnunet_folders.raw, nnunet_folders.preprocessed) == []
