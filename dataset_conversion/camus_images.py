@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +12,17 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.errors import InputError, short_reason
 
 LABEL_VALUES = (0, 1, 2, 3)
 LABEL_MEANINGS = "0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium"
 # Spacings agree when they differ by less than this fraction: a NIfTI header stores float32, a MetaImage
 # header decimal text, so the same spacing can differ in its last bits between an image and its ground truth.
 SPACING_RELATIVE_TOLERANCE = 1e-5
+# Likewise for where the image lies: origins within float32 noise of each other (in mm), direction cosines
+# within 1e-4 (under 0.01 degree; a NIfTI header stores the direction as a float32 quaternion).
+ORIGIN_RELATIVE_TOLERANCE, ORIGIN_ABSOLUTE_TOLERANCE_MM = 1e-5, 1e-4
+DIRECTION_TOLERANCE = 1e-4
 METAIMAGE_ELEMENT_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4,
                            "MET_UINT": 4, "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8,
                            "MET_FLOAT": 4, "MET_DOUBLE": 8}
@@ -35,9 +38,30 @@ class PlaneGeometry:
     def same_spacing(self, other: "PlaneGeometry") -> bool:
         return bool(np.allclose(self.spacing, other.spacing, rtol=SPACING_RELATIVE_TOLERANCE, atol=0))
 
+    def same_origin(self, other: "PlaneGeometry") -> bool:
+        return bool(np.allclose(self.origin, other.origin, rtol=ORIGIN_RELATIVE_TOLERANCE,
+                                atol=ORIGIN_ABSOLUTE_TOLERANCE_MM))
+
+    def same_direction(self, other: "PlaneGeometry") -> bool:
+        return bool(np.allclose(self.direction, other.direction, rtol=0, atol=DIRECTION_TOLERANCE))
+
 
 def format_spacing(spacing: tuple[float, float]) -> str:
     return " x ".join(f"{float(np.float32(s)):.7g}" for s in spacing) + " mm"
+
+
+def format_numbers(values) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
+
+
+def check_header_spacing(path: Path, spacing, source: str) -> None:
+    """A zero, negative or non-finite in-plane spacing is a broken header; ITK would read it as 1 (or its
+    absolute value) with a warning, and every figure in mm downstream would be wrong."""
+    values = [float(v) for v in spacing]
+    if not all(np.isfinite(v) and v > 0 for v in values):
+        shown = " x ".join(f"{v:g}" for v in values)
+        raise InputError(path, f"invalid spacing {shown} mm in its header ({source}); a spacing must be a "
+                               f"positive number of mm")
 
 
 def check_metaimage_data(header_path: Path) -> None:
@@ -48,6 +72,13 @@ def check_metaimage_data(header_path: Path) -> None:
     except OSError as error:
         raise InputError(header_path, f"unreadable ({error.strerror})") from None
     header = {key.strip(): value.strip() for key, value in header.items()}
+    spacing = (header.get("ElementSpacing") or header.get("ElementSize") or "").split()
+    if spacing:
+        try:
+            numbers = [float(v) for v in spacing[:2]]
+        except ValueError:
+            raise InputError(header_path, f"ElementSpacing is not numeric: {' '.join(spacing)!r}") from None
+        check_header_spacing(header_path, numbers, "ElementSpacing")
     data_name = header.get("ElementDataFile", "")
     if not data_name or data_name == "LOCAL" or " " in data_name:
         return  # data inside the header file, or a list of files: ITK's own checks apply
@@ -79,19 +110,20 @@ def check_nifti_data(path: Path) -> None:
         header = nib.Nifti1Header.from_fileobj(io.BytesIO(content), check=False)
         expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * \
             header.get_data_dtype().itemsize
+        in_plane_spacing = [float(v) for v in header["pixdim"][1:3]]
     except Exception:  # not a NIfTI-1 header nibabel understands: ITK's reader has the last word
         return
+    check_header_spacing(path, in_plane_spacing, "pixdim")
     if len(content) < expected:
         raise InputError(path, f"truncated: {len(content)} bytes of NIfTI, but its header describes {expected}")
 
 
 def itk_reason(error: RuntimeError) -> str:
     """The useful last line of a SimpleITK exception, without ITK's source locations and object addresses."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = re.sub(r"^(sitk::ERROR|ITK ERROR):\s*(\w+\(0x[0-9a-fA-F]+\):\s*)?", "", lines[-1] if lines else "")
+    reason = short_reason(error)
     if reason.startswith("Unable to determine ImageIO reader"):
         return "not an image file SimpleITK can read"
-    return reason or "SimpleITK cannot read it"
+    return reason
 
 
 def read_frames(path: Path) -> tuple[np.ndarray, PlaneGeometry]:
@@ -138,13 +170,19 @@ def describe_shape(shape: tuple[int, ...]) -> str:
 
 def check_same_grid(image_path: Path, image: np.ndarray, image_geometry: PlaneGeometry,
                     labels_path: Path, labels: np.ndarray, labels_geometry: PlaneGeometry) -> None:
-    """Ground truth must cover its image pixel for pixel, with the same spacing."""
+    """Ground truth must cover its image pixel for pixel: same shape, spacing, origin and direction."""
     if labels.shape != image.shape:
         raise InputError(labels_path, f"shape mismatch: {describe_shape(labels.shape)}, but its image "
                                            f"{image_path.name} has {describe_shape(image.shape)}")
     if not labels_geometry.same_spacing(image_geometry):
         raise InputError(labels_path, f"spacing mismatch: {format_spacing(labels_geometry.spacing)}, but its "
                                            f"image {image_path.name} has {format_spacing(image_geometry.spacing)}")
+    if not labels_geometry.same_direction(image_geometry):
+        raise InputError(labels_path, f"direction mismatch: {format_numbers(labels_geometry.direction)}, but its "
+                                      f"image {image_path.name} has {format_numbers(image_geometry.direction)}")
+    if not labels_geometry.same_origin(image_geometry):
+        raise InputError(labels_path, f"origin mismatch: {format_numbers(labels_geometry.origin)} mm, but its "
+                                      f"image {image_path.name} has {format_numbers(image_geometry.origin)} mm")
 
 
 def format_value(value) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import struct
 from collections import Counter
 from pathlib import Path
 
@@ -357,6 +358,46 @@ def spacing_mismatch(root: Path):
                   r"0.308 mm")
 
 
+def rewrite_geometry(path: Path, direction=None, origin=None) -> None:
+    """The same pixels and spacing, lying elsewhere (origin) or turned (direction)."""
+    image = sitk.ReadImage(str(path))
+    if direction is not None:
+        image.SetDirection(direction)
+    if origin is not None:
+        image.SetOrigin(origin)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def direction_mismatch(root: Path):
+    path = nifti_of(root, "patient0001", "4CH_ED_gt")
+    rewrite_geometry(path, direction=(1.0, 0.0, 0.0, -1.0))  # upside down
+    return path, r"direction mismatch: \(1, 0, 0, -1\), but its image patient0001_4CH_ED.nii.gz has \(1, 0, 0, 1\)"
+
+
+def origin_mismatch(root: Path):
+    path = nifti_of(root, "patient0003", "2CH_ES_gt")
+    rewrite_geometry(path, origin=(2.5, 0.0))
+    return path, r"origin mismatch: \(2.5, 0\) mm, but its image patient0003_2CH_ES.nii.gz has \(0, 0\) mm"
+
+
+def half_sequence_direction_mismatch(root: Path):
+    path = nifti_of(root, "patient0004", "2CH_half_sequence_gt")
+    rewrite_geometry(path, direction=(0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))  # x and y swapped
+    return path, r"direction mismatch: \(0, 1, 1, 0\), but its image patient0004_2CH_half_sequence.nii.gz has .*"
+
+
+def nifti_spacing(value: float, shown: str):
+    def edit(root: Path):
+        """pixdim[1] (x spacing) of the header set to `value`, bytes patched as a broken writer leaves them:
+        nibabel and SimpleITK would both repair it on writing."""
+        path = nifti_of(root, "patient0001", "2CH_ED")
+        content = bytearray(gzip.decompress(path.read_bytes()))
+        content[80:84] = struct.pack("<f", value)
+        path.write_bytes(gzip.compress(bytes(content)))
+        return path, rf"invalid spacing {shown} x 0.154 mm in its header \(pixdim\); a spacing must be a positive number of mm"
+    return edit
+
+
 def half_sequence_shape_mismatch(root: Path):
     path = nifti_of(root, "patient0003", "2CH_half_sequence_gt")
     rewrite(path, np.zeros((3, 64, 44), np.uint8), (0.2, 0.25, 1.0))
@@ -468,6 +509,16 @@ def truncated_raw(root: Path):
     return path, r"truncated: 100 bytes, but patient0009_4CH_ES.mhd describes 780 \(DimSize 26 30 1, MET_UCHAR\)"
 
 
+def mhd_spacing(value: str):
+    def edit(root: Path):
+        path = mhd_of(root, "patient0008", "2CH_ES")
+        lines = [f"ElementSpacing = {value} 0.308 1.54" if line.startswith("ElementSpacing") else line
+                 for line in path.read_text().splitlines()]
+        path.write_text("\n".join(lines) + "\n")
+        return path, rf"invalid spacing {value} x 0.308 mm in its header \(ElementSpacing\); a spacing must be .*"
+    return edit
+
+
 def missing_challenge_ground_truth(root: Path):
     path = mhd_of(root, "patient0011", "2CH_ES_gt")
     path.unlink()
@@ -500,6 +551,12 @@ BAD_2023 = {
     "missing half-sequence gt": missing_half_sequence_labels,
     "gt shape mismatch": shape_mismatch,
     "gt spacing mismatch": spacing_mismatch,
+    "gt direction mismatch": direction_mismatch,
+    "gt origin mismatch": origin_mismatch,
+    "half-sequence gt direction mismatch": half_sequence_direction_mismatch,
+    "zero spacing": nifti_spacing(0.0, "0"),
+    "negative spacing": nifti_spacing(-0.154, "-0.154"),
+    "NaN spacing": nifti_spacing(float("nan"), "nan"),
     "half-sequence gt shape mismatch": half_sequence_shape_mismatch,
     "unreadable file": unreadable_nifti,
     "truncated download": truncated_download,
@@ -519,6 +576,9 @@ BAD_CHALLENGE = {
     "missing raw": missing_raw,
     "truncated raw": truncated_raw,
     "missing ground truth": missing_challenge_ground_truth,
+    "zero spacing": mhd_spacing("0"),
+    "negative spacing": mhd_spacing("-0.3"),
+    "infinite spacing": mhd_spacing("inf"),
     "missing testing image": missing_challenge_test_image,
     "non-integer label": float_label_in_mhd,
     "patient in training and testing": patient_in_training_and_testing,
@@ -544,6 +604,13 @@ def test_bad_challenge_input_is_one_error_line_and_leaves_nothing(make_bad, rele
     path, problem = make_bad(release_challenge[0])
     assert main([str(release_challenge[0]), "-np", "2"]) == 2
     assert_one_error_and_nothing_left(capsys, path, problem, nnunet_folders)
+
+
+def test_ground_truth_geometry_within_float_noise_of_its_image_is_accepted(release_2023, nnunet_folders):
+    root, _ = release_2023
+    rewrite_geometry(nifti_of(root, "patient0001", "4CH_ED_gt"), direction=(1.0, 2e-6, -2e-6, 1.0),
+                     origin=(3e-6, -3e-6))
+    assert main([str(root), "-np", "1"]) == 0
 
 
 def test_folders_that_are_no_camus_release(tmp_path, release_2023, nnunet_folders, capsys):
