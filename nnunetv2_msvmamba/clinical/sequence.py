@@ -6,6 +6,8 @@ as one badly segmented frame, then a Gaussian of `smoothing_frames` frames) and 
 by hysteresis (a zig-zag): a maximum is confirmed once the curve has fallen from it by at least the threshold,
 a minimum once it has risen by it; the last extreme reached counts as well. So extrema at the first and last
 frames are found (CAMUS half sequences run from ED to ES), and wiggles smaller than the threshold are ignored.
+An extreme at the first or last frame whose swing is under 75 % of the median swing between the inner extremes
+is dropped: the video starts or stops part way through a phase, so that frame is no ED or ES.
 The threshold is `hysteresis` (default 0.4) times the range of the smoothed curve, and never less than
 `min_stroke_fraction` (default 5 %) of its median volume, so a flat curve has no beat. ED frames are the
 maxima, ES frames the minima; a beat is an ED followed by the next ES, its EDV and ESV are the volumes of the
@@ -36,6 +38,7 @@ SEQUENCE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 DEFAULT_HYSTERESIS = 0.4
 DEFAULT_MIN_STROKE_FRACTION = 0.05
 DEFAULT_SMOOTHING_FRAMES = 1.0
+PARTIAL_END_FRACTION = 0.75
 
 
 @dataclass
@@ -104,6 +107,28 @@ def turning_points(curve: np.ndarray, threshold: float) -> list[tuple[int, str]]
     return extremes
 
 
+def without_partial_ends(extremes: list[tuple[int, str]], curve: np.ndarray) -> list[tuple[int, str]]:
+    """Drops an extreme at the first or last frame whose swing (to its neighbouring extreme) is less than
+    PARTIAL_END_FRACTION of the median swing between the other extremes: a video that starts or stops part
+    way through systole or diastole. With no swing between two inner extremes to compare with (a half
+    sequence, ED first and ES last), the ends are kept."""
+    last_frame = len(curve) - 1
+    at_end = [frame in (0, last_frame) for frame, _ in extremes]
+    swings = [abs(curve[a] - curve[b]) for (a, _), (b, _) in zip(extremes, extremes[1:])]
+    inner = [swing for k, swing in enumerate(swings) if not at_end[k] and not at_end[k + 1]]
+    if not inner:
+        return extremes
+    typical = float(np.median(inner))
+    kept = []
+    for k, extreme in enumerate(extremes):
+        if at_end[k]:
+            swing = swings[k] if k == 0 else swings[k - 1]
+            if swing < PARTIAL_END_FRACTION * typical:
+                continue
+        kept.append(extreme)
+    return kept
+
+
 def detect_beats(volumes: np.ndarray, hysteresis: float = DEFAULT_HYSTERESIS,
                  min_stroke_fraction: float = DEFAULT_MIN_STROKE_FRACTION,
                  smoothing_frames: float = DEFAULT_SMOOTHING_FRAMES) -> tuple[list[str], list[Beat]]:
@@ -114,7 +139,7 @@ def detect_beats(volumes: np.ndarray, hysteresis: float = DEFAULT_HYSTERESIS,
     phases = [""] * len(volumes)
     if threshold <= 0:
         return phases, []
-    extremes = turning_points(smoothed, threshold)
+    extremes = without_partial_ends(turning_points(smoothed, threshold), smoothed)
     for frame, phase in extremes:
         phases[frame] = phase
     beats = [Beat(ed, es, float(volumes[ed]), float(volumes[es]),

@@ -1,0 +1,126 @@
+"""Apex, mitral annulus and method-of-discs volumes on analytic shapes, and the agreement statistics on
+hand-computable pairs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from clinical_fixtures import apex_of, half_ellipse, half_ellipsoid_volume
+from nnunetv2_msvmamba.clinical.agreement import agreement
+from nnunetv2_msvmamba.clinical.geometry import DEFAULT_DISCS, GeometryError, measure_view
+from nnunetv2_msvmamba.clinical.volumes import biplane_volume, ejection_fraction, single_plane_volume
+
+SPACING = (0.3, 0.45)          # anisotropic (row, column) mm, so swapped axes would show
+SHAPE = (260, 180)
+BASE = (39.0, 40.5)            # annulus midpoint, mm
+ED_AXES = (30.3, 9.7, 11.2)    # length, 2CH half-width, 4CH half-width (mm)
+ES_FACTORS = (0.85, 0.8, 0.8)
+ANGLES = np.linspace(0.0, 2 * math.pi, 12, endpoint=False) + 0.1
+
+
+def views(length: float, half_2ch: float, half_4ch: float, angle: float, atrium: bool):
+    """Measured 2CH and 4CH views of one phase; the 4CH is 3 % shorter, so the longer length is the 2CH's."""
+    two = half_ellipse(SHAPE, BASE, length, half_2ch, angle, SPACING, atrium, wall=2.0 if atrium else 0.0)
+    four = half_ellipse(SHAPE, BASE, 0.97 * length, half_4ch, angle, SPACING, atrium)
+    return measure_view(two, SPACING), measure_view(four, SPACING)
+
+
+def closed_form(length: float, half_2ch: float, half_4ch: float) -> float:
+    return half_ellipsoid_volume(length, half_2ch, half_4ch)
+
+
+@pytest.mark.parametrize("atrium", [True, False], ids=["annulus-from-atrium", "annulus-from-hull"])
+def test_apex_and_annulus_are_found_at_any_angle(atrium):
+    length, half_width, _ = ED_AXES
+    for angle in ANGLES:
+        labels = half_ellipse(SHAPE, BASE, length, half_width, angle, SPACING, atrium)
+        axis = measure_view(labels, SPACING).axis
+        # The tip of the ellipse is blunt (radius of curvature a²/L ~ 3 mm), so the farthest pixel may sit
+        # a pixel or two to its side; the annulus is a straight border, found to within a pixel.
+        assert np.linalg.norm(axis.apex - apex_of(BASE, length, angle)) < 1.5, angle
+        assert np.linalg.norm(axis.annulus_midpoint - np.array(BASE)) < 0.5, angle
+        assert axis.length == pytest.approx(length, abs=0.6)
+        assert axis.annulus_diameter == pytest.approx(2 * half_width, abs=1.5)
+
+
+@pytest.mark.parametrize("atrium", [True, False], ids=["annulus-from-atrium", "annulus-from-hull"])
+def test_biplane_volumes_and_ef_of_half_ellipsoids_match_the_closed_form_at_any_angle(atrium):
+    es_axes = tuple(a * f for a, f in zip(ED_AXES, ES_FACTORS))
+    expected_ef = ejection_fraction(closed_form(*ED_AXES), closed_form(*es_axes))
+    volumes = []
+    for angle in ANGLES:
+        edv = biplane_volume(*views(*ED_AXES, angle, atrium))
+        esv = biplane_volume(*views(*es_axes, angle, atrium))
+        assert edv == pytest.approx(closed_form(*ED_AXES), rel=0.03), angle
+        assert esv == pytest.approx(closed_form(*es_axes), rel=0.03), angle
+        assert abs(ejection_fraction(edv, esv) - expected_ef) < 2.0, angle
+        volumes.append((edv, esv))
+    # Rotation invariance: the same shape gives the same volumes whatever its angle in the image.
+    volumes = np.array(volumes)
+    assert np.ptp(volumes, axis=0).max() / volumes.mean(axis=0).min() < 0.03
+
+
+def test_single_plane_volume_of_a_half_ellipse_is_that_of_the_half_spheroid():
+    length, half_width = 30.3, 10.4
+    labels = half_ellipse(SHAPE, BASE, length, half_width, 0.7, SPACING, atrium=False)
+    view = measure_view(labels, SPACING)
+    assert len(view.diameters) == DEFAULT_DISCS
+    assert single_plane_volume(view) == pytest.approx(half_ellipsoid_volume(length, half_width, half_width), rel=0.03)
+    # The discs use every cavity pixel once: their areas add up to the cavity area.
+    assert np.sum(view.diameters) * view.length / DEFAULT_DISCS == pytest.approx(view.area)
+    # Diameters shrink from the annulus (disc 0) to the apex.
+    assert view.diameters[0] > view.diameters[10] > view.diameters[-1]
+
+
+def test_biplane_uses_the_longer_length_and_equals_single_plane_for_identical_views():
+    labels = half_ellipse(SHAPE, BASE, 30.3, 10.4, 0.3, SPACING)
+    view = measure_view(labels, SPACING)
+    assert biplane_volume(view, view) == pytest.approx(single_plane_volume(view))
+    shorter = measure_view(half_ellipse(SHAPE, BASE, 20.0, 10.4, 0.3, SPACING), SPACING)
+    assert biplane_volume(view, shorter) == pytest.approx(
+        math.pi / 4 * np.sum(view.diameters * shorter.diameters) * view.length / DEFAULT_DISCS)
+
+
+def test_volume_scales_with_the_cube_of_the_spacing():
+    labels = half_ellipse((120, 100), (100.0, 50.0), 60.3, 20.2, 0.0)
+    in_pixels = single_plane_volume(measure_view(labels, (1.0, 1.0)))
+    assert single_plane_volume(measure_view(labels, (0.5, 0.5))) == pytest.approx(in_pixels * 0.125)
+
+
+def test_a_mask_without_cavity_is_a_geometry_error():
+    with pytest.raises(GeometryError, match="no LV cavity"):
+        measure_view(np.zeros((50, 50), np.uint8), (1.0, 1.0))
+    tiny = np.zeros((50, 50), np.uint8)
+    tiny[10, 10] = 1
+    with pytest.raises(GeometryError, match="too small"):
+        measure_view(tiny, (1.0, 1.0))
+
+
+def test_ejection_fraction():
+    assert ejection_fraction(100.0, 40.0) == pytest.approx(60.0)
+    assert math.isnan(ejection_fraction(0.0, 0.0))
+
+
+def test_agreement_statistics_on_hand_computable_pairs():
+    measured, reference = [12.0, 20.0, 31.0, 39.0], [10.0, 20.0, 30.0, 40.0]
+    # differences 2, 0, 1, -1: mean 0.5, sample variance (2.25 + 0.25 + 0.25 + 2.25) / 3 = 5/3
+    stats = agreement(measured, reference)
+    assert stats["n"] == 4
+    assert stats["bias"] == pytest.approx(0.5)
+    assert stats["sd_difference"] == pytest.approx(math.sqrt(5 / 3))
+    assert stats["loa_lower"] == pytest.approx(0.5 - 1.96 * math.sqrt(5 / 3))
+    assert stats["loa_upper"] == pytest.approx(0.5 + 1.96 * math.sqrt(5 / 3))
+    assert stats["mae"] == pytest.approx(1.0)
+    assert stats["pearson_r"] == pytest.approx(np.corrcoef(measured, reference)[0, 1])
+    assert agreement([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])["pearson_r"] == pytest.approx(1.0)
+    assert agreement([3.0, 2.0, 1.0], [1.0, 2.0, 3.0])["pearson_r"] == pytest.approx(-1.0)
+
+
+def test_agreement_leaves_out_undefined_pairs_and_says_what_is_undefined():
+    stats = agreement([1.0, math.nan, 5.0], [2.0, 3.0, math.nan])
+    assert stats["n"] == 1 and stats["bias"] == pytest.approx(-1.0) and stats["mae"] == pytest.approx(1.0)
+    assert math.isnan(stats["sd_difference"]) and math.isnan(stats["pearson_r"])
+    assert agreement([], [])["n"] == 0
+    assert math.isnan(agreement([1.0, 1.0], [1.0, 2.0])["pearson_r"])  # no variation: r undefined

@@ -1,0 +1,165 @@
+"""Label sequences: ED/ES detection on beating shapes (several beats, noise, extrema at the ends), per-beat EF,
+reading sequences with frames on the last axis, and the report files."""
+from __future__ import annotations
+
+import csv
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from clinical_fixtures import beating_sequence, half_ellipse
+from nnunetv2_msvmamba.clinical.sequence import (analyse_label_sequence, detect_beats, read_label_sequence,
+                                                 write_sequence_reports)
+from nnunetv2_msvmamba.common.errors import InputError
+
+PERIOD, FIRST_ED, N_FRAMES = 29.0, 4.0, 100
+ES_SCALE = 0.8
+
+
+def true_frames(first: float, period: float, n_frames: int) -> list[float]:
+    return [first + k * period for k in range(-1, n_frames) if 0 <= first + k * period <= n_frames - 1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_beating_cavity_with_noise_gives_its_ed_es_frames_and_ef(seed):
+    """1 % independent jitter of each axis per frame (about 1.7 % volume noise, 1.2 EF points per beat)."""
+    labels, scale = beating_sequence(N_FRAMES, PERIOD, FIRST_ED, es_scale=ES_SCALE, noise=0.01, seed=seed)
+    analysis = analyse_label_sequence(labels, (0.4, 0.4), "beating")
+    expected_ed = true_frames(FIRST_ED, PERIOD, N_FRAMES)
+    expected_es = true_frames(FIRST_ED + PERIOD / 2, PERIOD, N_FRAMES)
+    found_ed = [f for f, p in enumerate(analysis.phases) if p == "ED"]
+    found_es = [f for f, p in enumerate(analysis.phases) if p == "ES"]
+    assert len(found_ed) == len(expected_ed) and len(found_es) == len(expected_es)
+    assert all(abs(f - e) <= 1 for f, e in zip(found_ed, expected_ed)), (found_ed, expected_ed)
+    assert all(abs(f - e) <= 1 for f, e in zip(found_es, expected_es)), (found_es, expected_es)
+    # Each ED followed by an ES is a beat: 3 full beats in 100 frames with ED at 4, 33, 62, 91; the last
+    # frame, part way down the 4th systole, is no ES.
+    assert [(b.ed_frame, b.es_frame) for b in analysis.beats] == list(zip(found_ed, found_es))[:3]
+    expected_ef = 100 * (1 - ES_SCALE ** 3)  # every dimension shrinks by ES_SCALE
+    assert all(abs(b.ef_percent - expected_ef) < 5.0 for b in analysis.beats)
+    assert abs(analysis.ef_percent - expected_ef) < 3.0
+    assert analysis.ef_percent == pytest.approx(np.mean([b.ef_percent for b in analysis.beats]))
+    assert analysis.beats[0].edv == pytest.approx(analysis.lv_volume[analysis.beats[0].ed_frame])
+    assert analysis.volume_unit == "mL" and analysis.lv_area.shape == (N_FRAMES,)
+
+
+def test_half_sequence_from_ed_to_es_has_its_extremes_at_the_first_and_last_frames():
+    labels, _ = beating_sequence(12, 22.0, 0.0, es_scale=0.75, noise=0.0, atrium=True)
+    analysis = analyse_label_sequence(labels, None, "half")
+    assert analysis.phases[0] == "ED" and analysis.phases[-1] == "ES"
+    assert set(analysis.phases[1:-1]) == {""}
+    assert [(b.ed_frame, b.es_frame) for b in analysis.beats] == [(0, 11)]
+    assert analysis.volume_unit == "pixels3"
+    # The reverse (ES -> ED) has an ES first and no beat (no ED before it).
+    reverse = analyse_label_sequence(labels[::-1], None, "reverse")
+    assert reverse.phases[0] == "ES" and reverse.phases[-1] == "ED" and reverse.beats == []
+    assert math.isnan(reverse.ef_percent)
+
+
+def test_single_frame_outliers_and_small_wiggles_are_not_beats():
+    # ED at 0, 30; ES at 15, 45; the video stops at frame 54, part way up to the next ED (no ED there)
+    volumes = 100 - 40 * 0.5 * (1 - np.cos(2 * np.pi * np.arange(55) / 30))
+    volumes[22] = 40.0                      # one badly segmented frame
+    volumes[5:9] += [0, 3, -3, 0]           # a wiggle far below the stroke
+    phases, beats = detect_beats(volumes)
+    assert [f for f, p in enumerate(phases) if p == "ED"] == [0, 30]
+    assert [f for f, p in enumerate(phases) if p == "ES"] == [15, 45]
+    assert len(beats) == 2 and beats[0].ef_percent == pytest.approx(40.0)
+
+
+def test_a_flat_curve_has_no_beat():
+    phases, beats = detect_beats(np.full(40, 80.0) + np.random.default_rng(0).normal(0, 0.5, 40))
+    assert beats == [] and set(phases) == {""}
+
+
+def test_a_frame_without_lv_is_an_input_error_naming_the_sequence_and_frame():
+    labels, _ = beating_sequence(10, 20.0, 0.0, noise=0.0)
+    labels[6] = 0
+    with pytest.raises(InputError, match=r"sequence clip: frame 6 \(0-based\): no LV cavity"):
+        analyse_label_sequence(labels, None, "clip")
+
+
+@pytest.mark.parametrize("writer", ["sitk", "nibabel"])
+def test_sequences_are_read_with_frames_on_the_last_axis(tmp_path, writer):
+    """CAMUS half sequences are (x, y, t) images; whoever wrote them, we get (frames, rows, columns) and the
+    (row, column) spacing back."""
+    labels, _ = beating_sequence(5, 10.0, 0.0, shape=(70, 50), length=40.0, half_width=15.0, noise=0.0)
+    path = tmp_path / f"seq_{writer}.nii.gz"
+    if writer == "sitk":
+        image = sitk.GetImageFromArray(labels)
+        image.SetSpacing((0.2, 0.3, 1.0))  # x (columns), y (rows), t
+        sitk.WriteImage(image, str(path))
+    else:
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)), np.diag([0.2, 0.3, 1.0, 1.0])),
+                 str(path))
+    read, spacing = read_label_sequence(path)
+    np.testing.assert_array_equal(read, labels)
+    assert spacing == pytest.approx((0.3, 0.2))
+
+
+def test_spacing_option_applies_to_files_without_spacing_and_must_match_the_others(tmp_path):
+    labels, _ = beating_sequence(3, 10.0, 0.0, shape=(40, 30), length=20.0, half_width=8.0, noise=0.0)
+    plain, physical = tmp_path / "plain.nii.gz", tmp_path / "physical.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(plain))
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing((0.3, 0.3, 1.0))
+    sitk.WriteImage(image, str(physical))
+    assert read_label_sequence(plain)[1] is None
+    assert read_label_sequence(plain, 0.5)[1] == (0.5, 0.5)
+    assert read_label_sequence(physical, 0.3)[1] == pytest.approx((0.3, 0.3))
+    with pytest.raises(InputError, match="does not match --spacing 0.5"):
+        read_label_sequence(physical, 0.5)
+    sitk.WriteImage(sitk.GetImageFromArray(labels[0]), str(tmp_path / "frame.nii.gz"))
+    with pytest.raises(InputError, match="expected a 3D image"):
+        read_label_sequence(tmp_path / "frame.nii.gz")
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(InputError, match="cannot be read"):
+        read_label_sequence(tmp_path / "broken.nii.gz")
+
+
+def test_sequence_reports(tmp_path):
+    labels, _ = beating_sequence(40, 20.0, 2.0, noise=0.0)
+    analyses = [analyse_label_sequence(labels, (0.3, 0.3), "one"),
+                analyse_label_sequence(labels[:12], None, "two")]
+    output = tmp_path / "out"
+    (output).mkdir()
+    (output / "keep.txt").write_text("other files stay")
+    write_sequence_reports(analyses, output)
+    assert sorted(p.name for p in output.iterdir()) == ["keep.txt", "one_volume_curve.png", "sequence_frames.csv",
+                                                        "sequence_summary.csv", "two_volume_curve.png"]
+    with open(output / "sequence_frames.csv") as f:
+        frames = list(csv.DictReader(f))
+    assert list(frames[0])[:5] == ["sequence", "frame", "lv_area", "lv_volume", "phase"]
+    assert len(frames) == 52 and frames[2]["phase"] == "ED" and frames[0]["frame"] == "0"
+    assert float(frames[2]["lv_volume"]) == pytest.approx(analyses[0].lv_volume[2])
+    with open(output / "sequence_summary.csv") as f:
+        summary = {row["sequence"]: row for row in csv.DictReader(f)}
+    assert int(summary["one"]["beats"]) == len(analyses[0].beats) == 2
+    assert float(summary["one"]["ef_percent"]) == pytest.approx(analyses[0].ef_percent)
+    assert summary["two"]["volume_unit"] == "pixels3" and summary["one"]["volume_unit"] == "mL"
+    assert (output / "one_volume_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sequence_reports_are_all_or_nothing(tmp_path, monkeypatch):
+    from nnunetv2_msvmamba.clinical import sequence
+    labels, _ = beating_sequence(12, 20.0, 0.0, noise=0.0)
+    analysis = analyse_label_sequence(labels, None, "one")
+
+    def broken_plot(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sequence, "write_volume_curve", broken_plot)
+    with pytest.raises(OSError):
+        write_sequence_reports([analysis], tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_atrium_border_is_used_when_the_sequence_has_one():
+    with_atrium = half_ellipse((90, 70), (80.0, 35.0), 50.3, 16.2, 0.4)
+    without = np.where(with_atrium == 3, 0, with_atrium)
+    volumes = [analyse_label_sequence(np.stack([labels] * 2), None, "x").lv_volume[0] for labels in (with_atrium,
+                                                                                                   without)]
+    assert volumes[0] == pytest.approx(volumes[1], rel=0.03)
