@@ -298,6 +298,8 @@ def convert_camus(root: Path, dataset_id: int = DEFAULT_DATASET_ID, half_sequenc
 
         results = parallel_map(convert_patient, [task(p) for p in release.patients], num_processes,
                                desc="CAMUS patients")
+        if not any(r.cases for r in results):
+            raise InputError(release.root, f"no case could be converted from its {len(results)} patients")
         rows, columns = case_rows(results)
         write_csv(rows, columns, staging / "cases.csv")
         n_training = sum(len(r.cases) for r in results if r.patient.subgroup != TESTING)

@@ -3,7 +3,10 @@
 Every video with expert tracings gives two 2D cases, `<FileName>_ED` and `<FileName>_ES`: the traced frame as
 a grey image and the LV cavity (label 1) rasterised from VolumeTracings.csv exactly as the dataset's authors
 do (echonet/datasets/echo.py). TRAIN and VAL go to imagesTr/labelsTr, TEST to imagesTs/labelsTs;
-`splits_final.json` gets fold 0 = the official TRAIN/VAL split plus four video-level folds."""
+`splits_final.json` gets fold 0 = the official TRAIN/VAL split plus four video-level folds.
+
+A video that cannot be decoded as far as its traced frames, although FileList.csv says it is long enough, is
+truncated or damaged: an error (with --skip-unreadable, a listed skip), never a quirk."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +44,9 @@ TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 CASE_COLUMNS = ("case", "video", "phase", "frame", "lv_area_pixels", "EF", "EDV", "ESV", "FPS",
                 "NumberOfFrames", "split", "csv_order_agrees")
 MISSING_NAMES_SHOWN = 5
+# A tracing is the long axis followed by the 20 disc lines of the method of discs: more distinct rows than
+# this in one frame are not one outline (two different tracings of the frame run together).
+MAX_OUTLINE_ROWS = 21
 
 
 # ---------------------------------------------------------------------------------------------- reading CSVs
@@ -143,6 +149,31 @@ def read_volume_tracings(path: Path) -> dict[str, dict[int, np.ndarray]]:
             for name, frames in rows_of.items()}
 
 
+@dataclass(frozen=True)
+class TracingCleanup:
+    """What `clean_tracings` left out: exact repeats of a frame's rows, and frames that are not one outline."""
+    duplicate_rows: int
+    frames_not_one_outline: int
+
+
+def clean_tracings(tracings: dict[str, dict[int, np.ndarray]]
+                   ) -> tuple[dict[str, dict[int, np.ndarray]], TracingCleanup]:
+    """Drops exact repeats of a frame's rows (VolumeTracings.csv exported twice into one file, say), keeping
+    the first occurrence and the order, then the frames whose distinct rows are more than one outline has."""
+    cleaned: dict[str, dict[int, np.ndarray]] = {}
+    duplicates = not_outlines = 0
+    for name, frames in tracings.items():
+        for frame, rows in frames.items():
+            _, first = np.unique(rows, axis=0, return_index=True)
+            distinct = rows[np.sort(first)]
+            duplicates += len(rows) - len(distinct)
+            if len(distinct) > MAX_OUTLINE_ROWS:
+                not_outlines += 1
+                continue
+            cleaned.setdefault(name, {})[frame] = distinct
+    return cleaned, TracingCleanup(duplicates, not_outlines)
+
+
 # ------------------------------------------------------------------------------------ masks, frames, phases
 
 def tracing_polygon(tracing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,10 +200,11 @@ def outline_leaves_frame(tracing: np.ndarray, shape: tuple[int, int]) -> bool:
     return bool((rows < 0).any() or (rows >= shape[0]).any() or (columns < 0).any() or (columns >= shape[1]).any())
 
 
-def read_grey_frames(path: Path, wanted: Iterable[int]) -> dict[int, np.ndarray]:
+def read_grey_frames(path: Path, wanted: Iterable[int], listed_frames: int) -> dict[int, np.ndarray]:
     """The `wanted` frames of a video that exist, as grey uint8 images; decodes no further than the last
     wanted frame. Channels are identical in EchoNet videos up to compression noise, so the grey value is
-    OpenCV's luma of the decoded colour frame."""
+    OpenCV's luma of the decoded colour frame. A wanted frame within the `listed_frames` of FileList.csv that
+    cannot be decoded means a truncated or damaged video: an error, not a frame beyond the video's length."""
     wanted = set(wanted)
     capture = cv2.VideoCapture(str(path))
     try:
@@ -189,6 +221,11 @@ def read_grey_frames(path: Path, wanted: Iterable[int]) -> dict[int, np.ndarray]
             decoded += 1
         if decoded == 0:
             raise InputError(path, "unreadable video: not a single frame can be decoded")
+        within_length = [frame for frame in wanted if frame < listed_frames]
+        if within_length and max(within_length) >= decoded:
+            raise InputError(path, f"unreadable video: ends early, only {decoded} of its {listed_frames} frames "
+                                   f"(NumberOfFrames in FileList.csv) can be decoded, but frame "
+                                   f"{max(within_length)} is traced; truncated or damaged?")
         return frames
     finally:
         capture.release()
@@ -213,6 +250,7 @@ class VideoTask:
     images_folder: Path
     labels_folder: Path
     spacing: float
+    skip_unreadable: bool = False
 
 
 @dataclass
@@ -223,11 +261,17 @@ class VideoResult:
     frames_beyond_length: int = 0
     frames_empty: int = 0
     frames_clipped: int = 0
+    unreadable: str | None = None  # why, when --skip-unreadable skipped it
 
 
 def convert_video(task: VideoTask) -> VideoResult:
     """Writes the ED and ES cases of one video (nothing if fewer than two traced frames are usable)."""
-    frames = read_grey_frames(task.path, task.tracings)
+    try:
+        frames = read_grey_frames(task.path, task.tracings, task.video.n_frames)
+    except InputError as error:
+        if not task.skip_unreadable:
+            raise
+        return VideoResult(task.video, unreadable=error.problem)
     result = VideoResult(task.video, frames_beyond_length=len(set(task.tracings) - set(frames)))
     areas, masks = {}, {}
     for frame, image in frames.items():
@@ -257,6 +301,9 @@ def convert_video(task: VideoTask) -> VideoResult:
 class QuirkCounts:
     """Known irregularities of the release: handled, counted, reported; none stops a conversion."""
     missing_videos_skipped: int = 0
+    unreadable_videos_skipped: int = 0
+    duplicate_tracing_rows: int = 0
+    frames_not_one_outline: int = 0
     videos_with_fewer_than_two_traced_frames: int = 0
     frames_beyond_video_length: int = 0
     frames_with_empty_tracing: int = 0
@@ -269,6 +316,10 @@ class QuirkCounts:
 
     DESCRIPTIONS = {
         "missing_videos_skipped": "videos in FileList.csv missing from Videos/ (skipped, --skip-missing)",
+        "unreadable_videos_skipped": "unreadable or truncated videos (skipped, --skip-unreadable; listed below)",
+        "duplicate_tracing_rows": "exact repeats of a frame's tracing rows (dropped)",
+        "frames_not_one_outline": f"traced frames with more than {MAX_OUTLINE_ROWS} distinct rows, not one outline "
+                                  f"(skipped)",
         "videos_with_fewer_than_two_traced_frames": "videos with fewer than two traced frames (skipped)",
         "frames_beyond_video_length": "traced frames beyond the video's length (skipped)",
         "frames_with_empty_tracing": "traced frames whose outline covers no pixel (skipped)",
@@ -291,6 +342,7 @@ class ConversionSummary:
     videos_listed: int
     videos_converted: dict[str, int]
     quirks: QuirkCounts
+    unreadable: dict[str, str] = field(default_factory=dict)  # video -> why (--skip-unreadable)
 
     def report(self) -> str:
         converted = ", ".join(f"{self.videos_converted[s]} {s}" for s in SPLITS)
@@ -303,6 +355,9 @@ class ConversionSummary:
                  "  quirks:"]
         lines += [f"    {getattr(self.quirks, f.name):>6}  {QuirkCounts.DESCRIPTIONS[f.name]}"
                   for f in fields(QuirkCounts)]
+        if self.unreadable:
+            lines.append("  skipped as unreadable (--skip-unreadable):")
+            lines += [f"    {video}.avi: {why}" for video, why in self.unreadable.items()]
         return "\n".join(lines)
 
 
@@ -335,10 +390,10 @@ def build_splits(results: Sequence[VideoResult]) -> list[dict[str, list[str]]]:
 
 
 def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_processes: int = default_num_processes,
-                    overwrite: bool = False, spacing: float = 1.0, skip_missing: bool = False
-                    ) -> ConversionSummary:
+                    overwrite: bool = False, spacing: float = 1.0, skip_missing: bool = False,
+                    skip_unreadable: bool = False) -> ConversionSummary:
     """Converts the EchoNet-Dynamic release in `root` into $nnUNet_raw/Dataset<ID>_EchoNetDynamic and its
-    splits_final.json; any error leaves neither behind."""
+    splits_final.json; any error (converting no video at all included) leaves neither behind."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "not a folder; expected EchoNet-Dynamic's folder with FileList.csv, "
@@ -347,12 +402,15 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
     raw_folder = require_env_folder("nnUNet_raw")
     splits_file = check_targets(raw_folder, name, dataset_id, overwrite)
     videos = read_file_list(root / "FileList.csv")
-    tracings = read_volume_tracings(root / "VolumeTracings.csv")
+    if not videos:
+        raise InputError(root / "FileList.csv", "lists no video, only its header; nothing to convert")
+    tracings, cleanup = clean_tracings(read_volume_tracings(root / "VolumeTracings.csv"))
     videos_folder = root / "Videos"
     if not videos_folder.is_dir():
         raise InputError(videos_folder, "not a folder; EchoNet-Dynamic keeps its AVI files there")
 
-    quirks = QuirkCounts()
+    quirks = QuirkCounts(duplicate_tracing_rows=cleanup.duplicate_rows,
+                         frames_not_one_outline=cleanup.frames_not_one_outline)
     untracked = [v for v in tracings if v not in videos]
     quirks.untracked_videos_with_tracings = len(untracked)
     quirks.untracked_tracing_rows = sum(len(rows) for v in untracked for rows in tracings[v].values())
@@ -376,14 +434,23 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
             folder.mkdir()
         tasks = [VideoTask(v, videos_folder / f"{v.name}.avi", tracings[v.name],
                            folders["imagesTs" if v.split == "TEST" else "imagesTr"],
-                           folders["labelsTs" if v.split == "TEST" else "labelsTr"], spacing) for v in traced]
+                           folders["labelsTs" if v.split == "TEST" else "labelsTr"], spacing, skip_unreadable)
+                 for v in traced]
         results = parallel_map(convert_video, tasks, num_processes, desc="EchoNet-Dynamic videos")
         converted = [r for r in results if r.phases]
+        unreadable = {r.video.name: r.unreadable for r in results if r.unreadable is not None}
+        quirks.unreadable_videos_skipped = len(unreadable)
         for result in results:
             quirks.frames_beyond_video_length += result.frames_beyond_length
             quirks.frames_with_empty_tracing += result.frames_empty
             quirks.frames_clipped_to_frame += result.frames_clipped
-        quirks.videos_without_two_usable_frames = len(results) - len(converted)
+        quirks.videos_without_two_usable_frames = len(results) - len(converted) - len(unreadable)
+        if not converted:
+            raise InputError(root, f"no video could be converted: of {len(videos)} in FileList.csv, "
+                                   f"{quirks.missing_videos_skipped} are missing, {len(unreadable)} unreadable, "
+                                   f"{quirks.videos_with_fewer_than_two_traced_frames} have fewer than two "
+                                   f"traced frames and {quirks.videos_without_two_usable_frames} fewer than two "
+                                   f"usable ones")
         quirks.videos_csv_order_disagrees = sum(not r.csv_order_agrees for r in converted)
         write_csv(case_rows(converted), CASE_COLUMNS, staging / "cases.csv")
         n_training = 2 * sum(r.video.split != "TEST" for r in converted)
@@ -400,7 +467,7 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
         write_splits_final(build_splits(converted), name, overwrite)
 
     return ConversionSummary(raw_folder / name, splits_file, len(videos),
-                             {s: sum(r.video.split == s for r in converted) for s in SPLITS}, quirks)
+                             {s: sum(r.video.split == s for r in converted) for s in SPLITS}, quirks, unreadable)
 
 
 # ----------------------------------------------------------------------------------------------- command
@@ -432,13 +499,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-missing", action="store_true",
                         help="convert without the videos of FileList.csv that are missing from Videos/ "
                              "(default: an error)")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="convert without the videos that cannot be decoded, or that end before a traced frame "
+                             "although FileList.csv says they are long enough (truncated downloads); they are "
+                             "listed in the summary (default: an error)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """msvmamba_convert_echonet: EchoNet-Dynamic -> nnU-Net raw dataset."""
     return run_converter(build_parser(), argv, SHORT_NAME, lambda args: convert_echonet(
-        args.root, args.dataset_id, args.num_processes, args.overwrite, args.spacing, args.skip_missing))
+        args.root, args.dataset_id, args.num_processes, args.overwrite, args.spacing, args.skip_missing,
+        args.skip_unreadable))
 
 
 if __name__ == "__main__":

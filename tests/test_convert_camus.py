@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from camus_fixtures import (CHALLENGE_EFS, CHALLENGE_QUALITIES, PHASES, PatientData, patients_2023,
                             patients_challenge, write_2023_release, write_challenge_release, write_with_sitk)
 from conftest import NnUNetFolders, run_command
+from dataset_conversion import camus
 from dataset_conversion.camus import main
 
 DATASET = "Dataset601_CAMUS"
@@ -611,6 +612,13 @@ def test_ground_truth_geometry_within_float_noise_of_its_image_is_accepted(relea
     rewrite_geometry(nifti_of(root, "patient0001", "4CH_ED_gt"), direction=(1.0, 2e-6, -2e-6, 1.0),
                      origin=(3e-6, -3e-6))
     assert main([str(root), "-np", "1"]) == 0
+
+
+def test_converting_no_case_at_all_is_an_error(release_2023, nnunet_folders, monkeypatch, capsys):
+    monkeypatch.setattr(camus, "convert_patient", lambda task: camus.PatientResult(task.patient))
+    assert main([str(release_2023[0]), "-np", "1"]) == 2
+    assert_one_error_and_nothing_left(capsys, release_2023[0], r"no case could be converted from its 5 patients",
+                                      nnunet_folders)
 
 
 def test_folders_that_are_no_camus_release(tmp_path, release_2023, nnunet_folders, capsys):

@@ -237,6 +237,41 @@ def corrupt_avi(root: Path) -> tuple[Path, str]:
     return path, "unreadable video: OpenCV cannot open it"
 
 
+def truncate_avi(root: Path, name: str = "0XTRAIN0001", keep: float = 0.25) -> Path:
+    """The first `keep` of the AVI's bytes, as an interrupted download leaves it: OpenCV opens it and decodes
+    the frames that are whole, then stops."""
+    path = root / "Videos" / f"{name}.avi"
+    content = path.read_bytes()
+    path.write_bytes(content[:int(len(content) * keep)])
+    return path
+
+
+def truncated_avi(root: Path) -> tuple[Path, str]:
+    # 36 frames in FileList.csv, frames 10 and 20 traced, about 9 decodable
+    return truncate_avi(root), (r"unreadable video: ends early, only \d of its 36 frames \(NumberOfFrames in "
+                                r"FileList.csv\) can be decoded, but frame 20 is traced; truncated or damaged\?")
+
+
+def header_only_file_list(root: Path) -> tuple[Path, str]:
+    path = root / "FileList.csv"
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    return path, "lists no video, only its header; nothing to convert"
+
+
+def tracings_exported_twice_with_rounding(root: Path) -> tuple[Path, str]:
+    """Two exports of VolumeTracings.csv run together, the second rounded differently: every traced frame
+    has 42 rows that are not one outline, so no video is left to convert."""
+    path = root / "VolumeTracings.csv"
+    lines = path.read_text().splitlines()
+    again = []
+    for line in lines[1:]:
+        name, *coordinates, frame = line.split(",")
+        again.append(",".join([name, *(f"{float(c):.2f}" for c in coordinates), frame]))
+    path.write_text("\n".join(lines + again) + "\n")
+    return root, (r"no video could be converted: of 11 in FileList.csv, 0 are missing, 0 unreadable, 11 have "
+                  r"fewer than two traced frames and 0 fewer than two usable ones")
+
+
 def remove_video(root: Path) -> tuple[Path, str]:
     path = root / "Videos" / "0XTEST0002.avi"
     path.unlink()
@@ -261,6 +296,9 @@ BAD_INPUTS = {
     "duplicate video": set_field("FileList.csv", 3, "FileName", "0XTRAIN0001",
                                  r"line 3: video 0XTRAIN0001 is listed twice \(also on line 2\)"),
     "unreadable AVI": corrupt_avi,
+    "truncated AVI": truncated_avi,
+    "FileList.csv with only its header": header_only_file_list,
+    "tracings exported twice, rounded differently": tracings_exported_twice_with_rounding,
     "missing video": remove_video,
 }
 
@@ -292,10 +330,56 @@ def test_skip_missing_converts_the_rest(release, nnunet_folders, capsys):
         "0XTEST0001_ED_0000.nii.gz", "0XTEST0001_ES_0000.nii.gz"}
 
 
+def test_skip_unreadable_lists_the_truncated_and_undecodable_videos(release, nnunet_folders, capsys):
+    truncate_avi(release[0])
+    corrupt_avi(release[0])
+    assert main([str(release[0]), "-np", "2", "--skip-unreadable"]) == 0
+    summary = capsys.readouterr().out
+    assert summary_count(summary, "unreadable_videos_skipped") == 2
+    assert summary_count(summary, "videos_without_two_usable_frames") == EXPECTED_QUIRKS[
+        "videos_without_two_usable_frames"]
+    assert "converted: 2 TRAIN, 2 VAL, 2 TEST" in summary
+    listed = summary.split("skipped as unreadable (--skip-unreadable):\n")[1].splitlines()
+    assert [line.split(":")[0].strip() for line in listed] == ["0XTRAIN0001.avi", "0XTRAIN0004.avi"]
+    assert "ends early" in listed[0] and "OpenCV cannot open it" in listed[1]
+    assert not any(p.name.startswith(("0XTRAIN0001", "0XTRAIN0004"))
+                   for p in (nnunet_folders.raw / DATASET / "imagesTr").iterdir())
+
+
+def test_tracings_exported_twice_give_the_same_masks_and_count_the_repeats(release, nnunet_folders, capsys,
+                                                                           tmp_path, monkeypatch):
+    root = release[0]
+    assert main([str(root), "-np", "1"]) == 0
+    once = file_bytes(nnunet_folders.raw / DATASET)
+    tracings = root / "VolumeTracings.csv"
+    lines = tracings.read_text().splitlines()
+    tracings.write_text("\n".join(lines + lines[1:]) + "\n")  # the whole file again, header aside
+    capsys.readouterr()
+    assert main([str(root), "-np", "1", "--overwrite"]) == 0
+    assert file_bytes(nnunet_folders.raw / DATASET) == once  # repeated rows would draw a wrong outline
+    assert summary_count(capsys.readouterr().out, "duplicate_tracing_rows") == len(lines) - 1
+
+
+def test_a_frame_with_two_different_tracings_is_skipped_and_counted(release, nnunet_folders, capsys):
+    """0XTRAIN0004 has three traced frames; its frame 15 traced twice, differently, is left out and the video
+    is converted from the other two."""
+    tracings = release[0] / "VolumeTracings.csv"
+    lines = tracings.read_text().splitlines()
+    frame_15 = [line for line in lines if line.startswith("0XTRAIN0004.avi,") and line.endswith(",15")]
+    shifted = [",".join([line.split(",")[0], *(f"{float(v) + 0.5:.6f}" for v in line.split(",")[1:5]), "15"])
+               for line in frame_15]
+    tracings.write_text("\n".join(lines + shifted) + "\n")
+    assert main([str(release[0]), "-np", "1"]) == 0
+    summary = capsys.readouterr().out
+    assert summary_count(summary, "frames_not_one_outline") == 1
+    assert "converted: 4 TRAIN, 2 VAL, 2 TEST" in summary
+
+
 @pytest.mark.e2e
 def test_installed_command_and_nnunet_verify_dataset_integrity(release, nnunet_folders):
     help_text = run_command(["msvmamba_convert_echonet", "--help"]).stdout
-    assert all(option in help_text for option in ("--overwrite", "--spacing", "--skip-missing", "-np", "-d"))
+    assert all(option in help_text for option in ("--overwrite", "--spacing", "--skip-missing", "--skip-unreadable",
+                                                  "-np", "-d"))
 
     env = nnunet_folders.env()
     converted = run_command(["msvmamba_convert_echonet", str(release[0]), "-np", "2"], env=env)
