@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
 from network_fixtures import PLAIN_2D, PLAIN_3D, RESENC_2D, plans
 from nnunetv2_msvmamba.network import LMSBlock, MSVMambaUNet, decoder_output_sizes, lms_stages_within
 from nnunetv2_msvmamba.network.lms import window_partition, window_unpartition
+from nnunetv2_msvmamba.ssm import mamba as mamba_module
 from nnunetv2_msvmamba.training.network_from_plans import msvmamba_from_plans
 
 
@@ -162,3 +164,72 @@ def test_autocast_output_matches_float32_within_the_format_tolerance(dtype, arch
     assert error.norm() / reference.norm() < relative_l2
     assert error.abs().max() / reference.std() < largest_over_std
     assert (low.argmax(1) == reference.argmax(1)).float().mean() > 0.99
+
+
+# ------------------------------------------------------------------- feature-map size for nnU-Net's planners
+
+MEASURED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear,
+                   nn.LayerNorm)
+
+
+def measured_feature_map_size(network: MSVMambaUNet, input_size, monkeypatch) -> int:
+    """What one forward pass of one sample really makes, recorded with hooks: the outputs of every convolution,
+    linear and LayerNorm layer, the input (dt) and output of every selective scan, and the fused skips."""
+    total = 0
+
+    def record(*tensors):
+        nonlocal total
+        total += sum(t.numel() for t in tensors)
+
+    hooks = [m.register_forward_hook(lambda module, inputs, output: record(output))
+             for m in network.modules() if isinstance(m, MEASURED_LAYERS)]
+    if network.skip_fusion is not None:
+        hooks.append(network.skip_fusion.register_forward_hook(lambda module, inputs, output: record(*output[:-1])))
+    scan = mamba_module.selective_scan
+
+    def recording_scan(u, delta, *args, **kwargs):
+        out = scan(u, delta, *args, **kwargs)
+        record(delta, out)
+        return out
+
+    monkeypatch.setattr(mamba_module, "selective_scan", recording_scan)
+    with torch.no_grad():
+        network(torch.randn(1, 1, *input_size))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+@pytest.mark.parametrize("deep_supervision", [True, False])
+def test_feature_map_size_without_lms_and_fusion_is_dynamic_network_architectures_own(deep_supervision):
+    """Encoder and decoder are ResidualEncoderUNet's: without LMS and fusion the count is exactly its count."""
+    size = (64, 96)
+    arch = RESENC_2D["arch_kwargs"]
+    stock = get_network_from_plans(RESENC_2D["network_class_name"], arch, RESENC_2D["_kw_requires_import"], 1, 3,
+                                   deep_supervision=deep_supervision)
+    ours = build(RESENC_2D, deep_supervision, size, lms_stages=(), skip_fusion=False)
+    assert ours.compute_conv_feature_map_size(size) == stock.compute_conv_feature_map_size(size)
+
+
+@pytest.mark.parametrize("architecture, size", [(PLAIN_2D, (64, 64)), (RESENC_2D, (64, 96)),
+                                                (PLAIN_3D, (16, 32, 32))], ids=["plain2d", "resenc2d", "3d"])
+def test_feature_map_size_is_close_to_what_a_forward_pass_makes(architecture, size, monkeypatch):
+    """What remains: dynamic-network-architectures also counts a strided residual block's pooled skip, and each
+    short convolution in the mixers outputs d_conv - 1 padded positions more than it keeps."""
+    torch.manual_seed(0)
+    for options in ({"lms_stages": (), "skip_fusion": False}, {}):
+        network = build(architecture, patch_size=size, **options)
+        estimate = network.compute_conv_feature_map_size(size)
+        measured = measured_feature_map_size(network, size, monkeypatch)
+        assert abs(estimate - measured) / measured < 0.015, (options, estimate, measured)
+
+
+def test_feature_map_size_grows_with_lms_and_fusion_and_deep_supervision():
+    size = (64, 64)
+    count = {name: build(PLAIN_2D, patch_size=size, **options).compute_conv_feature_map_size(size)
+             for name, options in {"full": {}, "no_lms": {"lms_stages": ()}, "no_fusion": {"skip_fusion": False},
+                                   "deepest_lms": {"lms_stages": [0]}}.items()}
+    assert count["full"] > count["deepest_lms"] > count["no_lms"] and count["full"] > count["no_fusion"]
+    assert build(PLAIN_2D, False, size).compute_conv_feature_map_size(size) < count["full"]
+    with pytest.raises(ValueError, match="spatial size"):
+        build(PLAIN_2D).compute_conv_feature_map_size((1, 1, 64, 64))

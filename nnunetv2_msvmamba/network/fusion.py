@@ -8,8 +8,10 @@ Design precedent: the channel/spatial attention bridge of MALUNet and H-vmunet.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence, Type
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.modules.conv import _ConvNd
@@ -62,3 +64,13 @@ class DualAttentionSkipFusion(nn.Module):
             skip = skip * (1 + gate)  # x + x * attention, with one pass over the full-size map
             fused.append(skip * (1 + spatial(skip)))
         return fused + [skips[-1]]
+
+    def compute_conv_feature_map_size(self, skip_sizes: Sequence[Sequence[int]]) -> np.int64:
+        """Elements of the maps the fusion makes for skips of these spatial sizes (encoder order, bottleneck
+        last): per re-weighted skip its spatial attention map and the fused skip; the channel attention's
+        descriptors."""
+        channels = [p.out_features for p in self.channel_attention.projections]
+        total = np.int64(sum(channels) + self.channel_attention.projections[0].in_features)
+        for c, size in zip(channels, skip_sizes[:-1]):
+            total += (c + 1) * math.prod(size)
+        return total

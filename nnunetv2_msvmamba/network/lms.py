@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+import numpy as np
 import torch.nn.functional as F
 
 from nnunetv2_msvmamba.ssm import Mamba
@@ -64,6 +65,14 @@ class BidirectionalMamba(nn.Module):
         """(N, L, C) -> (N, L, C)."""
         return self.mixer.forward_bidirectional(sequences) if self.bidirectional else self.mixer(sequences)
 
+    def compute_conv_feature_map_size(self, tokens: int) -> np.int64:
+        """Elements of the maps the mixer makes for `tokens` positions: in_proj (once for both directions), then
+        per direction the convolution, x_proj, dt_proj and the selective scan's output, and out_proj (once, on
+        the summed directions)."""
+        mixer, directions = self.mixer, 2 if self.bidirectional else 1
+        per_direction = 3 * mixer.d_inner + mixer.dt_rank + 2 * mixer.d_state
+        return np.int64(tokens) * (2 * mixer.d_inner + directions * per_direction + mixer.d_model)
+
 
 class LMSBlock(nn.Module):
     """Large-window multiscale Mamba block on (B, C, *spatial) maps of any dimensionality (2D or 3D)."""
@@ -88,6 +97,19 @@ class LMSBlock(nn.Module):
         for factor, mamba in zip(self.pool_factors, self.patch_mambas):
             mixed = mixed + self._patch_level(normed, factor, mamba)
         return x + self.proj(mixed.movedim(1, -1)).movedim(-1, 1)
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
+        """Elements of the feature maps the block makes for one (C, *input_size) map, as dynamic-network-
+        architectures counts its blocks' convolution outputs: LayerNorm and the output projection at full size,
+        the pixel-level mixer over the window-padded map, each patch-level mixer over its pooled map."""
+        channels = self.norm.normalized_shape[0]
+        window = [min(self.window_size, size) for size in input_size]
+        padded = math.prod(-(-size // w) * w for size, w in zip(input_size, window))
+        total = 2 * np.int64(channels) * math.prod(input_size) + self.pixel_mamba.compute_conv_feature_map_size(padded)
+        for factor, mamba in zip(self.pool_factors, self.patch_mambas):
+            pooled = math.prod(-(-size // min(factor, size)) for size in input_size)
+            total += mamba.compute_conv_feature_map_size(pooled)
+        return total
 
     def _pixel_level(self, x: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
         window = [min(self.window_size, size) for size in spatial]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import List, Optional, Sequence, Tuple, Type, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
@@ -109,6 +110,26 @@ class MSVMambaUNet(nn.Module):
         if self.skip_fusion is not None:
             skips = self.skip_fusion(skips)
         return self.decoder(skips)
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
+        """Elements of the feature maps one sample of `input_size` makes, in dynamic-network-architectures'
+        convention (what nnU-Net's planners compare with their VRAM budget): the encoder's and the decoder's
+        convolution outputs as PlainConvUNet/ResidualEncoderUNet count them, plus the skip fusion and the LMS
+        blocks (each mixer's projections, convolution and selective-scan output)."""
+        if len(input_size) != len(self.encoder.strides[0]):
+            raise ValueError(f"give the spatial size only (x, y(, z)), got {tuple(input_size)}")
+        skip_sizes, size = [], list(input_size)
+        for stride in self.encoder.strides:
+            size = [axis // s for axis, s in zip(size, stride)]  # floor, as dynamic-network-architectures
+            skip_sizes.append(size)
+        total = (self.encoder.compute_conv_feature_map_size(input_size)
+                 + self.decoder.compute_conv_feature_map_size(input_size))
+        if self.skip_fusion is not None:
+            total += self.skip_fusion.compute_conv_feature_map_size(skip_sizes)
+        for s, lms in enumerate(self.decoder.lms):
+            if isinstance(lms, LMSBlock):
+                total += lms.compute_conv_feature_map_size(skip_sizes[-(s + 2)])
+        return total
 
     @staticmethod
     def initialize(module: nn.Module) -> None:
