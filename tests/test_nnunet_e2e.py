@@ -1,6 +1,6 @@
 """The product through nnU-Net's own commands in subprocesses: plan and preprocess, train with
 `-tr nnUNetTrainerMSVMamba_Debug`, interrupt and resume with `--c`, predict. 2D (default and ResEnc-M plans)
-and 3D."""
+and 3D; and a short real training whose predictions must beat every trivial one."""
 from __future__ import annotations
 
 import os
@@ -30,14 +30,14 @@ def folders(tmp_path_factory) -> NnUNetFolders:
     return result
 
 
-def training_env(folders: NnUNetFolders) -> dict:
-    return folders.env(nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0")
+def training_env(folders: NnUNetFolders, **extra: str) -> dict:
+    return folders.env(nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0", **extra)
 
 
 def predict_and_check(folders: NnUNetFolders, dataset: Path, dataset_id: int, configuration: str,
-                      extra: list[str], out: Path) -> None:
+                      extra: list[str], out: Path, trainer: str = TRAINER) -> None:
     run_command(["nnUNetv2_predict", "-i", str(dataset / "imagesTs"), "-o", str(out), "-d", str(dataset_id),
-                 "-c", configuration, "-tr", TRAINER, "-f", "0", "-device", "cpu", "--disable_progress_bar",
+                 "-c", configuration, "-tr", trainer, "-f", "0", "-device", "cpu", "--disable_progress_bar",
                  "-npp", "1", "-nps", "1", *extra], env=training_env(folders))
     references = sorted((dataset / "labelsTs").glob("*.nii.gz"))
     assert references
@@ -122,3 +122,28 @@ def test_train_and_predict_3d(folders, tmp_path):
     run_command(["nnUNetv2_train", "902", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],
                 env=training_env(folders))
     predict_and_check(folders, dataset, 902, "3d_fullres", ["--disable_tta"], tmp_path / "predictions")
+
+
+def dice(predicted: np.ndarray, reference: np.ndarray) -> float:
+    return 2 * np.logical_and(predicted, reference).sum() / (predicted.sum() + reference.sum())
+
+
+def test_a_short_training_learns_the_toy_task_far_beyond_trivial_predictions(folders, dataset_2d, tmp_path):
+    """nnU-Net's real training loop (the demo trainer, cut to 4 x 10 iterations) on the learnable toy task: each
+    label's Dice on the unseen test cases must clear the best trivial prediction (all background scores 0, all
+    that label scores 2|R| / (|R| + N)) by a wide margin, so a network that learned nothing cannot pass."""
+    trainer = "nnUNetTrainerMSVMamba_Demo"
+    run_command(["nnUNetv2_train", "901", "2d", "0", "-tr", trainer, "-device", "cpu"],
+                env=training_env(folders, MSVMAMBA_DEMO_EPOCHS="4", MSVMAMBA_DEMO_ITERATIONS="10"))
+    out = tmp_path / "predictions"
+    predict_and_check(folders, dataset_2d, 901, "2d", ["--disable_tta"], out, trainer)
+    for reference_file in sorted((dataset_2d / "labelsTs").glob("*.nii.gz")):
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(reference_file)))
+        predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(out / reference_file.name)))
+        for label in (1, 2):
+            truth = reference == label
+            best_trivial = max(dice(np.zeros_like(truth), truth), dice(np.ones_like(truth), truth))
+            assert best_trivial < 0.35
+            learned = dice(predicted == label, truth)
+            print(f"{reference_file.name} label {label}: Dice {learned:.3f} (best trivial {best_trivial:.3f})")
+            assert learned >= 0.75 and learned >= best_trivial + 0.5, (reference_file.name, label, learned)
