@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import shutil
@@ -392,3 +393,28 @@ def test_bad_arguments_are_one_line_errors(two_model_camus, capsys, tmp_path):
     shutil.rmtree(d["gt"])
     status, _, err = evaluate(["--gt", str(d["gt"]), "--pred", f"a={d['msv']}"], capsys)
     assert status == 2 and err.startswith(f"error: {d['gt']}:")
+
+
+def test_output_naming_an_existing_file_is_one_line_before_any_work(two_model_camus, capsys, tmp_path):
+    d = two_model_camus
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("my notes")
+    status, _, err = evaluate(["--gt", str(d["gt"]), "--pred", f"a={d['msv']}", "-o", str(a_file)], capsys)
+    assert status == 2
+    assert err == f"error: {a_file}: exists and is not a folder; -o names the folder for the reports\n"
+    assert a_file.read_text() == "my notes"
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", gzip.compress(b"\x5c\x01\x00\x00 broken NIfTI")],
+                         ids=["garbage", "gzip of a broken header"])
+def test_corrupt_prediction_file_is_one_short_line(two_model_camus, capsys, content):
+    d = two_model_camus
+    broken = d["msv"] / "patient0002.nii.gz"
+    broken.write_bytes(content)
+    status, _, err = evaluate(["--gt", str(d["gt"]), "--pred", f"nnU-Net={d['nnunet']}", "--pred", f"MSV={d['msv']}",
+                               "-o", str(d["out"])], capsys)
+    assert status == 2
+    line = err.rstrip("\n").split("\n")[-1]  # the last line, after the closed progress bar
+    assert err.endswith(f"\n{line}\n") and line.startswith(f"error: {broken}: cannot be read as a segmentation")
+    assert "Traceback" not in err and ".cxx" not in line and len(line) < 400 + len(str(broken)), line
+    assert not d["out"].exists()

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from nnunetv2.configuration import default_num_processes
 
+from nnunetv2_msvmamba.common.atomic import check_writable
 from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
 from .case_metadata import load_case_metadata
 from .evaluate import evaluate_folders
@@ -84,6 +85,9 @@ def run(args: argparse.Namespace) -> None:
         raise InputError("-np", f"must be at least 1, got {args.num_processes}")
     if not args.gt.is_dir():
         raise InputError(args.gt, "ground-truth label folder does not exist")
+    if args.output.exists() and not args.output.is_dir():
+        raise InputError(args.output, "exists and is not a folder; -o names the folder for the reports")
+    check_writable(args.output)
     predictions = parse_predictions(args.pred)
     notes: list[str] = []
     dataset_json = find_beside(args.dataset_json, [args.gt.parent / DATASET_JSON], notes, DATASET_JSON)

@@ -12,7 +12,7 @@ from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
 from nnunetv2.imageio.reader_writer_registry import (LIST_OF_IO_CLASSES, determine_reader_writer_from_dataset_json,
                                                      determine_reader_writer_from_file_ending)
 
-from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.errors import InputError, short_reason
 
 # nnU-Net stores a 2D image as one slice whose first spacing is 999 times the largest in-plane spacing.
 NNUNET_2D_SPACING_FACTOR = 999
@@ -65,7 +65,7 @@ def read_label_map(reader: type[BaseReaderWriter], path: Path) -> LabelMap:
     try:
         seg, properties = reader().read_seg(str(path))
     except Exception as error:  # readers raise whatever their library raises on a broken file
-        raise InputError(path, f"cannot be read as a segmentation ({error})") from None
+        raise InputError(path, f"cannot be read as a segmentation ({short_reason(error)})") from None
     array, spacing = seg[0], tuple(float(s) for s in properties["spacing"])
     if array.shape[0] == 1 and np.isclose(spacing[0], NNUNET_2D_SPACING_FACTOR * max(spacing[1:])):
         array, spacing = array[0], spacing[1:]
