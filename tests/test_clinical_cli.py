@@ -1,0 +1,328 @@
+"""msvmamba_clinical on label folders made by the real converters (synthetic CAMUS patients through the CAMUS
+converter; EchoNet-Dynamic-style cases), on label sequences, and on every kind of bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from clinical_fixtures import half_ellipse, half_ellipsoid_volume, write_label_folder
+from conftest import run_command
+from dataset_conversion.camus import convert_camus
+from dataset_conversion.synthetic_camus import generate_synthetic_camus
+from nnunetv2_msvmamba.clinical import report
+from nnunetv2_msvmamba.clinical.cli import main
+
+N_PATIENTS = 8
+REPORT_FILES = {"clinical_per_patient.csv", "clinical_summary.json", "clinical_summary.md", "bland_altman.png",
+                "scatter.png"}
+# The generator's Info EF is the biplane area-length EF (exact for ellipsoids) of the true cavity lengths,
+# rounded to a whole percent; the cavity is close to a half prolate spheroid, so Simpson's biplane EF of its
+# ground truth agrees within the rounding and the discretisation: measured on 38 patients at 256 x 224 pixels,
+# bias -0.01, MAE 0.24 and at most 0.72 EF points.
+MAX_EF_DIFFERENCE_TO_INFO = 1.5
+MAX_EF_MAE_TO_INFO = 0.75
+
+
+@pytest.fixture(scope="module")
+def camus(tmp_path_factory) -> Path:
+    """Synthetic CAMUS release -> CAMUS converter: Dataset601_CAMUS with labelsTr, labelsTs and cases.csv."""
+    root = tmp_path_factory.mktemp("clinical_camus")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("nnUNet_raw", str(root / "raw"))
+        patch.setenv("nnUNet_preprocessed", str(root / "preprocessed"))
+        (root / "raw").mkdir()
+        (root / "preprocessed").mkdir()
+        generate_synthetic_camus(root / "release", n_patients=N_PATIENTS, seed=5, n_frames=(4, 6), split=(6, 1, 1),
+                                 num_processes=1)
+        convert_camus(root / "release", num_processes=1)
+    dataset = root / "raw" / "Dataset601_CAMUS"
+    dataset.joinpath("release").symlink_to(root / "release")
+    return dataset
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    status = main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_ground_truth_ef_agrees_with_the_info_ef_of_the_synthetic_patients(camus, tmp_path, capsys):
+    out = tmp_path / "out"
+    status, stdout, _ = run(["--reference", str(camus / "labelsTr"), "--cases", str(camus / "cases.csv"),
+                             "-o", str(out), "-np", "1"], capsys)
+    assert status == 0
+    assert REPORT_FILES <= {p.name for p in out.iterdir()}
+    rows = read_rows(out / "clinical_per_patient.csv")
+    assert list(rows[0])[:5] == ["model", "patient", "edv_ml", "esv_ml", "ef_percent"]
+    reference = {r["patient"]: r for r in rows if r["model"] == "reference"}
+    info = {r["patient"]: float(r["ef_percent"]) for r in rows if r["model"] == "cases.csv"}
+    assert len(reference) == N_PATIENTS - 1 and set(info) == set(reference)  # labelsTr: training + validation
+    differences = [float(reference[p]["ef_percent"]) - info[p] for p in reference]
+    assert max(abs(d) for d in differences) <= MAX_EF_DIFFERENCE_TO_INFO, differences
+    summary = json.loads((out / "clinical_summary.json").read_text())
+    [entry] = summary["agreement"]
+    assert (entry["model"], entry["reference"]) == ("reference", "cases.csv")
+    assert entry["ef"]["n"] == N_PATIENTS - 1 and entry["ef"]["mae"] <= MAX_EF_MAE_TO_INFO
+    assert entry["ef"]["mae"] == pytest.approx(np.mean(np.abs(differences)))
+    assert entry["edv"]["n"] == 0  # CAMUS Info files give EF only
+    assert summary["volume_unit"] == "mL" and summary["cases"] == "CAMUS"
+    for row in reference.values():  # volumes in mL; both single-plane views reported too
+        edv, esv = float(row["edv_ml"]), float(row["esv_ml"])
+        assert 0 < esv < edv and float(row["ef_percent"]) == pytest.approx(100 * (edv - esv) / edv)
+        assert 0.7 * edv < float(row["edv_2ch_ml"]) < 1.3 * edv and 0.7 * edv < float(row["edv_4ch_ml"]) < 1.3 * edv
+    assert "| reference | cases.csv | EF |" in (out / "clinical_summary.md").read_text()
+    assert "| reference | cases.csv | EF |" in stdout
+
+
+def write_eroded_copy(source: Path, target: Path) -> None:
+    """A 'model' whose cavity is one pixel too small all round: its border becomes myocardium."""
+    target.mkdir()
+    for path in source.iterdir():
+        image = sitk.ReadImage(str(path))
+        labels = sitk.GetArrayFromImage(image)
+        cavity = labels == 1
+        labels[cavity & ~ndimage.binary_erosion(cavity)] = 2
+        eroded = sitk.GetImageFromArray(labels)
+        eroded.CopyInformation(image)
+        sitk.WriteImage(eroded, str(target / path.name))
+
+
+def test_models_side_by_side_against_ground_truth_and_info_ef(camus, tmp_path, capsys):
+    shutil.copytree(camus / "labelsTs", tmp_path / "same")
+    write_eroded_copy(camus / "labelsTs", tmp_path / "eroded")
+    out = tmp_path / "out"
+    status, _, _ = run(["--pred", f"same={tmp_path / 'same'}", "--pred", f"eroded={tmp_path / 'eroded'}",
+                        "--reference", str(camus / "labelsTs"), "--cases", str(camus / "cases.csv"),
+                        "-o", str(out), "-np", "2"], capsys)
+    assert status == 0
+    rows = read_rows(out / "clinical_per_patient.csv")
+    assert [r["model"] for r in rows] == ["same", "eroded", "reference", "cases.csv"]  # one test patient
+    summary = json.loads((out / "clinical_summary.json").read_text())
+    pairs = [(e["model"], e["reference"]) for e in summary["agreement"]]
+    assert pairs == [("same", "reference"), ("eroded", "reference"), ("same", "cases.csv"),
+                     ("eroded", "cases.csv"), ("reference", "cases.csv")]
+    same, eroded = summary["agreement"][0], summary["agreement"][1]
+    assert same["edv"]["bias"] == 0 and same["ef"]["mae"] == 0
+    assert eroded["edv"]["bias"] < 0 and eroded["esv"]["bias"] < 0  # a smaller cavity, smaller volumes
+    by_model = {r["model"]: r for r in rows}
+    assert float(by_model["eroded"]["edv_ml"]) - float(by_model["reference"]["edv_ml"]) == \
+        pytest.approx(eroded["edv"]["bias"])
+
+
+def echonet_folder(folder: Path, videos: dict[str, tuple[float, float]]) -> Path:
+    """EchoNet-Dynamic-style cases (cavity only, spacing 1): per video a half-ellipse cavity at ED and ES
+    (length, half-width in pixels) scaled by (1, es_scale)."""
+    cases = {}
+    for video, (length, es_scale) in videos.items():
+        for phase, scale in (("ED", 1.0), ("ES", es_scale)):
+            cases[f"{video}_{phase}"] = half_ellipse((112, 112), (100.0, 56.0), length * scale, 0.3 * length * scale,
+                                                     angle=0.35, atrium=False)
+    return write_label_folder(folder, cases)
+
+
+def test_echonet_cases_single_plane_with_spacing_and_filelist_values(tmp_path, capsys):
+    videos = {"0X1A2B3C4D5E6F7A8B": (80.3, 0.8), "0X9F8E7D6C5B4A3F2E": (70.7, 0.9)}
+    labels = echonet_folder(tmp_path / "labelsTs", videos)
+    with open(tmp_path / "cases.csv", "w") as f:
+        f.write("case,video,phase,EF,EDV,ESV\n")
+        for video, (length, es_scale) in videos.items():
+            edv = half_ellipsoid_volume(length, 0.3 * length, 0.3 * length) * 0.5 ** 3 / 1000
+            ef = 100 * (1 - es_scale ** 3)
+            for phase in ("ED", "ES"):
+                f.write(f"{video}_{phase},{video},{phase},{ef:.2f},{edv:.4f},{edv * es_scale ** 3:.4f}\n")
+    out = tmp_path / "out"
+    status, _, _ = run(["--reference", str(labels), "--cases", str(tmp_path / "cases.csv"), "--spacing", "0.5",
+                        "-o", str(out), "-np", "1"], capsys)
+    assert status == 0
+    summary = json.loads((out / "clinical_summary.json").read_text())
+    assert summary["cases"] == "EchoNet-Dynamic" and "single-plane" in summary["method"]
+    [entry] = summary["agreement"]
+    assert entry["edv"]["n"] == entry["esv"]["n"] == entry["ef"]["n"] == 2
+    assert abs(entry["edv"]["bias"]) < 0.03 * summary["means"]["cases.csv"]["edv"] and entry["ef"]["mae"] < 2.0
+    rows = [r for r in read_rows(out / "clinical_per_patient.csv") if r["model"] == "reference"]
+    for row in rows:
+        length, _ = videos[row["patient"]]
+        expected = half_ellipsoid_volume(length, 0.3 * length, 0.3 * length) * 0.125 / 1000
+        assert float(row["edv_ml"]) == pytest.approx(expected, rel=0.03)
+        assert row["edv_2ch_ml"] == "" and row["volume_unit"] == "mL"
+
+    status, stdout, _ = run(["--reference", str(labels), "--cases", str(tmp_path / "cases.csv"),
+                             "-o", str(tmp_path / "pixels"), "-np", "1"], capsys)
+    assert status == 0 and "pixels³" in stdout
+    pixel_rows = [r for r in read_rows(tmp_path / "pixels" / "clinical_per_patient.csv") if r["model"] == "reference"]
+    assert float(pixel_rows[0]["edv_ml"]) == pytest.approx(float(rows[0]["edv_ml"]) * 1000 / 0.125)
+    assert pixel_rows[0]["volume_unit"] == "pixels3"
+
+
+def test_sequence_mode_on_camus_half_sequences_matches_the_ed_es_cases(camus, tmp_path, capsys):
+    """A half sequence's first and last frames are the ED and ES cases, so its EF is that view's single-plane
+    EF from the label folder."""
+    patient = patients_in(camus / "labelsTr")[0]
+    sequences = tmp_path / "sequences"
+    sequences.mkdir()
+    for view in ("2CH", "4CH"):
+        name = f"{patient}_{view}_half_sequence_gt.nii.gz"
+        shutil.copy(camus / "release" / "database_nifti" / patient / name, sequences / name)
+    status, stdout, _ = run(["--sequence", str(sequences), "-o", str(tmp_path / "seq")], capsys)
+    assert status == 0 and "EF" in stdout
+    summary = {r["sequence"]: r for r in read_rows(tmp_path / "seq" / "sequence_summary.csv")}
+    frames = read_rows(tmp_path / "seq" / "sequence_frames.csv")
+    run(["--reference", str(camus / "labelsTr"), "-o", str(tmp_path / "cases"), "-np", "1"], capsys)
+    cases = {r["patient"]: r for r in read_rows(tmp_path / "cases" / "clinical_per_patient.csv")}
+    for view in ("2CH", "4CH"):
+        row = summary[f"{patient}_{view}_half_sequence_gt"]
+        n_frames = int(row["frames"])
+        assert (row["beats"], row["ed_frames"], row["es_frames"]) == ("1", "0", str(n_frames - 1))
+        assert float(row["ef_percent"]) == pytest.approx(float(cases[patient][f"ef_{view.lower()}_percent"]))
+        phases = [r["phase"] for r in frames if r["sequence"] == f"{patient}_{view}_half_sequence_gt"]
+        assert phases == ["ED"] + [""] * (n_frames - 2) + ["ES"]
+    assert (tmp_path / "seq" / f"{patient}_2CH_half_sequence_gt_volume_curve.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+
+def camus_copy(camus: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(camus / "labelsTr", tmp_path / "labels"))
+
+
+def patients_in(labels: Path) -> list[str]:
+    return sorted({path.name.split("_")[0] for path in labels.iterdir()})
+
+
+def rewrite(path: Path, change) -> None:
+    image = sitk.ReadImage(str(path))
+    labels = sitk.GetArrayFromImage(image)
+    changed = sitk.GetImageFromArray(change(labels))
+    changed.CopyInformation(image)
+    sitk.WriteImage(changed, str(path))
+
+
+def no_lv(camus, tmp_path):
+    labels = camus_copy(camus, tmp_path)
+    bad = labels / f"{patients_in(labels)[1]}_4CH_ES.nii.gz"
+    rewrite(bad, lambda a: np.where(a == 1, 2, a))
+    return ["--reference", str(labels)], bad, "no LV cavity (label 1)"
+
+
+def two_chamber_without_four_chamber(camus, tmp_path):
+    labels = camus_copy(camus, tmp_path)
+    patient = patients_in(labels)[2]
+    for phase in ("ED", "ES"):
+        (labels / f"{patient}_4CH_{phase}.nii.gz").unlink()
+    return ["--reference", str(labels)], labels / f"{patient}_2CH_ED.nii.gz", "has no 4CH view"
+
+
+def mismatched_spacing(camus, tmp_path):
+    labels = camus_copy(camus, tmp_path)
+    prediction = Path(shutil.copytree(labels, tmp_path / "prediction"))
+    patient = patients_in(labels)[0]
+    for path in prediction.glob(f"{patient}_*"):  # the whole patient, so each view's ED and ES still agree
+        image = sitk.ReadImage(str(path))
+        image.SetSpacing([s * 1.5 for s in image.GetSpacing()])
+        sitk.WriteImage(image, str(path))
+    bad = prediction / f"{patient}_2CH_ED.nii.gz"
+    return ["--pred", f"model={prediction}", "--reference", str(labels)], bad, "spacing"
+
+
+def spacing_option_against_the_files(camus, tmp_path):
+    labels = camus_copy(camus, tmp_path)
+    return ["--reference", str(labels), "--spacing", "0.77"], labels / f"{patients_in(labels)[0]}_2CH_ED.nii.gz", \
+        "does not match --spacing 0.77"
+
+
+def unreadable_label_file(camus, tmp_path):
+    labels = camus_copy(camus, tmp_path)
+    bad = labels / f"{patients_in(labels)[0]}_4CH_ED.nii.gz"
+    bad.write_bytes(b"\x1f\x8b truncated")
+    return ["--reference", str(labels)], bad, "cannot be read"
+
+
+def missing_model_folder(camus, tmp_path):
+    return ["--pred", f"model={tmp_path / 'nowhere'}", "--reference", str(camus / "labelsTr")], \
+        tmp_path / "nowhere", "prediction folder of model model does not exist"
+
+
+def missing_reference_folder(camus, tmp_path):
+    return ["--reference", str(tmp_path / "nowhere")], tmp_path / "nowhere", "does not exist"
+
+
+def echonet_es_missing(camus, tmp_path):
+    labels = echonet_folder(tmp_path / "echonet", {"0XAB": (80.3, 0.8)})
+    (labels / "0XAB_ES.nii.gz").unlink()
+    (tmp_path / "other").mkdir()
+    return ["--reference", str(labels)], labels / "0XAB_ED.nii.gz", "0XAB_ES is missing"
+
+
+def sequence_frame_without_lv(camus, tmp_path):
+    source = camus / "release" / "database_nifti" / "patient0001" / "patient0001_4CH_half_sequence_gt.nii.gz"
+    bad = tmp_path / "seq.nii.gz"
+    shutil.copy(source, bad)
+    rewrite(bad, lambda a: np.where((a == 1) & (np.arange(len(a))[:, None, None] == 2), 0, a))
+    return ["--sequence", str(bad)], bad, "sequence seq: frame 2 (0-based): no LV cavity"
+
+
+def unreadable_sequence(camus, tmp_path):
+    bad = tmp_path / "seq.nii.gz"
+    bad.write_text("not an image")
+    return ["--sequence", str(bad)], bad, "cannot be read as a label sequence"
+
+
+def sequence_that_is_one_frame(camus, tmp_path):
+    bad = sorted((camus / "labelsTr").iterdir())[0]
+    return ["--sequence", str(bad)], bad, "expected a 3D image"
+
+
+@pytest.mark.parametrize("make_case", [no_lv, two_chamber_without_four_chamber, mismatched_spacing,
+                                       spacing_option_against_the_files, unreadable_label_file, missing_model_folder,
+                                       missing_reference_folder, echonet_es_missing, sequence_frame_without_lv,
+                                       unreadable_sequence, sequence_that_is_one_frame])
+def test_bad_input_gives_one_line_naming_the_file_and_exit_status_2(camus, tmp_path, capsys, make_case):
+    argv, bad_file, problem = make_case(camus, tmp_path)
+    out = tmp_path / "out"
+    status, _, stderr = run([*argv, "-o", str(out), "-np", "1"], capsys)
+    lines = [line for line in stderr.splitlines() if line.startswith("error")]
+    assert status == 2
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad_file}: "), stderr
+    assert problem in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_failure_while_writing_leaves_no_half_written_reports(camus, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clinical_summary.md").write_text("an earlier run")
+
+    def broken_plot(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report, "agreement_grid", broken_plot)
+    status, _, stderr = run(["--reference", str(camus / "labelsTs"), "--cases", str(camus / "cases.csv"),
+                             "-o", str(out), "-np", "1"], capsys)
+    assert status == 2 and "disk full" in stderr
+    assert [p.name for p in out.iterdir()] == ["clinical_summary.md"]
+    assert (out / "clinical_summary.md").read_text() == "an earlier run"
+
+
+def test_console_script(camus, tmp_path):
+    assert "--sequence" in run_command(["msvmamba_clinical", "--help"]).stdout
+    result = run_command(["msvmamba_clinical", "--pred", f"x={tmp_path / 'missing'}", "-o", str(tmp_path / "o")],
+                         check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing'}: prediction folder of model x does not exist"
+    result = run_command(["msvmamba_clinical", "--reference", str(camus / "labelsTs"), "-o", str(tmp_path / "o"),
+                          "-np", "1"])
+    assert "wrote clinical_per_patient.csv" in result.stdout
+    assert not math.isnan(float(read_rows(tmp_path / "o" / "clinical_per_patient.csv")[0]["ef_percent"]))
