@@ -10,6 +10,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from .checkpointing import AtomicCheckpoints
 from .network_from_plans import msvmamba_from_plans
 
 
@@ -53,7 +54,7 @@ class TrainingSchedule:
             self.save_every = self.checkpoint_every
 
 
-class nnUNetTrainerMSVMamba(TrainingSchedule, nnUNetTrainer):
+class nnUNetTrainerMSVMamba(AtomicCheckpoints, TrainingSchedule, nnUNetTrainer):
     """nnU-Net's trainer with the MSV-Mamba network built from the plans the user trained with.
 
     Differences from nnUNetTrainer: the network; every decoder layer's auxiliary loss has a non-zero weight;

@@ -1,0 +1,97 @@
+"""Checkpoints of our trainers are written atomically, and `nnUNetv2_train ... --c` (nnU-Net's own
+maybe_load_checkpoint) survives a checkpoint torn by a kill during saving."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from nnunetv2.run.run_training import maybe_load_checkpoint
+
+from network_fixtures import DATASET_JSON, PLAIN_2D, plans
+from nnunetv2_msvmamba.training.checkpointing import AtomicCheckpoints
+from nnunetv2_msvmamba.training.trainers import nnUNetTrainerMSVMamba, nnUNetTrainerMSVMamba_5epochs
+
+
+def new_trainer(trainer_class=nnUNetTrainerMSVMamba):
+    p = plans(PLAIN_2D)
+    p["continue_training"] = False  # as in tests/test_trainer.py
+    trainer = trainer_class(p, "2d", 0, dict(DATASET_JSON), torch.device("cpu"))
+    # initialize() picks the dataset class from the preprocessed files' ending; no data is read here
+    os.makedirs(trainer.preprocessed_dataset_folder, exist_ok=True)
+    Path(trainer.preprocessed_dataset_folder, "case_0000.b2nd").touch()
+    trainer.initialize()
+    return trainer
+
+
+def save_at_epoch(trainer, epoch: int, name: str) -> Path:
+    trainer.current_epoch = epoch
+    path = Path(trainer.output_folder) / name
+    trainer.save_checkpoint(str(path))
+    return path
+
+
+def tear(path: Path) -> None:
+    """What a kill while torch.save is writing leaves: the first part of the file."""
+    content = path.read_bytes()
+    path.write_bytes(content[:len(content) // 2])
+
+
+@pytest.fixture
+def trainer(nnunet_folders):
+    return new_trainer()
+
+
+def test_our_trainers_save_atomically():
+    assert issubclass(nnUNetTrainerMSVMamba, AtomicCheckpoints)
+    assert issubclass(nnUNetTrainerMSVMamba_5epochs, AtomicCheckpoints)
+
+
+def test_continue_from_a_torn_latest_checkpoint_falls_back_to_the_best_with_a_warning(trainer, capsys):
+    save_at_epoch(trainer, 3, "checkpoint_best.pth")
+    tear(save_at_epoch(trainer, 7, "checkpoint_latest.pth"))
+    resumed = new_trainer()
+    maybe_load_checkpoint(resumed, continue_training=True, validation_only=False)  # what --c runs
+    assert resumed.current_epoch == 4  # the best checkpoint's, saved after epoch 3
+    err = capsys.readouterr().err
+    assert "checkpoint_latest.pth is damaged" in err and "continuing from checkpoint_best.pth" in err
+    assert "checkpoint_latest.pth is damaged" in Path(resumed.log_file).read_text()
+    for name, value in trainer.network.state_dict().items():
+        assert torch.equal(resumed.network.state_dict()[name], value), name
+
+
+def test_a_torn_checkpoint_without_a_whole_one_beside_it_is_a_clear_error(trainer):
+    tear(save_at_epoch(trainer, 7, "checkpoint_latest.pth"))
+    with pytest.raises(RuntimeError, match=r"checkpoint_latest\.pth is damaged .* no whole checkpoint beside it"):
+        maybe_load_checkpoint(new_trainer(), continue_training=True, validation_only=False)
+
+
+def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(trainer, monkeypatch):
+    latest = save_at_epoch(trainer, 3, "checkpoint_latest.pth")
+    before = latest.read_bytes()
+    real_save = torch.save
+
+    def killed_halfway(obj, filename, *args, **kwargs):
+        real_save(obj, filename, *args, **kwargs)
+        tear(Path(filename))
+        raise KeyboardInterrupt  # stands for the kill: the process stops in the middle of writing
+
+    monkeypatch.setattr(torch, "save", killed_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_at_epoch(trainer, 9, "checkpoint_latest.pth")
+    assert latest.read_bytes() == before
+    assert sorted(p.name for p in latest.parent.glob("*.pth*")) == ["checkpoint_latest.pth"]
+
+
+def test_a_partial_file_left_by_a_killed_run_is_never_renamed_into_place(trainer):
+    latest = save_at_epoch(trainer, 3, "checkpoint_latest.pth")
+    partial = latest.parent / ".checkpoint_latest.pth.partial"
+    partial.write_bytes(b"half a checkpoint of a killed run")
+    trainer.disable_checkpointing = True  # nnU-Net then writes nothing
+    save_at_epoch(trainer, 9, "checkpoint_latest.pth")
+    assert torch.load(latest, weights_only=False)["current_epoch"] == 4 and not partial.exists()
+    trainer.disable_checkpointing = False
+    save_at_epoch(trainer, 9, "checkpoint_latest.pth")
+    assert torch.load(latest, weights_only=False)["current_epoch"] == 10
+    assert not any(p.name.endswith(".partial") for p in latest.parent.iterdir())
