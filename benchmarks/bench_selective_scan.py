@@ -1,15 +1,23 @@
-"""Benchmark: our pure-PyTorch selective scan against upstream's `selective_scan_ref`, on the CPU.
+"""Benchmark: the selective-scan backends against each other and against the references, in the same run.
+
+    --device cpu  (default)  our pure-PyTorch scan ("torch") against upstream's `selective_scan_ref` ("upstream");
+                             targets: forward+backward >= 30x faster, forward not slower, peak memory <= 2x.
+    --device cuda            the Triton scan, the pure-PyTorch scan on CUDA and, where it imports, mamba_ssm's
+                             fused kernel ("mamba_ssm"); targets: Triton forward+backward >= 20x faster than the
+                             PyTorch scan, and within 3x of mamba_ssm's fused kernel.
 
 For each decoder-like shape (batch x windows, d_inner, L; d_state 16; B and C as the Mamba mixer passes them,
-(batch, n, L), with D, z, delta_bias and softplus), measures in the same run, each implementation, shape and
-mode (inference, training) in a fresh subprocess:
-  * forward time without autograd (inference) and with it (training), backward time;
-  * peak memory of the forward and of a forward+backward step;
-then prints a table with the figures and the ratios, and PASS/FAIL for the targets:
-  forward+backward >= 30x faster, forward not slower, peak memory <= 2x.
+(batch, n, L), with D, z, delta_bias and softplus) it measures the forward time without autograd (inference) and
+with it (training), the backward time, and the peak memory of a forward and of a forward+backward step; each
+implementation runs in a fresh process (on the CPU one per shape and mode, so that freed memory stays out of the
+next peak). Every implementation is first held against the package's readable reference,
+`nnunetv2_msvmamba.ssm.selective_scan_ref` in float64, at a small shape (output and every gradient; target:
+relative error <= 1e-4). Prints the figures, the ratios and PASS/FAIL per target; `--strict` exits with status 1
+when one is missed.
 
-    python benchmarks/bench_selective_scan.py            # the three shapes; several minutes (upstream's backward)
-    python benchmarks/bench_selective_scan.py --quick    # one small shape, seconds: a smoke run
+    python benchmarks/bench_selective_scan.py                  # CPU, three shapes; minutes (upstream's backward)
+    python benchmarks/bench_selective_scan.py --quick          # one small shape, seconds: a smoke run
+    python benchmarks/bench_selective_scan.py --device cuda    # GPU: Triton, PyTorch, mamba_ssm
 """
 from __future__ import annotations
 
@@ -30,18 +38,53 @@ from measure import cpu_and_cores, peak_rise_mib, ratio  # benchmarks/measure.py
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FULL_SHAPES = ((64, 64, 256), (8, 64, 1024), (2, 128, 4096))  # (batch x windows, d_inner, L)
+# on a GPU also a whole decoder stage's windows at once: 4 images x 2 directions x 64 windows of 16 x 16
+CUDA_SHAPES = FULL_SHAPES + ((512, 64, 256),)
 QUICK_SHAPES = ((4, 32, 128),)
+PARITY_SHAPE = (2, 8, 40)
 D_STATE = 16
-TARGET_FWD_BWD_SPEEDUP = 30.0
-TARGET_FWD_SPEEDUP = 1.0
-TARGET_PEAK_RATIO = 2.0
-IMPLEMENTATIONS = ("ours", "upstream")
+PARITY_TOLERANCE = 1e-4
+IMPLEMENTATIONS = ("torch", "triton", "mamba_ssm", "upstream")
+DEFAULT_IMPLEMENTATIONS = {"cpu": ("torch", "upstream"), "cuda": ("triton", "torch", "mamba_ssm")}
 MODES = ("inference", "training")
-MEMORY_NOTE = (
-    "peak memory = rise of the process's peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs)\n"
-    "over its resident size just before the first call at the shape, inputs already allocated; {isolation}\n"
-    "with the default allocator, so the figure is what the OS had to provide, memory the allocator kept after\n"
-    "frees included. (Python's tracemalloc would not see PyTorch's allocations.)")
+UNAVAILABLE = 3  # a worker's exit status when its implementation cannot run here
+MEMORY_NOTE = {
+    "cpu": "peak memory = rise of the process's peak resident set size (Linux VmHWM, reset through "
+           "/proc/self/clear_refs)\nover its resident size just before the first call at the shape, inputs "
+           "already allocated; {isolation}\nwith the default allocator, so the figure is what the OS had to "
+           "provide, memory the allocator kept after\nfrees included. (Python's tracemalloc would not see "
+           "PyTorch's allocations.)",
+    "cuda": "peak memory = torch.cuda.max_memory_allocated during the call over the memory allocated just before, "
+            "inputs\nalready allocated; {isolation}",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """`implementation` against `baseline` on `metric` (a speedup: the baseline's time over ours, or a memory
+    ratio: ours over the baseline's); `at_least` or `at_most` `bound`."""
+    title: str
+    implementation: str
+    baseline: str
+    metric: str  # "fwd+bwd speedup", "fwd speedup" (the worse of inference and training), "peak ratio"
+    bound: float
+    at_least: bool
+
+    def passes(self, value: float) -> bool:
+        return value >= self.bound if self.at_least else value <= self.bound
+
+    def describe(self) -> str:
+        return f"{self.title} {'>=' if self.at_least else '<='} {self.bound:.2g}x"
+
+
+TARGETS = (
+    Target("torch vs upstream fwd+bwd speedup", "torch", "upstream", "fwd+bwd speedup", 30.0, True),
+    Target("torch vs upstream fwd speedup", "torch", "upstream", "fwd speedup", 1.0, True),
+    Target("torch / upstream peak memory", "torch", "upstream", "peak ratio", 2.0, False),
+    Target("triton vs torch fwd+bwd speedup", "triton", "torch", "fwd+bwd speedup", 20.0, True),
+    # within 3x of the fused kernel: its time over ours at least 1/3
+    Target("triton within 3x of mamba_ssm: fwd+bwd speedup", "triton", "mamba_ssm", "fwd+bwd speedup", 1 / 3, True),
+)
 
 
 @dataclasses.dataclass
@@ -73,28 +116,52 @@ def load_upstream_reference() -> Callable:
     sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
     spec = importlib.util.find_spec("mamba_ssm")
     if spec is None or not spec.submodule_search_locations:
-        fail("mamba_ssm", "not installed; install mamba-ssm==2.3.2.post1 without its CUDA build (see .ci/setup) "
-                          "to compare with upstream")
+        unavailable("mamba_ssm is not installed; install mamba-ssm==2.3.2.post1 without its CUDA build (see "
+                    ".ci/setup) to compare with upstream")
     package = types.ModuleType("mamba_ssm")
     package.__path__ = list(spec.submodule_search_locations)
     sys.modules["mamba_ssm"] = package
     return importlib.import_module("mamba_ssm.ops.selective_scan_interface").selective_scan_ref
 
 
-def load_ours() -> Callable:
+def load_mamba_ssm_kernel() -> Callable:
+    """mamba_ssm's fused CUDA scan, through the package's own detection (as `MSVMAMBA_SSM_BACKEND=cuda` uses it)."""
+    from nnunetv2_msvmamba.ssm.backend import cuda_kernels
+    kernels = cuda_kernels()
+    if not kernels.available:
+        unavailable(kernels.reason)
+    return kernels.selective_scan_fn
+
+
+def unavailable(reason: str) -> None:
+    print(reason, file=sys.stderr)
+    sys.exit(UNAVAILABLE)
+
+
+def load_implementation(name: str) -> Callable:
     sys.path.insert(0, str(REPOSITORY))  # measure this checkout, not an installed copy
+    if name == "upstream":
+        return load_upstream_reference()
+    if name == "mamba_ssm":
+        return load_mamba_ssm_kernel()
+    if name == "triton":
+        try:
+            from nnunetv2_msvmamba.ssm.selective_scan_triton import selective_scan_triton
+        except ImportError as error:
+            unavailable(f"triton does not import ({error})")
+        return selective_scan_triton
     from nnunetv2_msvmamba.ssm import selective_scan_torch
     return selective_scan_torch
 
 
-def scan_inputs(batch: int, dim: int, length: int, requires_grad: bool) -> dict:
+def scan_inputs(batch: int, dim: int, length: int, requires_grad: bool, device: str = "cpu") -> dict:
     """Inputs as the Mamba mixer produces them, with a fixed seed."""
     import torch
     generator = torch.Generator().manual_seed(0)
     sequence = (batch, dim, length)
 
     def tensor(values):
-        return values.requires_grad_(requires_grad)
+        return values.to(device).requires_grad_(requires_grad)
     dt_init = torch.exp(torch.rand(dim, generator=generator) * 4.6 - 6.9)  # in [0.001, 0.1], upstream's range
     return dict(
         u=tensor(torch.randn(sequence, generator=generator)),
@@ -112,148 +179,259 @@ def forward(scan: Callable, inputs: dict):
     return scan(**inputs, delta_softplus=True)
 
 
-def warm_up(scan: Callable, dim: int) -> None:
-    """Initialises lazily set-up libraries and thread pools outside the measurements, at a tiny length."""
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        import torch
+        torch.cuda.synchronize()
+
+
+def peak_rise(run: Callable[[], None], device: str) -> Optional[float]:
+    """MiB that `run` needed at its peak beyond what was in use before: process RSS on the CPU, the caching
+    allocator's allocated memory on CUDA."""
+    if device != "cuda":
+        return peak_rise_mib(run)
     import torch
-    inputs = scan_inputs(1, dim, 16, requires_grad=True)
-    torch.autograd.grad(forward(scan, inputs), list(inputs.values()), torch.ones(1, dim, 16))
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    run()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
 
 
-def measure_inference(scan: Callable, batch: int, dim: int, length: int, repeats: int) -> dict[str, float]:
+def parity_error(scan: Callable, device: str) -> float:
+    """Largest relative error (max|ours - ref| / max|ref|) of the output and of every input's gradient against
+    the package's float64 `selective_scan_ref`, at PARITY_SHAPE."""
+    import torch
+    from nnunetv2_msvmamba.ssm.selective_scan_ref import relative_error, selective_scan_ref
+    inputs = scan_inputs(*PARITY_SHAPE, requires_grad=True, device=device)
+    reference_inputs = {name: value.detach().double().requires_grad_() for name, value in inputs.items()}
+    output_grad = torch.randn(PARITY_SHAPE, generator=torch.Generator().manual_seed(1)).to(device)
+    results = []
+    for function, arguments in ((scan, inputs), (selective_scan_ref, reference_inputs)):
+        out = forward(function, arguments)
+        results.append([out, *torch.autograd.grad(out, list(arguments.values()), output_grad.to(out.dtype))])
+    return max(relative_error(ours, reference) for ours, reference in zip(*results))
+
+
+def warm_up(scan: Callable, dim: int, device: str) -> None:
+    """Initialises lazily set-up libraries, thread pools and compiled kernels outside the measurements."""
+    import torch
+    inputs = scan_inputs(1, dim, 16, requires_grad=True, device=device)
+    torch.autograd.grad(forward(scan, inputs), list(inputs.values()), torch.ones(1, dim, 16, device=device))
+    synchronize(device)
+
+
+def measure_inference(scan: Callable, batch: int, dim: int, length: int, repeats: int,
+                      device: str) -> dict[str, float]:
     """Forward without autograd; the first call gives the peak memory and the first time sample."""
     import torch
-    inputs = scan_inputs(batch, dim, length, requires_grad=False)
+    inputs = scan_inputs(batch, dim, length, requires_grad=False, device=device)
     times: list[float] = []
 
     def timed_forward() -> None:
+        synchronize(device)
         start = time.perf_counter()
         forward(scan, inputs)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     with torch.no_grad():
-        peak = peak_rise_mib(timed_forward)
+        peak = peak_rise(timed_forward, device)
         for _ in range(repeats - 1):
             timed_forward()
     return dict(forward_inference=min(times), peak_forward_mib=peak)
 
 
 def measure_training(scan: Callable, batch: int, dim: int, length: int, repeats: int,
-                     backward_repeats: int) -> dict[str, float]:
+                     backward_repeats: int, device: str) -> dict[str, float]:
     """Forward with autograd, then backward to every input; the first step gives the peak memory and the first
     time sample. Forward samples beyond the backward ones are taken alone, as upstream's backward is slow."""
     import torch
-    inputs = scan_inputs(batch, dim, length, requires_grad=True)
-    output_grad = torch.randn(batch, dim, length, generator=torch.Generator().manual_seed(1))
+    inputs = scan_inputs(batch, dim, length, requires_grad=True, device=device)
+    output_grad = torch.randn(batch, dim, length, generator=torch.Generator().manual_seed(1)).to(device)
     forward_times: list[float] = []
     backward_times: list[float] = []
 
     def timed_step() -> None:
+        synchronize(device)
         start = time.perf_counter()
         out = forward(scan, inputs)
+        synchronize(device)
         middle = time.perf_counter()
         torch.autograd.grad(out, list(inputs.values()), output_grad)
+        synchronize(device)
         forward_times.append(middle - start)
         backward_times.append(time.perf_counter() - middle)
-    peak = peak_rise_mib(timed_step)
+    peak = peak_rise(timed_step, device)
     for _ in range(backward_repeats - 1):
         timed_step()
     while len(forward_times) < repeats:
+        synchronize(device)
         start = time.perf_counter()
         forward(scan, inputs)
+        synchronize(device)
         forward_times.append(time.perf_counter() - start)
-    return dict(forward_training=min(forward_times), backward=min(backward_times),
-                peak_step_mib=peak)
+    return dict(forward_training=min(forward_times), backward=min(backward_times), peak_step_mib=peak)
 
 
-def worker(implementation: str, modes: list[str], shape: list[int], repeats: int,
+def worker(implementation: str, modes: list[str], device: str, shapes: list[tuple[int, int, int]], repeats: int,
            reference_backward_repeats: int) -> None:
-    scan = load_ours() if implementation == "ours" else load_upstream_reference()
-    warm_up(scan, shape[1])
+    """Prints one JSON line: {"parity_error": ..., "figures": {"BxDxL": {...}}, "runtime": ...}."""
+    scan = load_implementation(implementation)
+    backward_repeats = reference_backward_repeats if implementation == "upstream" else repeats
+    warm_up(scan, max(shape[1] for shape in shapes), device)
     figures = {}
-    if "inference" in modes:
-        figures.update(measure_inference(scan, *shape, repeats=repeats))
-    if "training" in modes:
-        backward_repeats = repeats if implementation == "ours" else reference_backward_repeats
-        figures.update(measure_training(scan, *shape, repeats=repeats, backward_repeats=backward_repeats))
-    print(json.dumps({"figures": figures, "runtime": runtime_description()}))
+    for shape in shapes:
+        shape_figures = {}
+        if "inference" in modes:
+            shape_figures.update(measure_inference(scan, *shape, repeats=repeats, device=device))
+        if "training" in modes:
+            shape_figures.update(measure_training(scan, *shape, repeats=repeats, backward_repeats=backward_repeats,
+                                                  device=device))
+        figures[shape_name(shape)] = shape_figures
+    print(json.dumps({"parity_error": parity_error(scan, device), "figures": figures,
+                      "runtime": runtime_description(device)}))
 
 
-def runtime_description() -> str:
+def runtime_description(device: str) -> str:
     import torch
     threads = torch.get_num_threads()
+    versions = f"torch {torch.__version__}"
+    if importlib.util.find_spec("triton") is not None:
+        import triton
+        versions += f", triton {triton.__version__}"
+    if device == "cuda":
+        return f"{versions}; CUDA tensors on {torch.cuda.get_device_name(0)}"
     gpu = f"GPU {torch.cuda.get_device_name(0)} unused" if torch.cuda.is_available() else "no GPU"
-    return f"torch {torch.__version__} with {threads} thread{'s' if threads != 1 else ''}, CPU tensors; {gpu}"
+    return f"{versions} with {threads} thread{'s' if threads != 1 else ''}, CPU tensors; {gpu}"
+
+
+def shape_name(shape: tuple[int, int, int]) -> str:
+    return "x".join(map(str, shape))
 
 
 # ---------------------------------------------------------------------------------------------- parent side
 
-def run_worker(implementation: str, modes: str, shape: tuple[int, int, int], args: argparse.Namespace
-               ) -> dict:
-    """Measures in a fresh process; returns its {"figures": ..., "runtime": ...}."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", implementation, modes, *map(str, shape),
-               "--repeats", str(args.repeats), "--reference-backward-repeats", str(args.reference_backward_repeats)]
+@dataclasses.dataclass
+class Measured:
+    """What one implementation's workers reported, or why it could not run."""
+    parity_error: Optional[float] = None
+    figures: dict = dataclasses.field(default_factory=dict)
+    unavailable: Optional[str] = None
+
+
+def run_worker(implementation: str, modes: str, shapes: tuple[tuple[int, int, int], ...],
+               args: argparse.Namespace) -> dict:
+    """Measures in a fresh process; returns its report, or {"unavailable": reason}."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--worker", implementation,
+               modes, ",".join(map(shape_name, shapes)), "--repeats", str(args.repeats),
+               "--reference-backward-repeats", str(args.reference_backward_repeats)]
     environment = dict(os.environ)
     if args.threads is not None:
         environment.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     completed = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if completed.returncode == UNAVAILABLE:
+        return {"unavailable": completed.stderr.strip().splitlines()[-1]}
     if completed.returncode != 0:
         last_line = (completed.stderr.strip().splitlines() or ["no output"])[-1]
-        fail(command[1], f"measuring {implementation} ({modes}) at {shape} failed with status "
-                         f"{completed.returncode}: {last_line}")
+        fail(command[1], f"measuring {implementation} ({modes}) at {', '.join(map(shape_name, shapes))} failed "
+                         f"with status {completed.returncode}: {last_line}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def cpu_description() -> str:
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{cpu_and_cores()}{load}"
+def measure_all(args: argparse.Namespace, shapes, implementations) -> tuple[dict[str, Measured], set[str]]:
+    """Every implementation at every shape. On the CPU a fresh process per shape and mode keeps one run's freed
+    memory out of the next one's peak (the smoke run shares one process per implementation); on CUDA the
+    allocator's peak is reset per call, and one process per implementation does every shape."""
+    from tqdm import tqdm
+    if args.device == "cuda" or args.quick:
+        jobs = [(implementation, ",".join(MODES), tuple(shapes)) for implementation in implementations]
+    else:
+        jobs = [(implementation, mode, (shape,)) for shape in shapes for implementation in implementations
+                for mode in MODES]
+    results = {implementation: Measured() for implementation in implementations}
+    runtimes = set()
+    with tqdm(jobs, desc="measuring", unit="process", file=sys.stderr) as progress:
+        for implementation, modes, job_shapes in progress:
+            measured = results[implementation]
+            if measured.unavailable:
+                continue
+            progress.set_postfix_str(f"{implementation} {modes} {', '.join(map(shape_name, job_shapes))}")
+            report = run_worker(implementation, modes, job_shapes, args)
+            if "unavailable" in report:
+                measured.unavailable = report["unavailable"]
+                continue
+            measured.parity_error = max(report["parity_error"], measured.parity_error or 0.0)
+            for name, figures in report["figures"].items():
+                measured.figures.setdefault(name, {}).update(figures)
+            runtimes.add(report["runtime"])
+    return results, runtimes
 
 
+def metric(name: str, ours: Measurement, baseline: Measurement) -> Optional[float]:
+    if name == "fwd+bwd speedup":
+        return ratio(baseline.forward_backward, ours.forward_backward)
+    if name == "fwd speedup":
+        return min(ratio(baseline.forward_inference, ours.forward_inference),
+                   ratio(baseline.forward_training, ours.forward_training))
+    peaks = [ratio(ours.peak_forward_mib, baseline.peak_forward_mib), ratio(ours.peak_step_mib, baseline.peak_step_mib)]
+    return None if None in peaks else max(peaks)
 
-def verdict(value: Optional[float], passes: Callable[[float], bool]) -> str:
-    return "n/a" if value is None else ("PASS" if passes(value) else "FAIL")
 
-
-def report(results: dict[tuple[int, int, int], dict[str, Measurement]]) -> bool:
-    """Prints the figures and the targets; True when every target is met."""
+def report(shapes, measured: dict[str, Measured]) -> bool:
+    """Prints the parity check, the figures and the targets; True when none is missed."""
     def mib(value: Optional[float]) -> str:
         return "n/a" if value is None else f"{value:.1f}"
 
-    def times(value: Optional[float]) -> str:
-        return "n/a" if value is None else f"{value:.2f}x"
+    all_pass = True
+    print(f"parity with nnunetv2_msvmamba.ssm.selective_scan_ref (float64) at {shape_name(PARITY_SHAPE)}, output and "
+          f"every gradient (target: max relative error <= {PARITY_TOLERANCE:g}):")
+    for implementation, result in measured.items():
+        if result.unavailable:
+            print(f"  {implementation:<10} not measured: {result.unavailable}")
+            continue
+        passes = result.parity_error <= PARITY_TOLERANCE
+        all_pass &= passes
+        print(f"  {implementation:<10} {result.parity_error:.1e} {'PASS' if passes else 'FAIL'}")
+    print()
 
-    print(f"{'shape (b*w, d, L)':<20} {'impl':<9} {'fwd no_grad s':>13} {'fwd s':>9} {'bwd s':>9} "
+    available = {name: result for name, result in measured.items() if not result.unavailable}
+    by_shape = {shape: {name: Measurement(**result.figures[shape_name(shape)]) for name, result in available.items()}
+                for shape in shapes}
+    print(f"{'shape (b*w, d, L)':<20} {'impl':<10} {'fwd no_grad s':>13} {'fwd s':>9} {'bwd s':>9} "
           f"{'fwd+bwd s':>10} {'peak fwd MiB':>12} {'peak step MiB':>13}")
-    for shape, by_implementation in results.items():
+    for shape, by_implementation in by_shape.items():
         for implementation, m in by_implementation.items():
-            print(f"{'x'.join(map(str, shape)):<20} {implementation:<9} {m.forward_inference:>13.4f} "
+            print(f"{shape_name(shape):<20} {implementation:<10} {m.forward_inference:>13.4f} "
                   f"{m.forward_training:>9.4f} {m.backward:>9.4f} {m.forward_backward:>10.4f} "
                   f"{mib(m.peak_forward_mib):>12} {mib(m.peak_step_mib):>13}")
     print()
-    print(f"{'shape (b*w, d, L)':<20} {'fwd no_grad speedup':>19} {'fwd speedup':>11} {'fwd+bwd speedup':>15} "
-          f"{'peak fwd ratio':>14} {'peak step ratio':>15}   targets (fwd+bwd >= {TARGET_FWD_BWD_SPEEDUP:.0f}x, "
-          f"fwd >= {TARGET_FWD_SPEEDUP:.0f}x, peak <= {TARGET_PEAK_RATIO:.0f}x)")
-    all_pass = True
-    for shape, by_implementation in results.items():
-        ours, upstream = by_implementation["ours"], by_implementation["upstream"]
-        inference_speedup = ratio(upstream.forward_inference, ours.forward_inference)
-        forward_speedup = ratio(upstream.forward_training, ours.forward_training)
-        step_speedup = ratio(upstream.forward_backward, ours.forward_backward)
-        peak_forward = ratio(ours.peak_forward_mib, upstream.peak_forward_mib)
-        peak_step = ratio(ours.peak_step_mib, upstream.peak_step_mib)
-        verdicts = [verdict(step_speedup, lambda r: r >= TARGET_FWD_BWD_SPEEDUP),
-                    verdict(min(inference_speedup, forward_speedup), lambda r: r >= TARGET_FWD_SPEEDUP),
-                    verdict(None if peak_forward is None else max(peak_forward, peak_step),
-                            lambda r: r <= TARGET_PEAK_RATIO)]
-        all_pass &= "FAIL" not in verdicts
-        print(f"{'x'.join(map(str, shape)):<20} {times(inference_speedup):>19} {times(forward_speedup):>11} "
-              f"{times(step_speedup):>15} {times(peak_forward):>14} {times(peak_step):>15}   "
-              f"fwd+bwd {verdicts[0]}, fwd {verdicts[1]}, peak memory {verdicts[2]}")
+    targets = [target for target in TARGETS if target.implementation in measured and target.baseline in measured]
+    for target in targets:
+        print(f"target {target.describe()}:")
+        missing = [measured[name].unavailable for name in (target.implementation, target.baseline)
+                   if measured[name].unavailable]
+        if missing:
+            print(f"  n/a (not measured: {'; '.join(missing)})")
+            continue
+        for shape, by_implementation in by_shape.items():
+            value = metric(target.metric, by_implementation[target.implementation], by_implementation[target.baseline])
+            verdict = "n/a" if value is None else ("PASS" if target.passes(value) else "FAIL")
+            all_pass &= verdict != "FAIL"
+            print(f"  {shape_name(shape):<20} {'n/a' if value is None else f'{value:.2f}x':>10} {verdict}")
     return all_pass
 
 
 def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Forward, backward and peak memory of nnunetv2_msvmamba's pure-PyTorch selective scan against "
-                    "mamba_ssm's selective_scan_ref, on the CPU, with the targets of issue 2.")
+        description="Forward, backward, peak memory and parity of nnunetv2_msvmamba's selective-scan backends: on the "
+                    "CPU the pure-PyTorch scan against mamba_ssm's selective_scan_ref; on CUDA the Triton scan "
+                    "against the pure-PyTorch scan and mamba_ssm's fused kernel; with their targets.")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the scans run (default: cpu)")
+    parser.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=None,
+                        help="what to measure (default: torch upstream on the CPU; triton torch mamba_ssm on CUDA; "
+                             "triton on the CPU needs TRITON_INTERPRET=1 and is only a dry run)")
     parser.add_argument("--quick", action="store_true",
                         help=f"one small shape {QUICK_SHAPES[0]} and one process per implementation: a smoke run, "
                              f"its figures only indicative")
@@ -266,52 +444,43 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="PyTorch threads in the measuring processes (default: PyTorch's default, one per "
                              "available core); on a shared machine 1 gives the steadiest figures")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
-    parser.add_argument("--worker", nargs=5, metavar=("IMPLEMENTATION", "MODES", "BATCH", "DIM", "LENGTH"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("IMPLEMENTATION", "MODES", "SHAPES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.reference_backward_repeats < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeats, --reference-backward-repeats and --threads must be at least 1")
     if args.worker and (args.worker[0] not in IMPLEMENTATIONS or not set(args.worker[1].split(",")) <= set(MODES)):
         parser.error(f"--worker: unknown implementation or mode in {args.worker[:2]}")
+    args.implementations = tuple(args.implementations or DEFAULT_IMPLEMENTATIONS[args.device])
     return args
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_arguments(argv)
     if args.worker:
-        worker(args.worker[0], args.worker[1].split(","), [int(value) for value in args.worker[2:]], args.repeats,
+        implementation, modes, shapes = args.worker
+        worker(implementation, modes.split(","), args.device,
+               [tuple(int(size) for size in shape.split("x")) for shape in shapes.split(",")], args.repeats,
                args.reference_backward_repeats)
         return 0
-    from tqdm import tqdm
-
-    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
-    cpu_at_start = cpu_description()
-    figures: dict[tuple[tuple[int, int, int], str], dict[str, float]] = {}
-    runtimes = set()
-    # a fresh process per mode keeps the inference runs' freed memory out of the training step's peak; the smoke
-    # run shares one process per implementation to stay fast
-    mode_groups = [",".join(MODES)] if args.quick else list(MODES)
-    jobs = [(shape, implementation, modes) for shape in shapes for implementation in IMPLEMENTATIONS
-            for modes in mode_groups]
-    with tqdm(jobs, desc="measuring", unit="process", file=sys.stderr) as progress:
-        for shape, implementation, modes in progress:
-            progress.set_postfix_str(f"{implementation} {modes} {'x'.join(map(str, shape))}")
-            measured = run_worker(implementation, modes, shape, args)
-            figures.setdefault((shape, implementation), {}).update(measured["figures"])
-            runtimes.add(measured["runtime"])
-    results = {shape: {implementation: Measurement(**figures[shape, implementation])
-                       for implementation in IMPLEMENTATIONS} for shape in shapes}
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            fail("--device cuda", "PyTorch sees no CUDA device")
+    shapes = QUICK_SHAPES if args.quick else (CUDA_SHAPES if args.device == "cuda" else FULL_SHAPES)
+    cpu_at_start = f"{cpu_and_cores()}" + (f", load average {os.getloadavg()[0]:.1f}"
+                                           if hasattr(os, "getloadavg") else "")
+    measured, runtimes = measure_all(args, shapes, args.implementations)
 
     print(f"machine: {cpu_at_start} (at the start; other processes skew CPU timings)")
     print(f"runtime: {'; '.join(sorted(runtimes))}")
     print(f"d_state {D_STATE}; B, C (batch, n, L); D, z, delta_bias, softplus; float32. Times in seconds: best of "
           f"{args.repeats} run(s) (upstream's backward: of {args.reference_backward_repeats}); on a shared machine other "
           f"processes only ever add time.")
-    isolation = ("each implementation runs in a fresh process," if args.quick else
+    isolation = ("each implementation runs in a fresh process," if args.quick or args.device == "cuda" else
                  "each implementation, shape and mode runs in a fresh process,")
-    print(MEMORY_NOTE.format(isolation=isolation))
+    print(MEMORY_NOTE[args.device].format(isolation=isolation))
     print()
-    all_pass = report(results)
+    all_pass = report(shapes, measured)
     return 1 if args.strict and not all_pass else 0
 
 

@@ -1,0 +1,100 @@
+"""benchmarks/bench_selective_scan.py: the `--quick` smoke run prints every figure (parity, times, memory, one
+consistent ratio and verdict per target), and `--strict` turns a missed target into exit status 1. No timing
+gate: whether a target passes on this machine is not the test's business; the verdicts are checked against
+fabricated measurements instead."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "bench_selective_scan.py"
+NUMBER = r"(\d+(?:\.\d+)?)"
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("bench_selective_scan", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_prints_every_figure_with_consistent_ratios() -> None:
+    completed = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--repeats", "1"],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = completed.stdout
+    # the parity check against the package's float64 reference is correctness, not timing: it must pass
+    for implementation in ("torch", "upstream"):
+        match = re.search(rf"^  {implementation} +(\S+) (PASS|FAIL)$", output, re.MULTILINE)
+        assert match and float(match.group(1)) <= 1e-4 and match.group(2) == "PASS", output
+    rows = {}
+    for implementation in ("torch", "upstream"):
+        match = re.search(rf"^4x32x128 +{implementation} +" + " +".join([NUMBER] * 6) + "$", output, re.MULTILINE)
+        assert match, f"no figures for {implementation} in:\n{output}"
+        rows[implementation] = [float(value) for value in match.groups()]
+        assert all(value > 0 for value in rows[implementation][:4])
+    expected = {  # from the printed figures, rounded as printed
+        "torch vs upstream fwd+bwd speedup >= 30x": rows["upstream"][3] / rows["torch"][3],
+        "torch vs upstream fwd speedup >= 1x": min(rows["upstream"][0] / rows["torch"][0],
+                                                   rows["upstream"][1] / rows["torch"][1]),
+        "torch / upstream peak memory <= 2x": None,  # peaks may print as 0.0 at this size: only the format
+    }
+    for title, value in expected.items():
+        match = re.search(rf"^target {re.escape(title)}:\n  4x32x128 +{NUMBER}x (PASS|FAIL)$", output, re.MULTILINE)
+        assert match, f"no verdict for {title!r} in:\n{output}"
+        if value is not None:  # the printed times carry 4 decimals: allow for their rounding
+            assert float(match.group(1)) == pytest.approx(value, rel=0.15, abs=0.02), title
+
+
+def report(forward_backward: float, parity: float = 1e-7) -> dict:
+    figures = dict(forward_inference=forward_backward / 4, forward_training=forward_backward / 4,
+                   backward=3 * forward_backward / 4, peak_forward_mib=1.0, peak_step_mib=2.0)
+    return {"parity_error": parity, "figures": {"4x32x128": figures}, "runtime": "fabricated"}
+
+
+@pytest.mark.parametrize("torch_seconds, parity, strict, status", [
+    (0.01, 1e-7, True, 0),   # 100x faster than upstream: every target met
+    (0.5, 1e-7, True, 1),    # 2x: fwd+bwd target missed
+    (0.5, 1e-7, False, 0),   # ... reported, but without --strict the exit status stays 0
+    (0.01, 1e-2, True, 1),   # parity missed
+])
+def test_strict_exits_1_when_a_target_is_missed(bench, monkeypatch, capsys, torch_seconds, parity, strict,
+                                                status) -> None:
+    reports = {"torch": report(torch_seconds, parity), "upstream": report(1.0)}
+    monkeypatch.setattr(bench, "run_worker", lambda implementation, *rest: reports[implementation])
+    assert bench.main(["--quick"] + (["--strict"] if strict else [])) == status
+    output = capsys.readouterr().out
+    assert re.search(r"torch vs upstream fwd\+bwd speedup >= 30x:\n  4x32x128 +\d+\.\d\dx (PASS|FAIL)", output)
+
+
+def test_cuda_targets_and_an_unavailable_fused_kernel(bench, monkeypatch, capsys) -> None:
+    """The GPU comparison's verdicts (Triton >= 20x the PyTorch scan, within 3x of mamba_ssm); an implementation
+    that cannot run is reported as such and fails nothing."""
+    reports = {"triton": report(0.01), "torch": report(1.0), "mamba_ssm": {"unavailable": "no mamba_ssm here"}}
+    monkeypatch.setattr(bench, "run_worker", lambda implementation, *rest: reports[implementation])
+    assert bench.main(["--quick", "--strict", "--implementations", "triton", "torch", "mamba_ssm"]) == 0
+    output = capsys.readouterr().out
+    assert re.search(r"^  mamba_ssm +not measured: no mamba_ssm here$", output, re.MULTILINE)
+    assert re.search(r"triton vs torch fwd\+bwd speedup >= 20x:\n  4x32x128 +100\.00x PASS", output)
+    assert "triton within 3x of mamba_ssm: fwd+bwd speedup >= 0.33x:\n  n/a (not measured: no mamba_ssm here)" in output
+    reports["mamba_ssm"] = report(0.002)  # Triton 5x slower than the fused kernel
+    assert bench.main(["--quick", "--strict", "--implementations", "triton", "torch", "mamba_ssm"]) == 1
+    assert re.search(r"0\.33x:\n  4x32x128 +0\.20x FAIL", capsys.readouterr().out)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(bench, monkeypatch, capsys) -> None:
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --device cuda: PyTorch sees no CUDA device"
