@@ -84,14 +84,17 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(trainer, monkeypa
     assert sorted(p.name for p in latest.parent.glob("*.pth*")) == ["checkpoint_latest.pth"]
 
 
-def test_a_partial_file_left_by_a_killed_run_is_never_renamed_into_place(trainer):
+def test_a_partial_file_is_renamed_into_place_only_by_the_save_that_wrote_it(trainer):
     latest = save_at_epoch(trainer, 3, "checkpoint_latest.pth")
     partial = latest.parent / ".checkpoint_latest.pth.partial"
-    partial.write_bytes(b"half a checkpoint of a killed run")
+    partial.write_bytes(b"half a checkpoint of a killed run, or one rank 0 is writing")
     trainer.disable_checkpointing = True  # nnU-Net then writes nothing
     save_at_epoch(trainer, 9, "checkpoint_latest.pth")
-    assert torch.load(latest, weights_only=False)["current_epoch"] == 4 and not partial.exists()
-    trainer.disable_checkpointing = False
+    trainer.disable_checkpointing, trainer.local_rank = False, 1  # another DDP process: rank 0 alone saves
+    save_at_epoch(trainer, 9, "checkpoint_latest.pth")
+    assert torch.load(latest, weights_only=False)["current_epoch"] == 4
+    assert partial.read_bytes().startswith(b"half a checkpoint")
+    trainer.local_rank = 0
     save_at_epoch(trainer, 9, "checkpoint_latest.pth")
     assert torch.load(latest, weights_only=False)["current_epoch"] == 10
     assert not any(p.name.endswith(".partial") for p in latest.parent.iterdir())

@@ -47,15 +47,17 @@ class AtomicCheckpoints:
     atomically, and loading a torn one falls back to a whole one with a warning."""
 
     def save_checkpoint(self, filename: str) -> None:
+        if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)  # writes nothing: only rank 0 saves, and only when enabled
+            return
         partial = partial_name(filename)
-        if os.path.isfile(partial):  # left by a run killed while saving: never rename someone else's bytes
+        if os.path.isfile(partial):  # left by a run killed while saving: never rename those bytes into place
             os.remove(partial)
         try:
             super().save_checkpoint(partial)
-            if os.path.isfile(partial):  # nnU-Net writes on rank 0 only, and not with checkpointing disabled
-                with open(partial, "rb") as written:
-                    os.fsync(written.fileno())
-                os.replace(partial, filename)
+            with open(partial, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(partial, filename)
         except BaseException:
             if os.path.isfile(partial):
                 os.remove(partial)
