@@ -1,15 +1,20 @@
-"""nnUNetTrainerMSVMamba and its variants, in process: network, losses, compile policy, discovery helpers."""
+"""nnUNetTrainerMSVMamba and its variants, in process: network, losses, compile policy; and how the stock nnU-Net
+commands find them (the start-up hook installed with the package, msvmamba_env)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
 from network_fixtures import DATASET_JSON, PLAIN_2D, RESENC_2D, plans
-from nnunetv2_msvmamba import _missing_trainer_hint
+from nnunetv2_msvmamba import _build, _startup
 from nnunetv2_msvmamba.network import LMSBlock
 from nnunetv2_msvmamba.training import ext_trainer_path, trainers
 from nnunetv2_msvmamba.training.trainers import (
@@ -22,6 +27,9 @@ from nnunetv2_msvmamba.training.trainers import (
 def nnunet_environment(nnunet_folders):
     """The trainer writes its log under nnUNet_results."""
     return nnunet_folders
+
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def make_trainer(trainer_class, architecture=PLAIN_2D):
@@ -124,13 +132,87 @@ def test_msvmamba_env_prints_an_export_line_that_appends(monkeypatch, capsys, tm
     assert capsys.readouterr().out.startswith("set -gx nnUNet_extTrainer ")
 
 
-def test_missing_trainer_error_gets_the_msvmamba_env_hint(monkeypatch, capsys):
-    seen = []
-    monkeypatch.setattr(sys, "excepthook", lambda *args: seen.append(args[0]))
-    _missing_trainer_hint.install()
-    error = RuntimeError("Could not find requested nnunet trainer nnUNetTrainerMSVMamba_5epochs in ...")
-    sys.excepthook(RuntimeError, error, None)
-    assert seen == [RuntimeError]  # nnU-Net's own traceback is still printed first
-    assert "msvmamba_env" in capsys.readouterr().err
-    sys.excepthook(RuntimeError, RuntimeError("Could not find requested nnunet trainer nnUNetTrainerFoo"), None)
-    assert capsys.readouterr().err == ""
+def test_startup_hook_sets_or_appends_the_trainer_folder(monkeypatch, tmp_path):
+    folder = str(ext_trainer_path.trainer_folder())
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    _startup.install(folder)
+    assert os.environ["nnUNet_extTrainer"] == folder
+    _startup.install(folder)  # a second start (a subprocess inherits the value) adds nothing
+    assert os.environ["nnUNet_extTrainer"] == folder
+
+    mine = tmp_path / "my trainers"
+    mine.mkdir()
+    monkeypatch.setenv("nnUNet_extTrainer", str(mine))
+    _startup.install(folder)
+    assert os.environ["nnUNet_extTrainer"] == f"{mine}{os.pathsep}{folder}"  # the user's own come first
+
+    monkeypatch.setenv("nnUNet_extTrainer", str(mine))
+    _startup.install(str(tmp_path / "removed package"))  # nothing there: nnU-Net's setting is left alone
+    _startup.install(None)  # a source checkout has no installed package beside the module: likewise
+    assert os.environ["nnUNet_extTrainer"] == str(mine)
+
+
+def test_build_writes_a_pth_line_for_each_install_mode(tmp_path):
+    written = _build.write_startup_files(tmp_path)
+    assert sorted(Path(p).name for p in written) == ["_nnunetv2_msvmamba_startup.py",
+                                                     "nnunetv2_msvmamba_startup.pth"]
+    assert (tmp_path / "nnunetv2_msvmamba_startup.pth").read_text() == (
+        "import _nnunetv2_msvmamba_startup; _nnunetv2_msvmamba_startup.install()\n")
+    assert _build.pth_line("/src/x/ext_trainers") == (
+        "import _nnunetv2_msvmamba_startup; _nnunetv2_msvmamba_startup.install('/src/x/ext_trainers')\n")
+    assert _build.SOURCE_TRAINER_FOLDER == ext_trainer_path.trainer_folder()
+
+
+def install_in_a_throwaway_venv(tmp_path: Path, mode: str) -> Path:
+    """The package installed from a copy of this source tree, `pip install .` or `pip install -e .`, into a new
+    venv that sees this environment's packages (nnU-Net, PyTorch) through a path line. Returns its python."""
+    source = tmp_path / "source"  # pip builds in the source tree: never in the repository
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("nnunetv2_msvmamba", "dataset_conversion"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / mode
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
+                   check=True)
+    python = venv / "bin" / "python"
+    site_packages = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   check=True, capture_output=True, text=True).stdout.strip()
+    Path(site_packages, "zz_this_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    editable = ["-e"] if mode == "editable" else []
+    result = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                             "--no-build-isolation", "--no-input", *editable, "."], cwd=source, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return python
+
+
+FIND_TRAINER = ("import os; from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find; "
+                "print('FOUND', find('nnUNetTrainerMSVMamba_5epochs').__name__); "
+                "print('EXT', os.environ['nnUNet_extTrainer'])")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["regular", "editable"])
+def test_after_pip_install_the_stock_trainer_search_finds_our_trainers(mode, tmp_path):
+    python = install_in_a_throwaway_venv(tmp_path, mode)
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
+    found = subprocess.run([str(python), "-c", FIND_TRAINER], env=env, capture_output=True, text=True)
+    assert "FOUND nnUNetTrainerMSVMamba_5epochs" in found.stdout, found.stdout[-3000:] + found.stderr[-3000:]
+    ext = found.stdout.split("EXT ", 1)[1].strip()
+    expected = tmp_path / "source" if mode == "editable" else tmp_path / mode  # the source tree, or the venv
+    assert ext.endswith(os.path.join("nnunetv2_msvmamba", "training", "ext_trainers"))
+    assert Path(ext).resolve().is_relative_to(expected.resolve()) and (Path(ext) / "msvmamba_trainers.py").is_file()
+
+    mine = tmp_path / "my trainers"
+    mine.mkdir()
+    appended = subprocess.run([str(python), "-c", "import os; print(os.environ['nnUNet_extTrainer'])"],
+                              env={**env, "nnUNet_extTrainer": str(mine)}, capture_output=True, text=True)
+    assert appended.stdout.strip() == f"{mine}{os.pathsep}{ext}"
+
+    if mode == "regular":  # uninstalling takes the start-up hook away with the package
+        subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "uninstall", "-y", "-q",
+                        "nnunetv2-msvmamba"], check=True, capture_output=True)
+        gone = subprocess.run([str(python), "-c", "import os; print(os.environ.get('nnUNet_extTrainer'))"], env=env,
+                              capture_output=True, text=True)
+        assert gone.stdout.strip() == "None" and not gone.stderr

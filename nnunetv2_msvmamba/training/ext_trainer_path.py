@@ -1,4 +1,6 @@
-"""`msvmamba_env`: prints the shell line that lets the stock nnU-Net commands find this package's trainers."""
+"""`msvmamba_env`: prints the shell line that lets the stock nnU-Net commands find this package's trainers. The
+installed package already adds them at every interpreter start (see nnunetv2_msvmamba._startup); this is for
+users who prefer an explicit environment, or run nnU-Net from a Python that does not process site-packages."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Optional, Sequence
 
-ENV_VAR = "nnUNet_extTrainer"
+from nnunetv2_msvmamba._startup import ENV_VAR, with_folder
 
 
 def trainer_folder() -> Path:
@@ -17,11 +19,7 @@ def trainer_folder() -> Path:
 
 def ext_trainer_value(current: Optional[str]) -> str:
     """`current` with the trainer folder appended (unchanged when it is already there)."""
-    ours = str(trainer_folder())
-    entries = [e for e in (current or "").split(os.pathsep) if e]
-    if any(Path(e).resolve() == Path(ours) for e in entries if Path(e).exists()):
-        return os.pathsep.join(entries)
-    return os.pathsep.join([*entries, ours])
+    return with_folder(current, str(trainer_folder()))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -29,8 +27,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         prog="msvmamba_env",
         description="Print the shell line that makes nnUNetv2_train / nnUNetv2_predict find the MSV-Mamba "
-                    "trainers (nnU-Net's nnUNet_extTrainer). Use: eval \"$(msvmamba_env)\", or add its output "
-                    "to your ~/.bashrc. An existing nnUNet_extTrainer value is kept.")
+                    "trainers (nnU-Net's nnUNet_extTrainer). Installing the package already makes them findable "
+                    "in every Python of its environment; this is for an explicit environment. Use: "
+                    "eval \"$(msvmamba_env)\", or add its output to your ~/.bashrc. An existing nnUNet_extTrainer "
+                    "value is kept.")
     parser.add_argument("--shell", choices=("sh", "fish"), default="sh",
                         help="syntax of the printed line (default: sh, for bash/zsh)")
     args = parser.parse_args(argv)
