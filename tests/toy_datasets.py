@@ -1,4 +1,5 @@
-"""Tiny nnU-Net raw datasets for the end-to-end tests: a bright ring (label 2) around a darker disc (label 1)."""
+"""Tiny nnU-Net raw datasets for the end-to-end tests: a bright ring (label 2) around a darker disc (label 1), or
+with `merge_foreground` both as one label 1 (a dataset with another label count, as EchoNet's LV against CAMUS)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,7 @@ def _disc_and_ring(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np
 
 
 def write_toy_dataset(raw: Path, dataset_id: int, shape: tuple[int, ...], n_train: int, n_test: int,
-                      spacing: float = 0.3) -> Path:
+                      spacing: float = 0.3, merge_foreground: bool = False) -> Path:
     """DatasetNNN_Toy with imagesTr/labelsTr/imagesTs/labelsTs and dataset.json; returns its folder."""
     folder = raw / f"Dataset{dataset_id:03d}_Toy{len(shape)}D"
     rng = np.random.default_rng(dataset_id)
@@ -30,11 +31,14 @@ def write_toy_dataset(raw: Path, dataset_id: int, shape: tuple[int, ...], n_trai
         (folder / f"labels{split}").mkdir(parents=True)
         for i in range(count):
             image, label = _disc_and_ring(shape, rng)
+            if merge_foreground:
+                label = (label > 0).astype(np.uint8)
             for array, path in ((image, f"images{split}/case{split}{i:03d}_0000.nii.gz"),
                                 (label, f"labels{split}/case{split}{i:03d}.nii.gz")):
                 itk = sitk.GetImageFromArray(array)
                 itk.SetSpacing([spacing] * len(shape))
                 sitk.WriteImage(itk, str(folder / path))
-    generate_dataset_json(str(folder), {0: "US"}, {"background": 0, "LV_cavity": 1, "LV_myocardium": 2},
-                          n_train, ".nii.gz", dataset_name=folder.name)
+    labels = ({"background": 0, "LV": 1} if merge_foreground else
+              {"background": 0, "LV_cavity": 1, "LV_myocardium": 2})
+    generate_dataset_json(str(folder), {0: "US"}, labels, n_train, ".nii.gz", dataset_name=folder.name)
     return folder
