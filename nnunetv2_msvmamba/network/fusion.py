@@ -66,11 +66,11 @@ class DualAttentionSkipFusion(nn.Module):
         return fused + [skips[-1]]
 
     def compute_conv_feature_map_size(self, skip_sizes: Sequence[Sequence[int]]) -> np.int64:
-        """Elements of the maps the fusion makes for skips of these spatial sizes (encoder order, bottleneck
-        last): per re-weighted skip its spatial attention map and the fused skip; the channel attention's
+        """Elements of the maps the fusion makes for re-weighted skips of these spatial sizes (encoder order, the
+        bottleneck left out): per skip its spatial attention map and the fused skip; the channel attention's
         descriptors."""
         channels = [p.out_features for p in self.channel_attention.projections]
         total = np.int64(sum(channels) + self.channel_attention.projections[0].in_features)
-        for c, size in zip(channels, skip_sizes[:-1]):
+        for c, size in zip(channels, skip_sizes):
             total += (c + 1) * math.prod(size)
         return total

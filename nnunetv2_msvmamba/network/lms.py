@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
-import numpy as np
 import torch.nn.functional as F
 
 from nnunetv2_msvmamba.ssm import Mamba
@@ -105,7 +105,8 @@ class LMSBlock(nn.Module):
         channels = self.norm.normalized_shape[0]
         window = [min(self.window_size, size) for size in input_size]
         padded = math.prod(-(-size // w) * w for size, w in zip(input_size, window))
-        total = 2 * np.int64(channels) * math.prod(input_size) + self.pixel_mamba.compute_conv_feature_map_size(padded)
+        total = 2 * np.int64(channels) * math.prod(input_size)
+        total += self.pixel_mamba.compute_conv_feature_map_size(padded)
         for factor, mamba in zip(self.pool_factors, self.patch_mambas):
             pooled = math.prod(-(-size // min(factor, size)) for size in input_size)
             total += mamba.compute_conv_feature_map_size(pooled)

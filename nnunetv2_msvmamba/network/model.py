@@ -70,6 +70,15 @@ class MSVMambaDecoder(UNetDecoder):
             below = x
         return outputs[::-1] if self.deep_supervision else outputs[-1]
 
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
+        """UNetDecoder's count for an encoder input of `input_size` (convolutions, transposed convolutions,
+        heads) plus the LMS blocks' (each mixer's projections, convolution and selective-scan output)."""
+        total = super().compute_conv_feature_map_size(input_size)
+        for lms, size in zip(self.lms, decoder_output_sizes(input_size, self.encoder.strides)):
+            if isinstance(lms, LMSBlock):
+                total += lms.compute_conv_feature_map_size(size)
+        return total
+
 
 class MSVMambaUNet(nn.Module):
     """MSV-Mamba (arXiv 2501.07120) in nnU-Net's dynamic-architecture style.
@@ -114,21 +123,14 @@ class MSVMambaUNet(nn.Module):
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
         """Elements of the feature maps one sample of `input_size` makes, in dynamic-network-architectures'
         convention (what nnU-Net's planners compare with their VRAM budget): the encoder's and the decoder's
-        convolution outputs as PlainConvUNet/ResidualEncoderUNet count them, plus the skip fusion and the LMS
-        blocks (each mixer's projections, convolution and selective-scan output)."""
+        convolution outputs as ResidualEncoderUNet counts them, plus the skip fusion and the LMS blocks."""
         if len(input_size) != len(self.encoder.strides[0]):
             raise ValueError(f"give the spatial size only (x, y(, z)), got {tuple(input_size)}")
-        skip_sizes, size = [], list(input_size)
-        for stride in self.encoder.strides:
-            size = [axis // s for axis, s in zip(size, stride)]  # floor, as dynamic-network-architectures
-            skip_sizes.append(size)
         total = (self.encoder.compute_conv_feature_map_size(input_size)
                  + self.decoder.compute_conv_feature_map_size(input_size))
         if self.skip_fusion is not None:
+            skip_sizes = decoder_output_sizes(input_size, self.encoder.strides)[::-1]
             total += self.skip_fusion.compute_conv_feature_map_size(skip_sizes)
-        for s, lms in enumerate(self.decoder.lms):
-            if isinstance(lms, LMSBlock):
-                total += lms.compute_conv_feature_map_size(skip_sizes[-(s + 2)])
         return total
 
     @staticmethod
