@@ -124,3 +124,17 @@ def test_agreement_leaves_out_undefined_pairs_and_says_what_is_undefined():
     assert math.isnan(stats["sd_difference"]) and math.isnan(stats["pearson_r"])
     assert agreement([], [])["n"] == 0
     assert math.isnan(agreement([1.0, 1.0], [1.0, 2.0])["pearson_r"])  # no variation: r undefined
+
+
+def test_a_stray_blob_of_atrium_touching_the_wall_does_not_move_the_annulus():
+    length, half_width = 30.3, 10.4
+    labels = half_ellipse(SHAPE, BASE, length, half_width, 0.0, SPACING, atrium=False)
+    clean = measure_view(labels, SPACING)
+    row = int(round((BASE[0] - 0.5 * length) / SPACING[0]))
+    column = int(round((BASE[1] + half_width * math.sqrt(0.75)) / SPACING[1]))  # the wall at mid-cavity
+    blob = labels[row - 3:row + 3, column - 1:column + 4]  # a few atrium pixels against the wall, mid-cavity
+    blob[blob == 0] = 3
+    assert (blob == 1).any() and (blob == 3).any()
+    with_blob = measure_view(labels, SPACING)
+    assert np.linalg.norm(with_blob.axis.annulus_midpoint - clean.axis.annulus_midpoint) < 0.5
+    assert single_plane_volume(with_blob) == pytest.approx(single_plane_volume(clean), rel=0.01)

@@ -8,7 +8,9 @@ spacing of each axis, so anisotropic pixels give the same answer as square ones.
 - when the label map has a left atrium (CAMUS: label 3), the annulus is the cavity's border shared with the
   atrium (the mitral valve plane lies between the two chambers): the cavity pixels with a 4-neighbour in the
   atrium and the atrium pixels with a 4-neighbour in the cavity, whose middle is the valve plane itself; its
-  hinge points are the two ends of that border along its own principal direction;
+  hinge points are the two ends of that border along its own principal direction (unless that border is
+  shorter than half the annulus found as below: then it is a stray blob of atrium touching the cavity in a
+  prediction, and is ignored);
 - otherwise (EchoNet-Dynamic: the cavity alone, traced wall to wall and closed by a straight segment across the
   valve) the annulus is the edge of the cavity's convex hull with the largest product of its length and the
   height of the hull above it (the distance to the farthest hull point): the valve plane is the one long,
@@ -32,6 +34,8 @@ from scipy.spatial import ConvexHull, QhullError
 
 DEFAULT_DISCS = 20
 MIN_CAVITY_PIXELS = 3
+# An atrial border shorter than this fraction of the hull's basal edge is a stray blob, not the valve plane.
+MIN_ATRIAL_BORDER_FRACTION = 0.5
 
 
 class GeometryError(ValueError):
@@ -76,6 +80,10 @@ def bounding_crop(mask: np.ndarray, margin: int = 1) -> tuple[slice, slice]:
     rows, columns = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
             slice(max(columns[0] - margin, 0), columns[-1] + margin + 1))
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(b - a))
 
 
 def touches(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -147,10 +155,11 @@ def find_long_axis(cavity: np.ndarray, spacing_rc: tuple[float, float], atrium: 
     if atrium is not None:
         atrium = atrium[window]
         border = touches(cavity, atrium) | touches(atrium, cavity)  # the two pixel layers either side of the valve
+    hinges = basal_hull_edge(points, tolerance=float(scale.max()))
     if border is not None and np.count_nonzero(border) >= 2:
-        hinges = ends_along_principal_direction(np.argwhere(border) * scale)
-    else:
-        hinges = basal_hull_edge(points, tolerance=float(scale.max()))
+        atrial_hinges = ends_along_principal_direction(np.argwhere(border) * scale)
+        if distance(*atrial_hinges) >= MIN_ATRIAL_BORDER_FRACTION * distance(*hinges):
+            hinges = atrial_hinges
     midpoint = 0.5 * (hinges[0] + hinges[1])
     apex = points[int(np.argmax(np.sum((points - midpoint) ** 2, axis=1)))]
     offset = np.array([window[0].start, window[1].start]) * scale

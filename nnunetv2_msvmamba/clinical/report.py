@@ -12,6 +12,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from nnunetv2_msvmamba.common.tables import write_csv
+from nnunetv2_msvmamba.evaluation.report import without_nan
 from .agreement import agreement
 from .cases import CAMUS, CAMUS_VIEWS, PatientVolumes
 from .outputs import staged_files
@@ -93,16 +94,6 @@ def summary_document(results: ClinicalResults, entries: list[dict]) -> dict:
         "means": {name: series_means(patients) for name, patients in results.series.items()},
         "agreement": [{"model": e["model"], "reference": e["reference"], **e["stats"]} for e in entries],
     }
-
-
-def without_nan(item: object) -> object:
-    if isinstance(item, float) and not math.isfinite(item):
-        return None
-    if isinstance(item, dict):
-        return {key: without_nan(v) for key, v in item.items()}
-    if isinstance(item, (list, tuple)):
-        return [without_nan(v) for v in item]
-    return item
 
 
 def number(x: Optional[float], decimals: int = 2, signed: bool = False) -> str:
