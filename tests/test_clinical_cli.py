@@ -15,7 +15,10 @@ from scipy import ndimage
 
 from clinical_fixtures import half_ellipse, half_ellipsoid_volume, write_label_folder
 from conftest import run_command
+from echonet_fixtures import write_fixture_release
 from dataset_conversion.camus import convert_camus
+from dataset_conversion.echonet import convert_echonet
+from dataset_conversion.echonet_synthetic import ejection_fraction as file_list_ef
 from dataset_conversion.synthetic_camus import generate_synthetic_camus
 from nnunetv2_msvmamba.clinical import report
 from nnunetv2_msvmamba.clinical.cli import main
@@ -162,9 +165,32 @@ def test_echonet_cases_single_plane_with_spacing_and_filelist_values(tmp_path, c
     status, stdout, _ = run(["--reference", str(labels), "--cases", str(tmp_path / "cases.csv"),
                              "-o", str(tmp_path / "pixels"), "-np", "1"], capsys)
     assert status == 0 and "pixels³" in stdout
+    [entry] = json.loads((tmp_path / "pixels" / "clinical_summary.json").read_text())["agreement"]
+    assert (entry["edv"]["n"], entry["esv"]["n"], entry["ef"]["n"]) == (0, 0, 2)  # px³ vs mL: EF only
     pixel_rows = [r for r in read_rows(tmp_path / "pixels" / "clinical_per_patient.csv") if r["model"] == "reference"]
     assert float(pixel_rows[0]["edv_ml"]) == pytest.approx(float(rows[0]["edv_ml"]) * 1000 / 0.125)
     assert pixel_rows[0]["volume_unit"] == "pixels3"
+
+
+def test_echonet_dynamic_release_through_its_converter(tmp_path, nnunet_folders, capsys):
+    """The real converter's layout: `<FileName>_{ED,ES}` cases (no spacing) and cases.csv with FileList.csv's EF,
+    EDV and ESV, which become the `cases.csv` series."""
+    videos = write_fixture_release(tmp_path / "release")
+    convert_echonet(tmp_path / "release", num_processes=1)
+    dataset = next(nnunet_folders.raw.iterdir())
+    out = tmp_path / "out"
+    status, _, _ = run(["--reference", str(dataset / "labelsTr"), "--cases", str(dataset / "cases.csv"),
+                        "-o", str(out), "-np", "1"], capsys)
+    assert status == 0
+    rows = read_rows(out / "clinical_per_patient.csv")
+    measured = {r["patient"] for r in rows if r["model"] == "reference"}
+    assert measured == {path.name[:-len("_ED.nii.gz")] for path in (dataset / "labelsTr").glob("*_ED.nii.gz")}
+    listed = {video.name: video for video in videos}
+    for row in rows:
+        if row["model"] == "cases.csv":
+            assert float(row["ef_percent"]) == pytest.approx(file_list_ef(listed[row["patient"]])[0], abs=1e-3)
+        else:
+            assert row["volume_unit"] == "pixels3" and float(row["edv_ml"]) > 0
 
 
 def test_sequence_mode_on_camus_half_sequences_matches_the_ed_es_cases(camus, tmp_path, capsys):

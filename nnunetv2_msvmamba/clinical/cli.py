@@ -99,8 +99,8 @@ def run_folders(args: argparse.Namespace) -> None:
         comparisons += [(name, CASES_NAME) for name in patients_of]
     physical = all(v.physical for patients in patients_of.values() for v in patients.values())
     if not physical and args.cases is not None:
-        notes.append("volumes are in pixels³ (no pixel spacing; pass --spacing MM): EDV/ESV cannot be compared "
-                     "with cases.csv's mL, EF can")
+        notes.append("volumes are in pixels³ (no pixel spacing; pass --spacing MM): only the EF is compared with "
+                     "cases.csv, whose EDV/ESV are in mL")
     sources = {**{name: str(folder) for name, folder in predictions.items()},
                **({REFERENCE_NAME: str(args.reference)} if reference is not None else {}),
                **({CASES_NAME: str(args.cases)} if args.cases is not None else {})}

@@ -21,6 +21,7 @@ from .plot import agreement_grid
 REFERENCE_NAME = "reference"
 CASES_NAME = "cases.csv"
 METRICS = (("edv", "EDV"), ("esv", "ESV"), ("ef", "EF"))
+VOLUME_METRICS = ("edv", "esv")
 VIEW_COLUMNS = tuple(f"{quantity}_{view.lower()}_{unit}" for view in CAMUS_VIEWS
                      for quantity, unit in (("edv", "ml"), ("esv", "ml"), ("ef", "percent")))
 PER_PATIENT_COLUMNS = ("model", "patient", "edv_ml", "esv_ml", "ef_percent", *VIEW_COLUMNS, "volume_unit")
@@ -69,8 +70,12 @@ def per_patient_rows(results: ClinicalResults) -> list[dict]:
 def comparison_entry(results: ClinicalResults, model: str, reference: str) -> dict:
     measured, against = results.series[model], results.series[reference]
     patients = [patient for patient in against if patient in measured]
-    pairs = {metric: (np.array([value(measured[p], metric) for p in patients]),
-                      np.array([value(against[p], metric) for p in patients])) for metric, _ in METRICS}
+    # Volumes in pixels³ cannot be compared with the dataset's mL; their ratio, the EF, can.
+    comparable = [metric for metric, _ in METRICS
+                  if results.physical or reference != CASES_NAME or metric not in VOLUME_METRICS]
+    pairs = {metric: (np.array([value(measured[p], metric) for p in patients if metric in comparable]),
+                      np.array([value(against[p], metric) for p in patients if metric in comparable]))
+             for metric, _ in METRICS}
     return {"model": model, "reference": reference, "pairs": pairs,
             "stats": {metric: agreement(*pairs[metric]) for metric, _ in METRICS}}
 
