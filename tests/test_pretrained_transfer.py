@@ -30,8 +30,8 @@ def test_fine_tuning_starts_from_a_checkpoint_of_another_dataset_with_another_la
         path.mkdir(parents=True)
     env = folders.env()
     training = folders.env(nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0")
-    finetune = write_toy_dataset(folders.raw, 601, (64, 64), n_train=5, n_test=0)  # LV cavity and myocardium
-    pretrain = write_toy_dataset(folders.raw, 602, (48, 48), n_train=5, n_test=0, merge_foreground=True)  # LV
+    finetune = write_toy_dataset(folders.raw, 601, (48, 48), n_train=5, n_test=0)  # LV cavity and myocardium
+    pretrain = write_toy_dataset(folders.raw, 602, (40, 40), n_train=5, n_test=0, merge_foreground=True)  # LV
 
     run_command(["nnUNetv2_plan_and_preprocess", "-d", "601", "-c", "2d", "-np", "1", "-npfp", "1"], env=env)
     # planning 602 as well (not only its fingerprint, as pretraining_and_finetuning.md says) puts its dataset.json
