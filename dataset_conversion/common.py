@@ -93,8 +93,9 @@ def check_targets(raw_folder: Path, name: str, dataset_id: int, overwrite: bool)
 
 def run_converter(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], short_name: str,
                   convert: Callable[[argparse.Namespace], object]) -> int:
-    """A converter command's main: parse, convert, print the summary's report; a bad input is one line
-    `error: <path>: <problem>` on stderr and exit status 2."""
+    """A converter command's main: parse, convert, print the summary's report; a bad input or an operating-system
+    error (read-only or full disk) is one line `error: <path>: <problem>` on stderr and exit status 2, Ctrl-C one
+    line `interrupted: nothing was written` and exit status 130."""
     args = parser.parse_args(argv)
     try:
         dataset_name(args.dataset_id, short_name)
