@@ -342,8 +342,9 @@ def test_a_failure_while_writing_leaves_no_half_written_reports(camus, tmp_path,
     assert (out / "clinical_summary.md").read_text() == "an earlier run"
 
 
+@pytest.mark.e2e
 def test_console_script(camus, tmp_path):
-    assert "--sequence" in run_command(["msvmamba_clinical", "--help"]).stdout
+    """The installed command, as a user runs it (its --help is checked with every README command)."""
     result = run_command(["msvmamba_clinical", "--pred", f"x={tmp_path / 'missing'}", "-o", str(tmp_path / "o")],
                          check=False)
     assert result.returncode == 2
