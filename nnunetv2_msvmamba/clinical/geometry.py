@@ -12,10 +12,14 @@ spacing of each axis, so anisotropic pixels give the same answer as square ones.
   shorter than half the annulus found as below: then it is a stray blob of atrium touching the cavity in a
   prediction, and is ignored);
 - otherwise (EchoNet-Dynamic: the cavity alone, traced wall to wall and closed by a straight segment across the
-  valve) the annulus is the edge of the cavity's convex hull with the largest product of its length and the
-  height of the hull above it (the distance to the farthest hull point): the valve plane is the one long,
-  straight stretch of the outline that faces the whole length of the cavity; the long, nearly straight
-  stretches of the walls face only the cavity's width, and the edges around the apex are short.
+  valve) the annulus is the straight stretch of the cavity's convex hull (consecutive hull edges within one
+  pixel of a common line count as one, since a tilted straight border is pixelated) with the largest product
+  of its length, the height of the hull above it (the distance to the farthest hull point) and a weight
+  1 - e cos²(angle between the stretch and the cavity's long dimension), e being how elongated the cavity is
+  (from the covariance of its pixels: 0 round, towards 1 long and thin). The valve plane is the one long,
+  straight stretch of the outline that faces the whole length of the cavity and crosses it squarely; the
+  long, nearly straight stretches of the walls face only its width and run along it, and the edges around
+  the rounded apex are short.
 
 **Apex.** The cavity point farthest from the midpoint of the annulus; the **long axis** runs from that midpoint
 to the apex, and its length L is their distance.
@@ -124,13 +128,23 @@ def straight_hull_stretches(vertices: np.ndarray, tolerance: float) -> list[tupl
     return stretches
 
 
+def principal_axis(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """The unit direction of largest spread of `points` and how elongated they are: (l1 - l2) / (l1 + l2) of
+    the covariance's eigenvalues, 0 for a round set, towards 1 for a long thin one."""
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(points, rowvar=False))
+    elongation = float((eigenvalues[1] - eigenvalues[0]) / max(eigenvalues.sum(), 1e-12))
+    return eigenvectors[:, 1], elongation
+
+
 def basal_hull_edge(points: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """The ends of the straight stretch of the convex hull with the largest (length x height of the hull above
-    it), the height being the distance from the stretch's line to the farthest hull vertex."""
+    """The ends of the straight stretch of the convex hull with the largest length x height of the hull above
+    it (the distance from the stretch's line to the farthest hull vertex), weighted by how squarely the
+    stretch crosses the cavity's long dimension, as the valve plane does."""
     try:
         vertices = points[ConvexHull(points).vertices]
     except QhullError:  # all points on one line: the hull is that segment
         return ends_along_principal_direction(points)
+    long_direction, elongation = principal_axis(points)
     best, best_score = (vertices[0], vertices[1]), -1.0
     for first, last in straight_hull_stretches(vertices, tolerance):
         start, end = vertices[first], vertices[last]
@@ -138,8 +152,10 @@ def basal_hull_edge(points: np.ndarray, tolerance: float) -> tuple[np.ndarray, n
         length = float(np.linalg.norm(chord))
         offsets = vertices - start
         height = float(np.abs(offsets[:, 0] * chord[1] - offsets[:, 1] * chord[0]).max()) / length
-        if length * height > best_score:
-            best, best_score = (start, end), length * height
+        along_long_dimension = float(np.dot(chord, long_direction) / length) ** 2  # 0: square across it
+        score = length * height * (1.0 - elongation * along_long_dimension)
+        if score > best_score:
+            best, best_score = (start, end), score
     return best
 
 
