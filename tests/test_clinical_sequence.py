@@ -152,8 +152,9 @@ def test_sequence_reports_are_all_or_nothing(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(sequence, "write_volume_curve", broken_plot)
-    with pytest.raises(InputError, match="disk full"):  # an OS error is a one-line error, as everywhere
+    with pytest.raises(InputError, match="disk full") as error:  # an OS error is a one-line error, as everywhere
         write_sequence_reports([analysis], tmp_path / "out")
+    assert error.value.path == tmp_path / "out"
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -24,8 +24,13 @@ def staged_files(output: Path) -> Iterator[Path]:
     check_writable(output)
     output.mkdir(parents=True, exist_ok=True)
     staged = output / STAGING_NAME
-    with atomic_folder(staged, overwrite=True) as staging:
-        yield staging
+    try:
+        with atomic_folder(staged, overwrite=True) as staging:
+            yield staging
+    except InputError as error:  # a disk error names the staging folder; the user knows the output folder
+        if error.path == staged:
+            raise InputError(output, error.problem) from None
+        raise
     for path in sorted(staged.iterdir()):
         os.replace(path, output / path.name)
     staged.rmdir()
