@@ -139,6 +139,7 @@ class Setup:
     device: str
     msvmamba_options: dict
     networks: tuple[str, ...] = ("stock", "msvmamba")
+    compile: bool = False  # torch.compile every network, as nnU-Net's trainer does on CUDA
 
 
 def load_configuration(preprocessed: Path):
@@ -190,6 +191,8 @@ class Workload:
         self.batch_size = setup.batch_size or configuration.batch_size
         self.patch_size = tuple(configuration.patch_size)
         self.network = build_network(name, setup).to(self.device)
+        # nnUNetTrainer compiles the network module itself; the first calls (the warm-up rounds) compile
+        self.forward = torch.compile(self.network) if setup.compile else self.network
         self.parameters = sum(p.numel() for p in self.network.parameters())
         self.optimizer = torch.optim.SGD(self.network.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99,
                                          nesterov=True)
@@ -212,7 +215,7 @@ class Workload:
         self.network.decoder.deep_supervision = True
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            loss = self.loss(self.network(self.data), self.targets)
+            loss = self.loss(self.forward(self.data), self.targets)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -229,7 +232,7 @@ class Workload:
         self.network.eval()
         self.network.decoder.deep_supervision = False
         with torch.no_grad(), self.autocast():
-            self.network(self.data)
+            self.forward(self.data)
 
     def run(self, mode: str) -> None:
         self.train_step() if mode == "train" else self.infer()
@@ -454,6 +457,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--msvmamba-options", default="{}", metavar="JSON",
                         help="MSVMambaUNet keyword arguments, e.g. '{\"lms_stages\": [0, 1, 2, 3]}' (default: none, "
                              "nnUNetTrainerMSVMamba's; '{\"lms_max_positions\": null}' puts LMS on every stage)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every network first, as nnUNetTrainer does on CUDA (nnUNet_compile); "
+                             "compilation happens in the warm-up rounds, so give it --warmup 2")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one MSV-Mamba training step per device with torch.profiler")
     parser.add_argument("--note", default=None, help="a line about the machine to print with the results")
@@ -507,10 +513,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"note: {args.note}")
         print(f"at start: {load_line()}")
         networks = ("stock", *dict.fromkeys(PLACEMENTS[placement] for placement in args.placements))
-        base = Setup(preprocessed, args.batch_size, "cpu", args.msvmamba_options, networks)
+        base = Setup(preprocessed, args.batch_size, "cpu", args.msvmamba_options, networks, args.compile)
         print(describe_plans(base))
         if args.msvmamba_options:
             print(f"MSV-Mamba options: {args.msvmamba_options}")
+        if args.compile:
+            print("every network torch.compile'd (default mode), the selective scan an opaque custom op; compile "
+                  "time falls in the warm-up rounds")
         print(f"times: median of {args.repeats} after {args.warmup} warm-up round(s), the networks alternating "
               f"(ABBA); train step = forward + deep-supervision DC+CE loss + backward + clip + SGD(lr 1e-2, momentum "
               f"0.99, nesterov, weight decay 3e-5), on CUDA under fp16 autocast with a GradScaler as nnU-Net trains; "
@@ -521,7 +530,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for device in devices:
             setup = dataclasses.replace(base, device=device)
             figures = measure_times(setup, args.repeats, args.warmup)
-            if device == "cpu":
+            if device == "cpu" and not args.compile:  # the memory workers would measure compilation
                 measure_cpu_peaks(setup, figures, args.threads, parallel=4 if args.quick else 2)
             backend = resolve_backend(torch.device(device))
             all_pass &= report(f"{device} (selective scan backend: {backend})", torch.device(device).type, figures)
