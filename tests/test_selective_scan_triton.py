@@ -3,20 +3,22 @@ triton is imported): output, last state and the gradient of every input against 
 upstream's `selective_scan_ref`, in float32, at tiny shapes (the interpreter runs each kernel op in numpy).
 
 The kernels checkpoint the state every CHUNK steps; most cases shrink CHUNK to 4 so that a few steps cross
-several chunk boundaries (and end inside a chunk), and one runs the default CHUNK.
+several chunk boundaries (and end inside a chunk), and one runs the default CHUNK. The interpreter does not check
+what Triton's compiler would reject, so one test compiles the kernels for real GPU targets (no GPU needed).
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba
-from test_selective_scan import FLOAT32_TOLERANCE, ScanCase, assert_matches, run_ours, run_upstream, \
-    outputs_and_gradients, INPUT_NAMES
+from test_selective_scan import (FLOAT32_TOLERANCE, INPUT_NAMES, ScanCase, assert_matches, outputs_and_gradients,
+                                 run_ours, run_upstream)
 
 triton_scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_triton")
 SMALL_CHUNK = 4
@@ -112,3 +114,51 @@ def test_malformed_B_is_a_clear_error() -> None:
     u = torch.zeros(1, 4, 5)
     with pytest.raises(ValueError, match="3 groups, which does not divide dim=4"):
         triton_scan.selective_scan_triton(u, u, -torch.ones(4, 3), torch.zeros(1, 3, 3, 5), torch.zeros(1, 3, 5))
+
+
+def test_a_batch_beyond_32_bit_offsets_is_scanned_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels index with 32-bit offsets; a batch whose tensors would exceed them is cut into slices (here the
+    limit is lowered so that each row is its own launch), with the same outputs and gradients."""
+    case = ScanCase(batch=3, dim=4, length=6, dstate=2, b_layout="grouped", c_layout="constant", groups=2)
+    inputs = case.inputs()
+    whole = run_triton(case, inputs)
+    shapes = (inputs["u"], inputs["A"], inputs["B"], inputs["C"])
+    assert triton_scan._rows_per_launch(*shapes) >= 3
+    monkeypatch.setattr(triton_scan, "INT32_OFFSETS", triton_scan._elements_per_row(*shapes))
+    assert triton_scan._rows_per_launch(*shapes) == 1
+    assert_matches(case, run_triton(case, inputs), whole, 1e-6)
+
+
+# Compiles the kernels for real NVIDIA targets (Triton's own compiler down to a cubin, as on a GPU) in a process
+# without the interpreter: no GPU is needed to find what the interpreter lets pass but the compiler rejects.
+COMPILE_FOR_GPUS = r"""
+import itertools
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+import nnunetv2_msvmamba.ssm.selective_scan_triton as scan
+
+def compile_for(kernel, flags, architecture):
+    names = kernel.arg_names
+    signature = {name: "constexpr" if name in flags else "*fp32" if name.endswith("_ptr") else "i32"
+                 for name in names}
+    constexprs = {(names.index(name),): value for name, value in flags.items()}
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                              target=GPUTarget("cuda", architecture, 32))
+    assert compiled.asm["cubin"], (kernel, flags, architecture)
+
+for architecture, (d_z_bias, constant) in itertools.product((75, 90), ((True, False), (False, True))):
+    flags = dict(HAS_D=d_z_bias, HAS_Z=d_z_bias, HAS_BIAS=d_z_bias, DELTA_SOFTPLUS=d_z_bias, B_CONSTANT=constant,
+                 C_CONSTANT=False, CHUNK_STEPS=scan.CHUNK, BLOCK_D=scan.MAX_BLOCK_D, BLOCK_N=16)
+    compile_for(scan._selective_scan_forward_kernel, dict(flags, SAVE_CHECKPOINTS=True), architecture)
+    compile_for(scan._selective_scan_backward_kernel, flags, architecture)
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_nvidia_gpus(tmp_path) -> None:
+    environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    environment["TRITON_CACHE_DIR"] = str(tmp_path)  # a fresh cache: really compile
+    completed = subprocess.run([sys.executable, "-c", COMPILE_FOR_GPUS], capture_output=True, text=True,
+                               env=environment, timeout=300)
+    assert completed.returncode == 0 and completed.stdout.strip() == "compiled", completed.stderr[-3000:]

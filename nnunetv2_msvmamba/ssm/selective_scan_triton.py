@@ -33,6 +33,7 @@ from .selective_scan_torch import _groups
 
 CHUNK = 32  # steps between checkpointed states: memory L / CHUNK + CHUNK states per channel
 MAX_BLOCK_D = 32  # channels per program; BLOCK_D x n states live in registers
+INT32_OFFSETS = 2 ** 31 - 1  # the kernels index with 32-bit offsets: bigger batches are scanned in slices
 LOG2_E = math.log2(math.e)
 SOFTPLUS_LINEAR_ABOVE = tl.constexpr(20.0)  # torch.nn.functional.softplus's threshold
 
@@ -54,9 +55,43 @@ def _step_inputs(u_ptr, delta_ptr, bias, offset, channel_mask, t, DELTA_SOFTPLUS
 @triton.jit
 def _coefficient(ptr, row_offset, block_offset, t, state_mask, vector_mask, CONSTANT: tl.constexpr):
     """B or C at step t: the (BLOCK_D, n) constant block, or the group's (1, n) vector."""
-    if CONSTANT:
-        return tl.load(ptr + block_offset, mask=state_mask, other=0.0)
-    return tl.load(ptr + row_offset + t, mask=vector_mask, other=0.0)
+    if CONSTANT:  # one return statement: Triton's compiler checks every return's type, even a pruned branch's
+        value = tl.load(ptr + block_offset, mask=state_mask, other=0.0)
+    else:
+        value = tl.load(ptr + row_offset + t, mask=vector_mask, other=0.0)
+    return value
+
+
+@triton.jit
+def _block(dim, n, L, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch row, channels and states with their masks, and its offsets into (dim, n) tensors and
+    (batch, dim, L) ones (+ t)."""
+    batch_row = tl.program_id(0)
+    channels = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    states = tl.arange(0, BLOCK_N)
+    channel_mask = channels < dim
+    row_mask = (states < n)[None, :]
+    state_mask = channel_mask[:, None] & row_mask
+    per_channel_state = channels[:, None] * n + states[None, :]
+    sequence_offset = (batch_row * dim + channels) * L
+    return batch_row, channels, states, channel_mask, row_mask, state_mask, per_channel_state, sequence_offset
+
+
+@triton.jit
+def _channel_parameters(A_ptr, D_ptr, bias_ptr, channels, channel_mask, per_channel_state, state_mask,
+                        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """A (BLOCK_D, n), D and delta_bias (BLOCK_D,) of this block's channels (0 where absent)."""
+    A = tl.load(A_ptr + per_channel_state, mask=state_mask, other=0.0)
+    D = tl.load(D_ptr + channels, mask=channel_mask, other=0.0) if HAS_D else 0.0
+    bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0) if HAS_BIAS else 0.0
+    return A, D, bias
+
+
+@triton.jit
+def _coefficient_row(batch_row, groups, channels_per_group, n, L, states, BLOCK_D: tl.constexpr):
+    """Offset of the (1, n) B/C vector of the group that this block's channels read, at step 0 (+ t): a block
+    never spans two groups."""
+    return (batch_row * groups + tl.program_id(1) * BLOCK_D // channels_per_group) * n * L + states[None, :] * L
 
 
 @triton.jit
@@ -67,23 +102,13 @@ def _selective_scan_forward_kernel(
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
         B_CONSTANT: tl.constexpr, C_CONSTANT: tl.constexpr, SAVE_CHECKPOINTS: tl.constexpr,
         CHUNK_STEPS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    batch_row = tl.program_id(0)
-    channel_block = tl.program_id(1)
-    channels = channel_block * BLOCK_D + tl.arange(0, BLOCK_D)
-    states = tl.arange(0, BLOCK_N)
-    channel_mask = channels < dim
-    row_mask = (states < n)[None, :]
-    state_mask = channel_mask[:, None] & row_mask
-    per_channel_state = channels[:, None] * n + states[None, :]  # into (dim, n) tensors
-    sequence_offset = (batch_row * dim + channels) * L  # into (batch, dim, L) tensors, + t
-
-    A = tl.load(A_ptr + per_channel_state, mask=state_mask, other=0.0) * 1.4426950408889634  # log2(e)
-    D = tl.load(D_ptr + channels, mask=channel_mask, other=0.0) if HAS_D else 0.0
-    bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0) if HAS_BIAS else 0.0
-    # the group whose B/C vector this block reads (a block never spans two groups), or the constant block
-    first_channel = channel_block * BLOCK_D
-    b_row = (batch_row * b_groups + first_channel // b_channels_per_group) * n * L + states[None, :] * L
-    c_row = (batch_row * c_groups + first_channel // c_channels_per_group) * n * L + states[None, :] * L
+    batch_row, channels, states, channel_mask, row_mask, state_mask, per_channel_state, sequence_offset = _block(
+        dim, n, L, BLOCK_D, BLOCK_N)
+    A, D, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, channels, channel_mask, per_channel_state, state_mask,
+                                     HAS_D, HAS_BIAS)
+    A = A * 1.4426950408889634  # log2(e): exp(x) as exp2(x log2(e))
+    b_row = _coefficient_row(batch_row, b_groups, b_channels_per_group, n, L, states, BLOCK_D)
+    c_row = _coefficient_row(batch_row, c_groups, c_channels_per_group, n, L, states, BLOCK_D)
 
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     n_chunks = tl.cdiv(L, CHUNK_STEPS)
@@ -117,29 +142,21 @@ def _selective_scan_backward_kernel(
         CHUNK_STEPS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
     """Per batch row: du, ddelta, dz (batch, dim, L); dA, dD, ddelta_bias and a constant dB/dC for this row (summed
     over rows by the caller); an input-dependent dB/dC per channel block, (batch, blocks, n, L)."""
-    batch_row = tl.program_id(0)
+    batch_row, channels, states, channel_mask, row_mask, state_mask, per_channel_state, sequence_offset = _block(
+        dim, n, L, BLOCK_D, BLOCK_N)
     channel_block = tl.program_id(1)
     n_blocks = tl.num_programs(1)
-    channels = channel_block * BLOCK_D + tl.arange(0, BLOCK_D)
-    states = tl.arange(0, BLOCK_N)
-    channel_mask = channels < dim
-    row_mask = (states < n)[None, :]
-    state_mask = channel_mask[:, None] & row_mask
-    per_channel_state = channels[:, None] * n + states[None, :]
-    sequence_offset = (batch_row * dim + channels) * L
     row_state_offset = batch_row * dim * n + per_channel_state  # into (batch, dim, n) partial sums
     block_vector_offset = (batch_row * n_blocks + channel_block) * n * L + states * L  # (batch, blocks, n, L)
     vector_mask = states < n
     scratch_offset = ((batch_row * n_blocks + channel_block) * CHUNK_STEPS * BLOCK_D
                       + tl.arange(0, BLOCK_D)[:, None]) * BLOCK_N + states[None, :]
 
-    A_natural = tl.load(A_ptr + per_channel_state, mask=state_mask, other=0.0)
+    A_natural, D, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, channels, channel_mask, per_channel_state,
+                                             state_mask, HAS_D, HAS_BIAS)
     A = A_natural * 1.4426950408889634
-    D = tl.load(D_ptr + channels, mask=channel_mask, other=0.0) if HAS_D else 0.0
-    bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0) if HAS_BIAS else 0.0
-    first_channel = channel_block * BLOCK_D
-    b_row = (batch_row * b_groups + first_channel // b_channels_per_group) * n * L + states[None, :] * L
-    c_row = (batch_row * c_groups + first_channel // c_channels_per_group) * n * L + states[None, :] * L
+    b_row = _coefficient_row(batch_row, b_groups, b_channels_per_group, n, L, states, BLOCK_D)
+    c_row = _coefficient_row(batch_row, c_groups, c_channels_per_group, n, L, states, BLOCK_D)
 
     dA = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dB_constant = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
@@ -353,4 +370,29 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
     """Selective scan on CUDA tensors (CPU tensors under TRITON_INTERPRET=1); returns `out` or
     `(out, last_state)` like `selective_scan_torch`. Computes in float32; `out` and the gradients come back in
     the input dtypes, `last_state` in float32; no gradient flows through `last_state`."""
-    return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    rows = _rows_per_launch(u, A, B, C)
+    if rows >= u.shape[0]:
+        return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+    def rows_of(x: Optional[torch.Tensor], start: int) -> Optional[torch.Tensor]:
+        per_row = x is not None and x.dim() > 2  # constant B/C, A, D and delta_bias are shared by every row
+        return x[start:start + rows] if per_row else x
+    parts = [_SelectiveScanTriton.apply(*(rows_of(x, start) for x in (u, delta, A, B, C, D, z, delta_bias)),
+                                        delta_softplus, True) for start in range(0, u.shape[0], rows)]
+    out = torch.cat([part[0] for part in parts])
+    return (out, torch.cat([part[1] for part in parts])) if return_last_state else out
+
+
+def _elements_per_row(u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> int:
+    """Elements of one batch row in the largest tensor a launch indexes: the inputs, B/C, the checkpoints or the
+    backward's scratch (whose channel blocks are padded, at most to MAX_BLOCK_D)."""
+    _, dim, length = u.shape
+    dstate = A.shape[1]
+    scratch = triton.cdiv(dim, MAX_BLOCK_D) * MAX_BLOCK_D * triton.next_power_of_2(max(dstate, 2)) * CHUNK
+    return max(dim * length, scratch, triton.cdiv(length, CHUNK) * dim * dstate,
+               *(x[0].numel() for x in (B, C) if x.dim() > 2))
+
+
+def _rows_per_launch(u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> int:
+    """Batch rows per launch, so that every offset fits in 32 bits."""
+    return max(1, INT32_OFFSETS // _elements_per_row(u, A, B, C))
