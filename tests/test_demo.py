@@ -2,16 +2,20 @@
 its orchestration in process (what reruns when a setting changes, failures, refusals, the trainers it uses)."""
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from network_fixtures import DATASET_JSON, PLAIN_2D, plans
-from nnunetv2_msvmamba import demo
+from conftest import run_command
+from nnunetv2_msvmamba.demo import cli, report, runner, steps
 from nnunetv2_msvmamba.training.trainers import (DemoSchedule, TrainingSchedule, nnUNetTrainer_Demo,
                                                  nnUNetTrainerMSVMamba, nnUNetTrainerMSVMamba_Debug,
                                                  nnUNetTrainerMSVMamba_Demo)
@@ -20,7 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--patients", "6", "--size", "64", "64", "--epochs", "1", "--iterations", "2", "-np", "1"]
 STEP_TITLES = ["Generate 6 synthetic patients", "Convert them", "Plan and preprocess", "Train MSV-Mamba",
                "Train nnU-Net", "Predict the test patients with MSV-Mamba", "Predict the test patients with nnU-Net",
-               "Evaluate both"]
+               "Evaluate both", "Whole-video inference on patient",
+               "Volumes and ejection fraction of the test patients"]
+CLINICAL_AGREEMENT = [("nnU-Net", "reference"), ("MSV-Mamba", "reference"), ("nnU-Net", "cases.csv"),
+                      ("MSV-Mamba", "cases.csv"), ("reference", "cases.csv")]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def run_demo(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
@@ -43,13 +55,13 @@ def test_tiny_demo_runs_every_step_and_reports_the_comparison(tiny_demo):
     # the tools' own output is streamed: nnU-Net's epoch log and the evaluation's table
     assert result.stdout.count("Epoch time:") >= 2 and "wrote metrics_per_case.csv" in result.stdout
 
-    report = result.stdout.split("MSV-Mamba vs stock nnU-Net on the 4 synthetic test images", 1)[1]
-    table = report.split("LV_endo\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    printed = result.stdout.split("MSV-Mamba vs stock nnU-Net on the 4 synthetic test images", 1)[1]
+    table = printed.split("LV_endo\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert table[0].startswith("| subset | model | n | Dice (%)")
     assert [row.split("|")[1:3] for row in table[2:]] == [[" all ", " nnU-Net "], [" all ", " MSV-Mamba "]]
-    assert "phase=ED" not in report  # the breakdowns stay in summary.md
-    assert "LV_endo Dice: nnU-Net " in report and "box plot:" in report
-    assert f"{output / 'evaluation' / 'boxplot.png'}" in report
+    assert "phase=ED" not in printed  # the breakdowns stay in summary.md
+    assert "LV_endo Dice: nnU-Net " in printed and "box plot:" in printed
+    assert f"{output / 'evaluation' / 'boxplot.png'}" in printed
 
     test_labels = sorted(p.name for p in (output / "nnUNet_raw" / "Dataset601_CAMUS" / "labelsTs").iterdir())
     assert len(test_labels) == 4  # 1 test patient x 2 views x ED/ES
@@ -61,6 +73,28 @@ def test_tiny_demo_runs_every_step_and_reports_the_comparison(tiny_demo):
         assert torch.load(fold / "checkpoint_final.pth", weights_only=False)["trainer_name"] == trainer
     for name in ("summary.md", "summary.json", "metrics_per_case.csv", "boxplot.png"):
         assert (output / "evaluation" / name).stat().st_size > 0
+    # models trained for 2 iterations rarely draw a measurable ventricle: the clinical step then says so and the
+    # demo still finishes (test_report_shows_the_ef_table_of_msvmamba_clinical and test_demo_full check the table)
+    ef_report = printed.split("Volumes and ejection fraction of the test patients", 1)[1]
+    if (output / "clinical" / "clinical_summary.json").exists():
+        clinical = json.loads((output / "clinical" / "clinical_summary.json").read_text())
+        assert [(entry["model"], entry["reference"]) for entry in clinical["agreement"]] == CLINICAL_AGREEMENT
+        assert "| MSV-Mamba | cases.csv | EF" in ef_report
+    else:
+        assert "msvmamba_clinical could not finish: error: " in result.stdout
+        assert ef_report.startswith(": not measured")
+        assert "msvmamba_clinical could not measure the predictions (error: " in ef_report
+
+    videos = read_csv(output / "video" / "video_summary.csv")
+    patient = steps.first_test_patient(6, 0)
+    assert [row["sequence"] for row in videos] == [f"{patient}_{view}_half_sequence" for view in ("2CH", "4CH")]
+    for row in videos:
+        frames = sitk.ReadImage(str(output / "video" / row["labels"]))
+        source = output / "synthetic_camus" / "database_nifti" / patient / f"{row['sequence']}.nii.gz"
+        assert frames.GetSize() == sitk.ReadImage(str(source)).GetSize()  # every frame, frames on the last axis
+        assert (output / "video" / row["overlay"]).stat().st_size > 0
+        assert f"overlay video:          {output / 'video' / row['overlay']}" in printed
+        assert f"  {row['sequence']}: {row['frames']} frames" in printed
     assert len(list((output / "logs").glob("*.log"))) == len(STEP_TITLES)
     assert "Epoch time:" in (output / "logs" / "04_train_msvmamba.log").read_text()
 
@@ -70,8 +104,42 @@ def test_a_rerun_reuses_every_finished_step(tiny_demo):
     assert first.returncode == 0
     again = run_demo(["-o", str(output), *TINY])
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("reused: finished earlier with the same settings") == len(STEP_TITLES)
+    # a clinical step that could not measure the masks is tried again (it is the last step: nothing else reruns)
+    clinical_reruns = not (output / "clinical" / "clinical_summary.json").exists()
+    assert again.stdout.count("reused: finished earlier with the same settings") == len(STEP_TITLES) - clinical_reruns
     assert "LV_endo Dice: nnU-Net " in again.stdout
+
+
+def test_report_shows_the_ef_table_of_msvmamba_clinical(tiny_demo, tmp_path, capsys):
+    """The demo's EF report from msvmamba_clinical's own summary: the tiny demo's ground truth measured as a model,
+    against itself and the Info EF."""
+    output, first = tiny_demo
+    assert first.returncode == 0
+    dataset = output / "nnUNet_raw" / "Dataset601_CAMUS"
+    paths = steps.DemoPaths.create(tmp_path / "demo", use_nnunet_env=False)
+    run_command(["msvmamba_clinical", f"--pred=MSV-Mamba={dataset / 'labelsTs'}", "--reference",
+                 str(dataset / "labelsTs"), "--cases", str(dataset / "cases.csv"), "-o", str(paths.clinical)])
+    report.report_clinical(paths, problem=None)
+    printed = capsys.readouterr().out
+    assert "| series | patients | EDV (mL) | ESV (mL) | EF (%) |" in printed
+    assert "| MSV-Mamba | reference | EF | 1 | n/a | +0.00 |" in printed  # one test patient: no r
+    assert "| MSV-Mamba | cases.csv | EF | 1 |" in printed
+
+
+def test_a_step_that_may_fail_reports_a_bad_input_and_the_demo_goes_on(tmp_path, capsys):
+    state = runner.DemoState.claim(tmp_path)
+    unmeasurable = python_step("measure", "import sys; print('error: x.nii.gz: LV cavity too small'); sys.exit(2)",
+                               tmp_path / "never", {})
+    unmeasurable.may_fail = True
+    after = touching_steps(tmp_path, {})[:1]
+    problems = runner.run_steps([unmeasurable, *after], state, {}, tmp_path / "logs")
+    assert problems == {"measure": "error: x.nii.gz: LV cavity too small"}
+    assert "could not finish: error: x.nii.gz: LV cavity too small" in capsys.readouterr().out
+    assert (tmp_path / "a").exists() and "measure" not in runner.DemoState(tmp_path).finished
+    crashed = python_step("crash", "import sys; sys.exit(1)", tmp_path / "never", {})
+    crashed.may_fail = True  # only a bad-input exit is a result; a crash still stops the demo
+    with pytest.raises(runner.DemoError, match="exited with status 1"):
+        runner.run_steps([crashed], state, {}, tmp_path / "logs")
 
 
 def test_help_explains_the_steps_and_the_folders():
@@ -83,12 +151,12 @@ def test_help_explains_the_steps_and_the_folders():
 
 # ------------------------------------------------------------------------------------------- orchestration
 
-def python_step(key: str, code: str, output: Path, settings: dict) -> demo.Step:
+def python_step(key: str, code: str, output: Path, settings: dict) -> runner.Step:
     """A step whose command is a Python one-liner that appends its key to `output`'s log file."""
-    return demo.Step(key, f"step {key}", [sys.executable, "-c", code], settings, outputs=[output])
+    return runner.Step(key, f"step {key}", [sys.executable, "-c", code], settings, outputs=[output])
 
 
-def touching_steps(folder: Path, settings: dict) -> list[demo.Step]:
+def touching_steps(folder: Path, settings: dict) -> list[runner.Step]:
     steps = []
     for key in ("a", "b", "c"):
         marker = folder / key
@@ -98,41 +166,41 @@ def touching_steps(folder: Path, settings: dict) -> list[demo.Step]:
 
 
 def test_a_changed_setting_reruns_its_step_and_every_later_one(tmp_path, capsys):
-    state = demo.DemoState.claim(tmp_path)
-    demo.run_steps(touching_steps(tmp_path, {"epochs": 1}), state, {}, tmp_path / "logs")
+    state = runner.DemoState.claim(tmp_path)
+    runner.run_steps(touching_steps(tmp_path, {"epochs": 1}), state, {}, tmp_path / "logs")
     assert capsys.readouterr().out.count("reused") == 0
 
     changed = touching_steps(tmp_path, {"epochs": 1})
     changed[1].settings["epochs"] = 2
-    demo.run_steps(changed, demo.DemoState(tmp_path), {}, tmp_path / "logs")
+    runner.run_steps(changed, runner.DemoState(tmp_path), {}, tmp_path / "logs")
     out = capsys.readouterr().out
     assert out.count("reused") == 1 and "ran a" not in out and "ran b" in out and "ran c" in out
 
     (tmp_path / "a").unlink()  # a finished step whose output is gone runs again, and so does everything after
-    demo.run_steps(changed, demo.DemoState(tmp_path), {}, tmp_path / "logs")
+    runner.run_steps(changed, runner.DemoState(tmp_path), {}, tmp_path / "logs")
     assert capsys.readouterr().out.count("reused") == 0
 
 
 def test_a_failing_step_is_named_with_its_log_and_is_not_recorded(tmp_path):
-    state = demo.DemoState.claim(tmp_path)
+    state = runner.DemoState.claim(tmp_path)
     steps = [python_step("broken", "import sys; print('boom'); sys.exit(3)", tmp_path / "never", {})]
-    with pytest.raises(demo.DemoError) as caught:
-        demo.run_steps(steps, state, {}, tmp_path / "logs")
+    with pytest.raises(runner.DemoError) as caught:
+        runner.run_steps(steps, state, {}, tmp_path / "logs")
     assert str(caught.value.what) == "step 1 (step broken)"
     assert "exited with status 3" in caught.value.problem and "01_broken.log" in caught.value.problem
     assert "boom" in (tmp_path / "logs" / "01_broken.log").read_text()
-    assert demo.DemoState(tmp_path).finished == {}
+    assert runner.DemoState(tmp_path).finished == {}
 
 
 def test_a_step_that_writes_nothing_fails(tmp_path):
     steps = [python_step("lazy", "pass", tmp_path / "expected", {})]
-    with pytest.raises(demo.DemoError, match="did not write"):
-        demo.run_steps(steps, demo.DemoState.claim(tmp_path), {}, tmp_path / "logs")
+    with pytest.raises(runner.DemoError, match="did not write"):
+        runner.run_steps(steps, runner.DemoState.claim(tmp_path), {}, tmp_path / "logs")
 
 
 def test_refuses_a_folder_that_is_not_a_demo_output(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("precious")
-    assert demo.main(["-o", str(tmp_path)]) == 2
+    assert cli.main(["-o", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: {tmp_path}: is not empty and is not a demo output folder")
     assert error.count("\n") == 1 and (tmp_path / "thesis.tex").read_text() == "precious"
@@ -145,15 +213,15 @@ def test_refuses_a_folder_that_is_not_a_demo_output(tmp_path, capsys):
     (["--use-nnunet-env"], "--use-nnunet-env: environment variable(s) nnUNet_raw"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, monkeypatch, arguments, message):
-    for name in demo.NNUNET_FOLDERS:
+    for name in steps.NNUNET_FOLDERS:
         monkeypatch.delenv(name, raising=False)
-    assert demo.main(["-o", str(tmp_path / "out"), *arguments]) == 2
+    assert cli.main(["-o", str(tmp_path / "out"), *arguments]) == 2
     assert capsys.readouterr().err.startswith(f"error: {message}")
 
 
 def test_use_nnunet_env_never_replaces_a_dataset_the_demo_did_not_write(tmp_path, capsys, nnunet_folders):
     (nnunet_folders.raw / "Dataset601_CAMUS").mkdir()
-    assert demo.main(["-o", str(tmp_path / "out"), "--use-nnunet-env"]) == 2
+    assert cli.main(["-o", str(tmp_path / "out"), "--use-nnunet-env"]) == 2
     assert capsys.readouterr().err.startswith(
         f"error: {nnunet_folders.raw / 'Dataset601_CAMUS'}: exists and was not written by this demo")
 
@@ -161,13 +229,13 @@ def test_use_nnunet_env_never_replaces_a_dataset_the_demo_did_not_write(tmp_path
 def test_steps_use_the_demo_folders_and_append_to_nnunet_ext_trainer(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_raw", "/somewhere/else")
     monkeypatch.setenv("nnUNet_extTrainer", str(tmp_path))
-    paths = demo.DemoPaths.create(tmp_path / "out", use_nnunet_env=False)
-    env = demo.subprocess_env(paths, 1)
+    paths = steps.DemoPaths.create(tmp_path / "out", use_nnunet_env=False)
+    env = steps.subprocess_env(paths, 1)
     assert env["nnUNet_raw"] == str(tmp_path / "out" / "nnUNet_raw")
     assert env["nnUNet_extTrainer"].split(":")[0] == str(tmp_path)
     assert env["nnUNet_extTrainer"].endswith("ext_trainers")
-    args = demo.build_parser().parse_args(["-o", str(tmp_path / "out"), "--epochs", "7", "--iterations", "3"])
-    train = {step.key: step for step in demo.build_steps(args, paths)}["train_msvmamba"]
+    args = cli.build_parser().parse_args(["-o", str(tmp_path / "out"), "--epochs", "7", "--iterations", "3"])
+    train = {step.key: step for step in steps.build_steps(args, paths)}["train_msvmamba"]
     assert train.command[1:] == ["601", "2d", "0", "-tr", "nnUNetTrainerMSVMamba_Demo", "-device", "cpu"]
     assert train.env == {"MSVMAMBA_DEMO_EPOCHS": "7", "MSVMAMBA_DEMO_ITERATIONS": "3"}
 

@@ -13,8 +13,10 @@ import SimpleITK as sitk
 
 from conftest import NnUNetFolders, run_command
 from dataset_conversion.echonet_synthetic import write_avi
+from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
 from nnunetv2_msvmamba.video import cli
+from nnunetv2_msvmamba.video.sources import find_inputs, read_loop
 from toy_datasets import write_toy_dataset
 
 pytestmark = pytest.mark.e2e
@@ -133,8 +135,8 @@ def test_frames_are_predicted_as_nnunetv2_predict_predicts_them(predicted, loops
         image.SetSpacing(NIFTI_SPACING)
         sitk.WriteImage(image, str(images / f"frame{index}_0000.nii.gz"))
     run_command(["nnUNetv2_predict_from_modelfolder", "-i", str(images), "-o", str(predictions), "-m", str(model),
-                 "-f", "0", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1", "--disable_progress_bar"], env=folders.env(
-                     nnUNet_extTrainer=str(trainer_folder())))
+                 "-f", "0", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1", "--disable_progress_bar"],
+                env=folders.env(nnUNet_extTrainer=str(trainer_folder())))
     sequence = sitk.GetArrayFromImage(sitk.ReadImage(str(output / "patient0001_4CH_half_sequence.nii.gz")))
     for index in (0, NIFTI_FRAMES - 1):
         stock = sitk.GetArrayFromImage(sitk.ReadImage(str(predictions / f"frame{index}.nii.gz")))
@@ -205,3 +207,23 @@ def test_help_names_the_inputs_and_the_outputs(capsys):
     text = capsys.readouterr().out
     for fragment in ("AVI", "half_sequence", "-m MODEL_FOLDER", "-device", "video_summary.csv"):
         assert fragment in text
+
+
+def test_a_folder_gives_its_videos_and_camus_half_sequences_not_their_ground_truth(tmp_path, loops):
+    patient = tmp_path / "database_nifti" / "patient0001"
+    patient.mkdir(parents=True)
+    for name in ("patient0001_4CH_half_sequence.nii.gz", "patient0001_4CH_half_sequence_gt.nii.gz",
+                 "patient0001_4CH_ED.nii.gz"):
+        (patient / name).write_bytes(loops["nifti"].read_bytes())
+    (patient / "Info_4CH.cfg").write_text("ED: 1\nES: 5\nFrameRate: 31\n")
+    (tmp_path / "0XVIDEO0001.avi").write_bytes(loops["avi"].read_bytes())
+    found = find_inputs([tmp_path])
+    assert found == [tmp_path / "0XVIDEO0001.avi", patient / "patient0001_4CH_half_sequence.nii.gz"]  # sorted
+    loop = read_loop(found[1])
+    assert loop.fps == 31 and loop.frames.shape == (NIFTI_FRAMES, 40, 44) and np.allclose(loop.spacing_rc, (0.33, 0.3))
+    video = read_loop(found[0])
+    assert video.frames.shape == (AVI_FRAMES, 40, 44) and video.spacing_rc is None and video.fps == 50
+    # the same name twice would overwrite one loop's outputs with the other's
+    (tmp_path / "patient0001_4CH_half_sequence.avi").write_bytes(loops["avi"].read_bytes())
+    with pytest.raises(InputError, match="has the same name as"):
+        find_inputs([tmp_path])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,7 +19,7 @@ VIDEO_SUFFIXES = (".avi",)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # in a folder, the NIfTIs taken are CAMUS's image sequences, not their _gt or the single ED/ES frames beside them
 FOLDER_NIFTI_PATTERN = "*_half_sequence.nii*"
-DEFAULT_NIFTI_FPS = 25.0  # the overlay's frame rate when the file has none (CAMUS keeps it in Info_*.cfg)
+DEFAULT_NIFTI_FPS = 25.0  # the overlay's frame rate when neither the file nor a CAMUS Info_<view>.cfg beside it has one
 
 
 @dataclass
@@ -94,6 +95,22 @@ def read_video(path: Path) -> EchoLoop:
     return EchoLoop(stem(path), path, np.stack(frames), None, fps if fps and fps > 0 else DEFAULT_NIFTI_FPS)
 
 
+def camus_frame_rate(path: Path) -> Optional[float]:
+    """The FrameRate of the Info_<view>.cfg beside a CAMUS half sequence `patientNNNN_<view>_half_sequence`."""
+    match = re.fullmatch(r".+_(\w+)_half_sequence", stem(path))
+    info = path.parent / f"Info_{match.group(1)}.cfg" if match else None
+    if info is None or not info.is_file():
+        return None
+    for line in info.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "FrameRate":
+            try:
+                return float(value) if float(value) > 0 else None
+            except ValueError:
+                return None
+    return None
+
+
 def check_nifti_complete(path: Path) -> None:
     """ITK reads a truncated NIfTI without complaint, padding the missing pixels with zeros: a partial download
     would become a loop of blank frames. gzip checks the stream to its end (CRC included), nibabel that the data
@@ -127,7 +144,8 @@ def read_nifti_sequence(path: Path) -> EchoLoop:
     if frames.ndim == 2:
         frames = frames[np.newaxis]
     spacing_x, spacing_y = image.GetSpacing()[:2]
-    return EchoLoop(stem(path), path, frames, (float(spacing_y), float(spacing_x)), DEFAULT_NIFTI_FPS,
+    return EchoLoop(stem(path), path, frames, (float(spacing_y), float(spacing_x)),
+                    camus_frame_rate(path) or DEFAULT_NIFTI_FPS,
                     header=image if image.GetDimension() == 3 else None)
 
 
