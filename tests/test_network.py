@@ -1,8 +1,10 @@
-"""MSVMambaUNet and its parts: shapes, nnU-Net's deep-supervision contract, gradients, LMS geometry."""
+"""MSVMambaUNet and its parts: shapes, nnU-Net's deep-supervision contract, gradients, LMS geometry, mixed precision
+against float32, and the feature-map count nnU-Net's planners use."""
 from __future__ import annotations
 
 import pytest
 import torch
+from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
@@ -233,3 +235,13 @@ def test_feature_map_size_grows_with_lms_and_fusion_and_deep_supervision():
     assert build(PLAIN_2D, False, size).compute_conv_feature_map_size(size) < count["full"]
     with pytest.raises(ValueError, match="spatial size"):
         build(PLAIN_2D).compute_conv_feature_map_size((1, 1, 64, 64))
+
+
+def test_nnunet_planners_vram_estimate_accepts_the_network_by_its_class_name():
+    """nnU-Net's planners size patches and batches with this count, building the network by the class name that
+    plans give; MSV-Mamba's estimate exceeds that of the ResidualEncoderUNet it extends."""
+    estimate = ExperimentPlanner.static_estimate_VRAM_usage
+    arch, imports = RESENC_2D["arch_kwargs"], RESENC_2D["_kw_requires_import"]
+    ours = estimate((64, 64), 1, 3, "nnunetv2_msvmamba.network.MSVMambaUNet", arch, imports)
+    stock = estimate((64, 64), 1, 3, RESENC_2D["network_class_name"], arch, imports)
+    assert ours == build(RESENC_2D, False).compute_conv_feature_map_size((64, 64)) and ours > stock
