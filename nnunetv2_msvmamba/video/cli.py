@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -84,19 +84,28 @@ def check_device(device: str) -> None:
                                               f"use -device cpu")
 
 
+def write_then_rename(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(partial)` to a hidden name beside `path`, then renamed into place: a failure never leaves half a
+    file."""
+    partial = path.with_name(f".partial-{path.name}")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def write_label_sequence(labels: np.ndarray, loop: EchoLoop, spacing_rc: Optional[tuple[float, float]],
                          path: Path) -> None:
     """(frames, rows, columns) labels as a NIfTI with frames on the last axis, with the input's geometry when it
-    has one; written beside its target and renamed, so a failure never leaves half a file."""
+    has one."""
     image = sitk.GetImageFromArray(np.ascontiguousarray(labels))
     if loop.header is not None:
         image.CopyInformation(loop.header)
     else:
         row, column = spacing_rc or (1.0, 1.0)
         image.SetSpacing([column, row, 1.0])
-    partial = path.with_name(f".partial-{path.name}")
-    sitk.WriteImage(image, str(partial), useCompression=True)
-    os.replace(partial, path)
+    sitk.WriteImage(image, str(path), useCompression=True)
 
 
 def summary_row(result: LoopResult, output: Path) -> dict:
@@ -119,15 +128,14 @@ def process_loop(path: Path, predictor, args: argparse.Namespace) -> LoopResult:
     loop = read_loop(path)
     spacing_rc = loop.spacing_rc or ((args.spacing, args.spacing) if args.spacing else None)
     started = time.monotonic()
-    labels = predict_frames(predictor, loop.frames, loop.spacing_rc or spacing_rc, loop.name)
+    labels = predict_frames(predictor, loop.frames, spacing_rc, loop.name)
     seconds_per_frame = (time.monotonic() - started) / len(labels)
     labels_path = args.output / f"{loop.name}.nii.gz"
-    write_label_sequence(labels, loop, spacing_rc, labels_path)
+    write_then_rename(labels_path, lambda partial: write_label_sequence(labels, loop, spacing_rc, partial))
     result = analyse_loop(loop, labels, spacing_rc, labels_path, seconds_per_frame)
     result.overlay_path = args.output / f"{loop.name}_overlay.{args.overlay_format}"
-    partial = result.overlay_path.with_name(f".partial-{result.overlay_path.name}")
-    write_overlay(loop.frames, labels, result.phases, loop.fps, partial)
-    os.replace(partial, result.overlay_path)
+    write_then_rename(result.overlay_path,
+                      lambda partial: write_overlay(loop.frames, labels, result.phases, loop.fps, partial))
     return result
 
 
