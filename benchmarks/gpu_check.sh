@@ -8,7 +8,7 @@
 #   4. benchmarks/bench_network.py --devices cuda: training step under AMP and inference of MSV-Mamba (default and
 #      every-stage LMS placement) against stock ResEnc-M from the same plans;
 #   5. the same with every network torch.compile'd, as nnU-Net does on CUDA (the trainer's compile default).
-# Each step has its own time limit (seconds, below; override with GPU_CHECK_LIMITS="45 100 120 110 110"), so a
+# Each step has its own time limit (seconds, below; override with GPU_CHECK_LIMITS="60 100 120 100 100"), so a
 # slow or hanging step costs at most its share. Logs and a summary (gpu_check_summary.txt, with the GPU's name)
 # go to $OUT (the device tool's folder), else ./gpu_check_out.
 #
@@ -84,7 +84,7 @@ OUT_DIR="${OUT:-$REPOSITORY/gpu_check_out}"
 mkdir -p "$OUT_DIR"
 SUMMARY="$OUT_DIR/gpu_check_summary.txt"
 WORK="$(mktemp -d /tmp/gpu_check.XXXXXX)"
-read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-45 100 120 110 110}"
+read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-60 100 120 100 100}"
 export PYTHONUNBUFFERED=1
 
 {
@@ -108,13 +108,13 @@ run_step() {  # $1 number, $2 name, $3 limit (s), then the command
     [ "$status" -ne 0 ] && [ "$verdict" = ok ] && verdict="FAILED (status $status)"
     echo "   $verdict in $((SECONDS - start)) s; log: $(basename "$log")" | tee -a "$SUMMARY"
     # the figures and verdicts, as the step printed them
-    grep -E "PASS|FAIL|n/a|not measured|selective scan backend|^ +(parameters|train step|inference|peak memory)|^ *[0-9]+x[0-9]+x[0-9]+ |Dice|^error" \
-        "$log" | grep -v "it/s\]" | sed 's/^/   | /' >> "$SUMMARY"
+    grep -E "PASS|FAIL|n/a|not measured|selective scan backend|^target|^(cpu|cuda) \(|^ +(parameters|train step|inference|peak memory)|^ *[0-9]+x[0-9]+x[0-9]+ |Dice|^error" \
+        "$log" | grep -v "%|" | sed 's/^/   | /' >> "$SUMMARY"
 }
 
 end_to_end() {  # a tiny dataset through nnU-Net's own commands on $DEVICE
     local size=96 train=8
-    [ "$DEVICE" = cpu ] && size=48 train=4
+    [ "$DEVICE" = cpu ] && size=48 train=6  # nnU-Net splits 5 folds: at least 5 cases
     export nnUNet_raw="$WORK/raw" nnUNet_preprocessed="$WORK/preprocessed" nnUNet_results="$WORK/results"
     export nnUNet_extTrainer="$REPOSITORY/nnunetv2_msvmamba/training/ext_trainers"
     mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
@@ -141,18 +141,20 @@ for reference in references:
 EOF
 }
 
+export -f end_to_end  # `timeout` runs it in a child bash
+export DEVICE PYTHON WORK REPOSITORY
 if [ "$DEVICE" = cuda ]; then
     run_step 1 parity "${LIMITS[0]}" "$PYTHON" benchmarks/gpu_parity.py --device cuda
     run_step 2 bench_selective_scan "${LIMITS[1]}" "$PYTHON" benchmarks/bench_selective_scan.py --device cuda --repeats 3
-    run_step 3 nnunet_end_to_end "${LIMITS[2]}" end_to_end
+    run_step 3 nnunet_end_to_end "${LIMITS[2]}" bash -c end_to_end
     run_step 4 bench_network "${LIMITS[3]}" "$PYTHON" benchmarks/bench_network.py --devices cuda --repeats 3 --warmup 1
     run_step 5 bench_network_compiled "${LIMITS[4]}" "$PYTHON" benchmarks/bench_network.py --devices cuda --compile \
         --placements default --repeats 3 --warmup 2
 else
-    run_step 1 parity "${LIMITS[0]}" "$PYTHON" benchmarks/gpu_parity.py --device cpu --quick
+    run_step 1 parity "$((LIMITS[0] * 4))" "$PYTHON" benchmarks/gpu_parity.py --device cpu --quick
     run_step 2 bench_selective_scan "${LIMITS[1]}" "$PYTHON" benchmarks/bench_selective_scan.py --device cpu --quick \
         --repeats 1 --implementations triton torch
-    run_step 3 nnunet_end_to_end "$((LIMITS[2] * 5))" end_to_end
+    run_step 3 nnunet_end_to_end "$((LIMITS[2] * 5))" bash -c end_to_end
     run_step 4 bench_network "$((LIMITS[3] * 2))" "$PYTHON" benchmarks/bench_network.py --devices cpu --quick \
         --placements default
     # step 5 is GPU only: Inductor takes ~10 minutes for the two networks on a 2-core CPU; the compiled path on the

@@ -4,7 +4,6 @@ target; `--strict` turns a missed target into exit status 1. No timing gate: the
 fabricated figures."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmark_scripts import BENCHMARKS, load_benchmark
+
 BENCHMARK = BENCHMARKS / "bench_network.py"
 NUMBER = r"(\d+(?:\.\d+)?)"
 ROWS = (("parameters", "M"), ("train step", "s"), ("inference", "s"), ("peak memory, train step", "MiB"),
@@ -69,12 +69,7 @@ def test_quick_run_prints_every_figure_for_both_placements():
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("bench_network", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_network", monkeypatch)
 
 
 def fabricate(bench, monkeypatch, train_ratios: dict[str, float]) -> None:

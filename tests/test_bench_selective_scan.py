@@ -4,27 +4,21 @@ gate: whether a target passes on this machine is not the test's business; the ve
 fabricated measurements instead."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmark_scripts import BENCHMARKS, load_benchmark
+
 SCRIPT = BENCHMARKS / "bench_selective_scan.py"
 NUMBER = r"(\d+(?:\.\d+)?)"
 
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("bench_selective_scan", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_selective_scan", monkeypatch)
 
 
 def test_quick_run_prints_every_figure_with_consistent_ratios() -> None:
