@@ -49,5 +49,3 @@ class BuildPyWithStartupHook(build_py):
         build_lib = Path(self.build_lib)
         return [*outputs, str(build_lib / f"{STARTUP_MODULE}.py"), str(build_lib / PTH_NAME)]
 
-
-BuildPyWithHint = BuildPyWithStartupHook  # the name setup.cfg's cmdclass gives it

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from nnunetv2_msvmamba.common.commands import BIN, command_path  # noqa: F401  (BIN: for the tests that use it)
 # Triton kernels run on CPU tensors under Triton's interpreter, which triton reads once, when it is imported
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -45,8 +44,7 @@ def run_command(args: list[str], env: dict[str, str] | None = None, check: bool 
                 timeout: float = 1800, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Runs an installed console command (looked up beside this Python) and captures its output.
     On an unexpected exit status the assertion message carries the command's output."""
-    executable = BIN / args[0]
-    command = [str(executable) if executable.exists() else args[0], *args[1:]]
+    command = [command_path(args[0]), *args[1:]]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if check:
         assert result.returncode == 0, (

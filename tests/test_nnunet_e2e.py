@@ -97,14 +97,15 @@ def test_resenc_m_plans_train_and_predict_2d(folders, dataset_2d, tmp_path):
     predict_and_check(folders, dataset_2d, 901, "2d", plans, tmp_path / "predictions")
 
 
-def test_without_ext_trainer_the_error_says_to_run_msvmamba_env(folders, dataset_2d):
+def test_without_any_set_up_the_stock_trainer_search_finds_the_trainers(folders):
+    """The installed package adds its trainers to nnUNet_extTrainer at interpreter start: nnU-Net's own search,
+    the one nnUNetv2_train and nnUNetv2_predict run, finds them with the variable unset."""
     env = folders.env()
     env.pop("nnUNet_extTrainer", None)
-    result = run_command(["nnUNetv2_train", "901", "2d", "0", "-tr", TRAINER, "-device", "cpu"], env=env,
-                         check=False)
-    assert result.returncode != 0
-    assert "Could not find requested nnunet trainer" in result.stderr
-    assert 'eval "$(msvmamba_env)"' in result.stderr
+    search = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find; "
+              f"print('FOUND', find({TRAINER!r}).__name__)")
+    found = run_command(["python", "-c", search], env=env)
+    assert f"FOUND {TRAINER}" in found.stdout
 
 
 def test_msvmamba_env_line_makes_the_stock_commands_find_the_trainers(folders):
