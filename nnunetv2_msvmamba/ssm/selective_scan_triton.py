@@ -34,7 +34,7 @@ from .selective_scan_torch import _groups
 CHUNK = 32  # steps between checkpointed states: memory L / CHUNK + CHUNK states per channel
 MAX_BLOCK_D = 32  # channels per program; BLOCK_D x n states live in registers
 INT32_OFFSETS = 2 ** 31 - 1  # the kernels index with 32-bit offsets: bigger batches are scanned in slices
-LOG2_E = math.log2(math.e)
+LOG2_E = tl.constexpr(math.log2(math.e))  # exp(x) is taken as exp2(x log2(e))
 SOFTPLUS_LINEAR_ABOVE = tl.constexpr(20.0)  # torch.nn.functional.softplus's threshold
 
 
@@ -106,7 +106,7 @@ def _selective_scan_forward_kernel(
         dim, n, L, BLOCK_D, BLOCK_N)
     A, D, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, channels, channel_mask, per_channel_state, state_mask,
                                      HAS_D, HAS_BIAS)
-    A = A * 1.4426950408889634  # log2(e): exp(x) as exp2(x log2(e))
+    A = A * LOG2_E
     b_row = _coefficient_row(batch_row, b_groups, b_channels_per_group, n, L, states, BLOCK_D)
     c_row = _coefficient_row(batch_row, c_groups, c_channels_per_group, n, L, states, BLOCK_D)
 
@@ -154,7 +154,7 @@ def _selective_scan_backward_kernel(
 
     A_natural, D, bias = _channel_parameters(A_ptr, D_ptr, bias_ptr, channels, channel_mask, per_channel_state,
                                              state_mask, HAS_D, HAS_BIAS)
-    A = A_natural * 1.4426950408889634
+    A = A_natural * LOG2_E
     b_row = _coefficient_row(batch_row, b_groups, b_channels_per_group, n, L, states, BLOCK_D)
     c_row = _coefficient_row(batch_row, c_groups, c_channels_per_group, n, L, states, BLOCK_D)
 
