@@ -36,7 +36,7 @@ def draw_frame(grey: np.ndarray, labels: np.ndarray, factor: int, caption: str) 
     size = (columns * factor, rows * factor)
     picture = cv2.cvtColor(cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR), cv2.COLOR_GRAY2BGR)
     enlarged = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
-    for label in np.unique(enlarged):
+    for label in np.unique(enlarged)[::-1]:  # the LV cavity (label 1) last, on top of the myocardium's inner edge
         if label == 0:
             continue
         contours, _ = cv2.findContours((enlarged == label).astype(np.uint8), cv2.RETR_EXTERNAL,
