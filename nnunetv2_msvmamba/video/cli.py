@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "per beat and their mean. Inputs: EchoNet-Dynamic AVIs, CAMUS half-sequence NIfTIs (frames on "
                     "the last axis), or folders of them.",
         epilog="Writes to OUT, per input NAME: NAME.nii.gz (the label sequence, frames on the last axis like CAMUS's "
-               "_half_sequence_gt), NAME_overlay.mp4 (the contours on the echo), NAME volume curve PNG; for all "
-               "inputs: sequence_frames.csv, sequence_summary.csv and video_summary.csv. Example: "
+               "_half_sequence_gt), NAME_overlay.mp4 (the contours on the echo), NAME_volume_curve.png (ED/ES marked); "
+               "for all inputs: sequence_frames.csv, sequence_summary.csv and video_summary.csv. Example: "
                "msvmamba_predict_video -i echo_videos/ -o video_out -d 602 -c 2d -tr nnUNetTrainerMSVMamba -f 0")
     parser.add_argument("-i", "--input", required=True, nargs="+", type=Path, metavar="INPUT",
                         help="AVI videos, NIfTI sequences, or folders (searched recursively for *.avi and "
