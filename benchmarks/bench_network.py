@@ -109,8 +109,8 @@ def write_raw_dataset(raw: Path, size: int) -> None:
 
 
 def run_nnunet_command(arguments: list[str], environment: dict[str, str]) -> None:
-    executable = Path(sys.executable).parent / arguments[0]
-    command = [str(executable) if executable.exists() else arguments[0], *arguments[1:]]
+    from nnunetv2_msvmamba.common.commands import command_path
+    command = [command_path(arguments[0]), *arguments[1:]]
     completed = subprocess.run(command, capture_output=True, text=True, env=environment)
     if completed.returncode != 0:
         raise SystemExit(f"error: {arguments[0]}: exited {completed.returncode}:\n{completed.stderr[-3000:]}")

@@ -28,6 +28,14 @@ class NnUNetFolders:
         env.update(extra)
         return env
 
+    @classmethod
+    def make(cls, root: Path) -> "NnUNetFolders":
+        """Empty raw, preprocessed and results folders under `root`."""
+        folders = cls(root / "raw", root / "preprocessed", root / "results")
+        for path in (folders.raw, folders.preprocessed, folders.results):
+            path.mkdir(parents=True)
+        return folders
+
 
 @pytest.fixture
 def nnunet_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NnUNetFolders:

@@ -23,11 +23,7 @@ TRAINER = "nnUNetTrainerMSVMamba_Debug"
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> NnUNetFolders:
-    root = tmp_path_factory.mktemp("nnunet")
-    result = NnUNetFolders(root / "raw", root / "preprocessed", root / "results")
-    for path in (result.raw, result.preprocessed, result.results):
-        path.mkdir()
-    return result
+    return NnUNetFolders.make(tmp_path_factory.mktemp("nnunet"))
 
 
 def training_env(folders: NnUNetFolders, **extra: str) -> dict:

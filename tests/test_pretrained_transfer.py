@@ -24,10 +24,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_fine_tuning_starts_from_a_checkpoint_of_another_dataset_with_another_label_count(tmp_path):
-    root = tmp_path / "nnunet"
-    folders = NnUNetFolders(root / "raw", root / "preprocessed", root / "results")
-    for path in (folders.raw, folders.preprocessed, folders.results):
-        path.mkdir(parents=True)
+    folders = NnUNetFolders.make(tmp_path / "nnunet")
     env = folders.env()
     training = folders.env(nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0")
     finetune = write_toy_dataset(folders.raw, 601, (48, 48), n_train=5, n_test=0)  # LV cavity and myocardium

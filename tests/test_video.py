@@ -30,11 +30,7 @@ FAST = ["-device", "cpu", "--disable_tta"]  # one forward pass per frame: the CP
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> NnUNetFolders:
-    root = tmp_path_factory.mktemp("nnunet")
-    result = NnUNetFolders(root / "raw", root / "preprocessed", root / "results")
-    for path in (result.raw, result.preprocessed, result.results):
-        path.mkdir()
-    return result
+    return NnUNetFolders.make(tmp_path_factory.mktemp("nnunet"))
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,11 @@
 EchoNet-Dynamic `EF`, `EDV`, `ESV` (from FileList.csv). Cases are mapped to patients by their names."""
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.tables import read_csv_table
 from .cases import CAMUS_CASE, ECHONET_CASE, PatientVolumes
 
 VALUE_COLUMNS = {"edv": "EDV", "esv": "ESV", "ef": "EF"}
@@ -26,13 +26,7 @@ def patient_of(case: str) -> str | None:
 
 def load_reference_values(path: Path) -> dict[str, PatientVolumes]:
     """patient -> its EDV, ESV and EF from `path` (NaN where the file has none)."""
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(path, f"cannot be read as CSV ({error})") from None
+    columns, rows = read_csv_table(path)
     if "case" not in columns or not any(column in columns for column in VALUE_COLUMNS.values()):
         raise InputError(path, f"needs a 'case' column and at least one of {', '.join(VALUE_COLUMNS.values())}")
     values: dict[str, dict[str, float]] = {}

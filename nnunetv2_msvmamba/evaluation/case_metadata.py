@@ -2,10 +2,9 @@
 reports down. Unknown columns are ignored; a missing column just means no breakdown by it."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.tables import read_csv_table
 
 CASE_COLUMN = "case"
 # Columns the reports break down by, in report order.
@@ -17,13 +16,7 @@ OTHER_PHASE = "other frames"
 def load_case_metadata(path: Path, notes: list[str]) -> dict[str, dict[str, str]]:
     """Case id -> {column: value} for the breakdown columns `path` has; problems that do not stop the
     evaluation (no `case` column, repeated cases) are appended to `notes`."""
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(path, f"cannot be read as CSV ({error})") from None
+    columns, rows = read_csv_table(path)
     if CASE_COLUMN not in columns:
         notes.append(f"{path} has no '{CASE_COLUMN}' column; its case descriptions are ignored")
         return {}
