@@ -54,11 +54,11 @@ def agreement_grid(comparisons: Sequence[dict], metrics: Sequence[tuple[str, str
             ax = axes[row][column]
             measured, reference = comparison["pairs"][metric]
             stats = comparison["stats"][metric]
+            if stats["n"] == 0:  # e.g. CAMUS's cases.csv has an EF but no volumes: leave the panel out
+                ax.set_visible(False)
+                continue
             ax.grid(alpha=0.3)
             ax.set_title(f"{comparison['model']} vs {comparison['reference']}: {label}", fontsize=9)
-            if stats["n"] == 0:
-                ax.text(0.5, 0.5, "no pairs", transform=ax.transAxes, ha="center", color="gray")
-                continue
             if bland_altman:
                 ax.scatter(0.5 * (measured + reference), measured - reference, s=14, alpha=0.7)
                 for value, style in ((stats["bias"], "-"), (stats["loa_lower"], "--"), (stats["loa_upper"], "--")):
@@ -66,8 +66,9 @@ def agreement_grid(comparisons: Sequence[dict], metrics: Sequence[tuple[str, str
                         ax.axhline(value, color="tab:red", ls=style, lw=1)
                 ax.set_xlabel(f"mean of both ({label})", fontsize=8)
                 ax.set_ylabel(f"{comparison['model']} - {comparison['reference']}", fontsize=8)
-                ax.text(0.02, 0.97, f"bias {stats['bias']:.2f}, LoA ±{1.96 * stats['sd_difference']:.2f}"
-                        if math.isfinite(stats["sd_difference"]) else f"bias {stats['bias']:.2f}",
+                # 3 significant digits: the demo's volumes are hundredths of a mL, real ones tens of mL
+                ax.text(0.02, 0.97, f"bias {stats['bias']:.3g}, LoA ±{1.96 * stats['sd_difference']:.3g}"
+                        if math.isfinite(stats["sd_difference"]) else f"bias {stats['bias']:.3g}",
                         transform=ax.transAxes, va="top", fontsize=8)
             else:
                 ax.scatter(reference, measured, s=14, alpha=0.7)
