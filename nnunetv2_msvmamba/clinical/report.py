@@ -107,6 +107,20 @@ def number(x: Optional[float], decimals: int = 2, signed: bool = False) -> str:
     return f"{x:+.{decimals}f}" if signed else f"{x:.{decimals}f}"
 
 
+def volume(x: Optional[float], signed: bool = False) -> str:
+    """3 significant digits: volumes range from hundredths of a mL (small synthetic images) to hundreds."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x:+.3g}" if signed else f"{x:.3g}"
+
+
+def metric_formats(metric: str):
+    """(value, signed value) formatters for a quantity of METRICS."""
+    if metric in VOLUME_METRICS:
+        return volume, lambda x: volume(x, signed=True)
+    return number, lambda x: number(x, signed=True)
+
+
 def agreement_table(document: dict) -> str:
     lines = ["| model | reference | quantity | n | Pearson r | bias | limits of agreement | MAE |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
@@ -115,11 +129,11 @@ def agreement_table(document: dict) -> str:
             s = entry[metric]
             if s["n"] == 0:
                 continue
-            loa = f"{number(s['loa_lower'])} to {number(s['loa_upper'])}" if math.isfinite(s["sd_difference"]) \
+            plain, signed = metric_formats(metric)
+            loa = f"{plain(s['loa_lower'])} to {plain(s['loa_upper'])}" if math.isfinite(s["sd_difference"]) \
                 else "n/a"
             lines.append(f"| {entry['model']} | {entry['reference']} | {label} | {s['n']} | "
-                         f"{number(s['pearson_r'], 3)} | {number(s['bias'], signed=True)} | {loa} | "
-                         f"{number(s['mae'])} |")
+                         f"{number(s['pearson_r'], 3)} | {signed(s['bias'])} | {loa} | {plain(s['mae'])} |")
     return "\n".join(lines)
 
 
@@ -127,7 +141,7 @@ def means_table(document: dict) -> str:
     unit = "mL" if document["volume_unit"] == "mL" else "px³"
     lines = [f"| series | patients | EDV ({unit}) | ESV ({unit}) | EF (%) |", "|---|---:|---:|---:|---:|"]
     for name, means in document["means"].items():
-        lines.append(f"| {name} | {means['n_patients']} | {number(means['edv'], 1)} | {number(means['esv'], 1)} | "
+        lines.append(f"| {name} | {means['n_patients']} | {volume(means['edv'])} | {volume(means['esv'])} | "
                      f"{number(means['ef'], 1)} |")
     return "\n".join(lines)
 

@@ -111,6 +111,5 @@ def report(paths: DemoPaths, dataset_id: int, patients: int, seed: int, problems
         print(f"  {what + ':':<24}{path}")
     print("\nTo use the same folders with nnU-Net's own commands:\n"
           f"  export nnUNet_raw={shlex.quote(str(paths.raw))} nnUNet_preprocessed={shlex.quote(str(paths.preprocessed))}"
-          f" nnUNet_results={shlex.quote(str(paths.results))}\n"
-          '  eval "$(msvmamba_env)"')
+          f" nnUNet_results={shlex.quote(str(paths.results))}")
     print(f"\nmsvmamba_demo finished in {format_duration(elapsed)}")
