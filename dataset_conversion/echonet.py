@@ -26,7 +26,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 
 from dataset_conversion.common import (check_targets, dataset_name, expand_to_cases, patient_level_folds,
                                       require_env_folder, run_converter, write_image_2d, write_splits_final)
-from nnunetv2_msvmamba.common.arguments import positive_int
+from nnunetv2_msvmamba.common.arguments import positive_float, positive_int
 from nnunetv2_msvmamba.common.atomic import atomic_folder
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.common.parallel import parallel_map
@@ -471,13 +471,6 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
 
 
 # ----------------------------------------------------------------------------------------------- command
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from nnunetv2.configuration import default_num_processes
 
-from nnunetv2_msvmamba.common.arguments import positive_int
+from nnunetv2_msvmamba.common.arguments import positive_float, positive_int
 from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
 from nnunetv2_msvmamba.evaluation.cli import parse_predictions
 from .cases import check_matches, measure_folder
@@ -18,13 +18,6 @@ from .reference_values import load_reference_values
 from .report import CASES_NAME, REFERENCE_NAME, ClinicalResults, agreement_table, means_table, write_clinical_reports
 from .sequence import analyse_label_sequence, list_sequences, read_label_sequence, sequence_name, \
     write_sequence_reports
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
