@@ -2,17 +2,14 @@
 ground truth against its image, and writing 2D NIfTI cases that keep that geometry."""
 from __future__ import annotations
 
-import gzip
-import io
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_msvmamba.common.errors import InputError, short_reason
+from nnunetv2_msvmamba.common.image_files import check_image_file
 
 LABEL_VALUES = (0, 1, 2, 3)
 LABEL_MEANINGS = "0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium"
@@ -23,9 +20,6 @@ SPACING_RELATIVE_TOLERANCE = 1e-5
 # within 1e-4 (under 0.01 degree; a NIfTI header stores the direction as a float32 quaternion).
 ORIGIN_RELATIVE_TOLERANCE, ORIGIN_ABSOLUTE_TOLERANCE_MM = 1e-5, 1e-4
 DIRECTION_TOLERANCE = 1e-4
-METAIMAGE_ELEMENT_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4,
-                           "MET_UINT": 4, "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8,
-                           "MET_FLOAT": 4, "MET_DOUBLE": 8}
 
 
 @dataclass(frozen=True)
@@ -54,70 +48,6 @@ def format_numbers(values) -> str:
     return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
 
 
-def check_header_spacing(path: Path, spacing, source: str) -> None:
-    """A zero, negative or non-finite in-plane spacing is a broken header; ITK would read it as 1 (or its
-    absolute value) with a warning, and every figure in mm downstream would be wrong."""
-    values = [float(v) for v in spacing]
-    if not all(np.isfinite(v) and v > 0 for v in values):
-        shown = " x ".join(f"{v:g}" for v in values)
-        raise InputError(path, f"invalid spacing {shown} mm in its header ({source}); a spacing must be a "
-                               f"positive number of mm")
-
-
-def check_metaimage_data(header_path: Path) -> None:
-    """ITK reports a missing or short .raw as an unreadable .mhd (and prints to stderr): say what is wrong."""
-    try:
-        header = dict(line.split("=", 1) for line in header_path.read_text(errors="replace").splitlines()
-                      if "=" in line)
-    except OSError as error:
-        raise InputError(header_path, f"unreadable ({error.strerror})") from None
-    header = {key.strip(): value.strip() for key, value in header.items()}
-    spacing = (header.get("ElementSpacing") or header.get("ElementSize") or "").split()
-    if spacing:
-        try:
-            numbers = [float(v) for v in spacing[:2]]
-        except ValueError:
-            raise InputError(header_path, f"ElementSpacing is not numeric: {' '.join(spacing)!r}") from None
-        check_header_spacing(header_path, numbers, "ElementSpacing")
-    data_name = header.get("ElementDataFile", "")
-    if not data_name or data_name == "LOCAL" or " " in data_name:
-        return  # data inside the header file, or a list of files: ITK's own checks apply
-    data_path = header_path.parent / data_name
-    if not data_path.is_file():
-        raise InputError(header_path, f"its data file {data_name} (ElementDataFile) is not found beside it")
-    element_bytes = METAIMAGE_ELEMENT_BYTES.get(header.get("ElementType", ""))
-    sizes = header.get("DimSize", "").split()
-    compressed = header.get("CompressedData", "False").lower() == "true"
-    if element_bytes is None or compressed or not all(s.isdigit() for s in sizes):
-        return
-    channels = int(header.get("ElementNumberOfChannels", "1") or 1)
-    expected = element_bytes * channels * int(np.prod([int(s) for s in sizes]))
-    actual = data_path.stat().st_size
-    if actual < expected:
-        raise InputError(data_path, f"truncated: {actual} bytes, but {header_path.name} describes {expected} "
-                                         f"(DimSize {' '.join(sizes)}, {header.get('ElementType')})")
-
-
-def check_nifti_data(path: Path) -> None:
-    """ITK reads a truncated or corrupt NIfTI without complaint, padding the missing pixels: a partial
-    download would become a wrong case. Check the gzip stream and that the data is as long as the header says."""
-    try:
-        with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as f:
-            content = f.read()
-    except (OSError, EOFError, zlib.error) as error:
-        raise InputError(path, f"unreadable: corrupt or truncated gzip stream ({error})") from None
-    try:
-        header = nib.Nifti1Header.from_fileobj(io.BytesIO(content), check=False)
-        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * \
-            header.get_data_dtype().itemsize
-        in_plane_spacing = [float(v) for v in header["pixdim"][1:3]]
-    except Exception:  # not a NIfTI-1 header nibabel understands: ITK's reader has the last word
-        return
-    check_header_spacing(path, in_plane_spacing, "pixdim")
-    if len(content) < expected:
-        raise InputError(path, f"truncated: {len(content)} bytes of NIfTI, but its header describes {expected}")
-
-
 def itk_reason(error: RuntimeError) -> str:
     """The useful last line of a SimpleITK exception, without ITK's source locations and object addresses."""
     reason = short_reason(error)
@@ -129,10 +59,7 @@ def itk_reason(error: RuntimeError) -> str:
 def read_frames(path: Path) -> tuple[np.ndarray, PlaneGeometry]:
     """The (frames, rows, columns) pixels and in-plane geometry of a 2D image (one frame), of a 3D image with
     one slice, or of a 3D sequence (frames along the third axis, as CAMUS stores its sequences)."""
-    if path.name.endswith(".mhd"):
-        check_metaimage_data(path)
-    elif path.name.endswith((".nii", ".nii.gz")):
-        check_nifti_data(path)
+    check_image_file(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:

@@ -395,7 +395,7 @@ def nifti_spacing(value: float, shown: str):
         content = bytearray(gzip.decompress(path.read_bytes()))
         content[80:84] = struct.pack("<f", value)
         path.write_bytes(gzip.compress(bytes(content)))
-        return path, rf"invalid spacing {shown} x 0.154 mm in its header \(pixdim\); a spacing must be a positive number of mm"
+        return path, rf"spacing {shown} x 0.154 mm \(pixdim\) is not a positive finite number; a measurement in mm .*"
     return edit
 
 
@@ -516,7 +516,7 @@ def mhd_spacing(value: str):
         lines = [f"ElementSpacing = {value} 0.308 1.54" if line.startswith("ElementSpacing") else line
                  for line in path.read_text().splitlines()]
         path.write_text("\n".join(lines) + "\n")
-        return path, rf"invalid spacing {value} x 0.308 mm in its header \(ElementSpacing\); a spacing must be .*"
+        return path, rf"spacing {value} x 0.308 mm \(ElementSpacing\) is not a positive finite number; .*"
     return edit
 
 

@@ -6,7 +6,10 @@ import csv
 import gzip
 import json
 import math
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -17,6 +20,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from scipy.spatial.distance import cdist
 
 from conftest import run_command
+from image_faults import set_nifti_pixdim, write_float_nifti
 from dataset_conversion.common import write_image_2d
 from nnunetv2_msvmamba.evaluation.case_metadata import load_case_metadata, subset_value
 from nnunetv2_msvmamba.evaluation.cli import main
@@ -405,9 +409,11 @@ def test_output_naming_an_existing_file_is_one_line_before_any_work(two_model_ca
     assert a_file.read_text() == "my notes"
 
 
-@pytest.mark.parametrize("content", [b"not an image at all", gzip.compress(b"\x5c\x01\x00\x00 broken NIfTI")],
-                         ids=["garbage", "gzip of a broken header"])
-def test_corrupt_prediction_file_is_one_short_line(two_model_camus, capsys, content):
+@pytest.mark.parametrize("content, problem", [
+    (b"not an image at all", "unreadable: corrupt or truncated gzip stream"),
+    (gzip.compress(b"\x5c\x01\x00\x00 broken NIfTI"), "cannot be read as a segmentation")],
+    ids=["garbage", "gzip of a broken header"])
+def test_corrupt_prediction_file_is_one_short_line(two_model_camus, capsys, content, problem):
     d = two_model_camus
     broken = d["msv"] / "patient0002.nii.gz"
     broken.write_bytes(content)
@@ -415,6 +421,83 @@ def test_corrupt_prediction_file_is_one_short_line(two_model_camus, capsys, cont
                                "-o", str(d["out"])], capsys)
     assert status == 2
     line = err.rstrip("\n").split("\n")[-1]  # the last line, after the closed progress bar
-    assert err.endswith(f"\n{line}\n") and line.startswith(f"error: {broken}: cannot be read as a segmentation")
+    assert err.endswith(f"\n{line}\n") and line.startswith(f"error: {broken}: {problem}")
     assert "Traceback" not in err and ".cxx" not in line and len(line) < 400 + len(str(broken)), line
     assert not d["out"].exists()
+
+
+# ---------------------------------------------------------------- numbers that must not be measured at all
+
+def evaluate_command(d: dict) -> subprocess.CompletedProcess:
+    return run_command(["msvmamba_evaluate", "--gt", str(d["gt"]), "--pred", f"nnU-Net={d['nnunet']}",
+                        "--pred", f"MSV={d['msv']}", "-o", str(d["out"]), "-np", "1"], check=False)
+
+
+def assert_one_error_line_and_no_report(result, d: dict, expected: str) -> None:
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(error_lines) == 1, result.stderr
+    assert re.fullmatch(expected, error_lines[0]), error_lines[0]
+    assert "Traceback" not in result.stderr
+    assert not d["out"].exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -0.4])
+@pytest.mark.parametrize("folder", ["gt", "msv"])
+def test_a_header_spacing_that_is_not_a_positive_finite_number_is_refused(two_model_camus, folder, value):
+    """SimpleITK reads such a spacing as 1 mm with only a warning: HD95 would be in the wrong unit, exit 0."""
+    d = two_model_camus
+    broken = d[folder] / "patient0003.nii.gz"
+    set_nifti_pixdim(broken, 1, value)
+    result = evaluate_command(d)
+    assert_one_error_line_and_no_report(result, d, rf"error: {re.escape(str(broken))}: spacing {value:g} x 0.4 mm "
+                                                   rf"\(pixdim\) is not a positive finite number; .*")
+
+
+def test_nan_voxels_that_simpleitk_reads_as_zero_are_refused(two_model_camus):
+    d = two_model_camus
+    broken = d["msv"] / "patient0001.nii.gz"
+    labels = camus_like().astype(np.float32)
+    labels[20, 20] = np.nan
+    write_float_nifti(labels.T, (0.4, 0.6), broken)  # (x, y) = (rows, columns) as write_labels lays them out
+    result = evaluate_command(d)
+    assert_one_error_line_and_no_report(result, d, rf"error: {re.escape(str(broken))}: contains 1 NaN or infinite "
+                                                   rf"voxel value\(s\)")
+
+
+@pytest.mark.parametrize("folder", ["gt", "msv"])
+def test_nii_beside_nii_gz_of_one_name_is_refused_naming_both(two_model_camus, folder):
+    """ITK opens x.nii when asked for x.nii.gz: one file's labels could be scored under the other's name."""
+    d = two_model_camus
+    twin = d[folder] / "patient0002.nii"
+    write_labels(camus_like(shift_rows=9), (0.4, 0.6), twin)
+    result = evaluate_command(d)
+    assert_one_error_line_and_no_report(
+        result, d, rf"error: {re.escape(str(d[folder] / 'patient0002.nii.gz'))}: has the same name as "
+                   rf"{re.escape(str(twin))} \(.nii and .nii.gz of one name\); remove or rename one of them")
+
+
+FULL_DISK_WHILE_PLOTTING = """
+import errno, os, sys
+import matplotlib.figure
+def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+matplotlib.figure.Figure.savefig = full_disk
+from nnunetv2_msvmamba.evaluation.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_while_writing_the_reports_names_the_output_and_writes_none_of_them(two_model_camus):
+    """The box plot is written last: before, the CSV, JSON and Markdown were left behind, and the error named
+    '(unnamed file)'."""
+    d = two_model_camus
+    d["out"].mkdir()
+    (d["out"] / "my_notes.txt").write_text("kept")
+    result = subprocess.run([sys.executable, "-c", FULL_DISK_WHILE_PLOTTING, "--gt", str(d["gt"]),
+                             "--pred", f"MSV={d['msv']}", "-o", str(d["out"]), "-np", "1"],
+                            capture_output=True, text=True, timeout=600)
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and error_lines == [f"error: {d['out']}: no space left on the device"], \
+        result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in d["out"].iterdir()) == ["my_notes.txt"]

@@ -1,5 +1,5 @@
-"""Outputs that appear whole or not at all: a folder built beside its target and renamed into place, a
-JSON file written to a temporary name and renamed.
+"""Outputs that appear whole or not at all: a folder built beside its target and renamed into place, a set of
+report files moved into an existing output folder together, a JSON file written to a temporary name and renamed.
 
 The temporary names say whose they are: `.<target>.partial-<host>-<pid>-<random>` (and `.old-` for a
 replaced folder on its way out). A run that is killed (SIGKILL, power loss) cannot remove its own; the next
@@ -141,3 +141,27 @@ def write_json_atomically(obj, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staged_files(output: Path, staging_name: str) -> Iterator[Path]:
+    """Report files that appear together or not at all: yields an empty staging folder `output/staging_name`
+    (an atomic_folder, so an interrupted run's leftovers are cleaned up by the next one and disk errors are one
+    line naming `output`); on success its files move into `output`, on any failure none does. Other files in
+    `output` are left alone; report files of an earlier run are replaced."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise InputError(output, "exists and is not a folder; the reports go there")
+    check_writable(output)
+    output.mkdir(parents=True, exist_ok=True)
+    staged = output / staging_name
+    try:
+        with atomic_folder(staged, overwrite=True) as staging:
+            yield staging
+    except InputError as error:  # a disk error names the staging folder; the user knows the output folder
+        if error.path == staged:
+            raise InputError(output, error.problem) from None
+        raise
+    for path in sorted(staged.iterdir()):
+        os.replace(path, output / path.name)
+    staged.rmdir()

@@ -13,6 +13,7 @@ from nnunetv2.imageio.reader_writer_registry import (LIST_OF_IO_CLASSES, determi
                                                      determine_reader_writer_from_file_ending)
 
 from nnunetv2_msvmamba.common.errors import InputError, short_reason
+from nnunetv2_msvmamba.common.image_files import check_image_file, check_spacing, refuse_nifti_twins
 
 # nnU-Net stores a 2D image as one slice whose first spacing is 999 times the largest in-plane spacing.
 NNUNET_2D_SPACING_FACTOR = 999
@@ -42,9 +43,10 @@ def detect_file_ending(folder: Path) -> str:
 
 
 def list_cases(folder: Path, file_ending: str) -> dict[str, Path]:
-    """Case id -> file for every `<case><file_ending>` in `folder`."""
+    """Case id -> file for every `<case><file_ending>` in `folder`; `x.nii` beside `x.nii.gz` is refused."""
     if not folder.is_dir():
         raise InputError(folder, "is not a folder")
+    refuse_nifti_twins(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
     return {path.name[:-len(file_ending)]: path for path in sorted(folder.iterdir())
             if path.is_file() and path.name.endswith(file_ending) and not path.name.startswith(".")}
 
@@ -61,12 +63,15 @@ def reader_class(dataset_json: Optional[Mapping], file_ending: str, example_file
 
 
 def read_label_map(reader: type[BaseReaderWriter], path: Path) -> LabelMap:
-    """Reads a segmentation with nnU-Net's `reader`; 2D images come back as 2D arrays with 2 spacings."""
+    """Reads a segmentation with nnU-Net's `reader`, once the file itself has passed the shared check (ITK would
+    read a broken spacing as 1 mm); 2D images come back as 2D arrays with 2 spacings."""
+    check_image_file(path)
     try:
         seg, properties = reader().read_seg(str(path))
     except Exception as error:  # readers raise whatever their library raises on a broken file
         raise InputError(path, f"cannot be read as a segmentation ({short_reason(error)})") from None
     array, spacing = seg[0], tuple(float(s) for s in properties["spacing"])
+    check_spacing(path, spacing, "as nnU-Net's reader reads it")
     if array.shape[0] == 1 and np.isclose(spacing[0], NNUNET_2D_SPACING_FACTOR * max(spacing[1:])):
         array, spacing = array[0], spacing[1:]
     labels = np.rint(array)

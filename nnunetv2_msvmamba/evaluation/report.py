@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
+from nnunetv2_msvmamba.common.atomic import staged_files
 from nnunetv2_msvmamba.common.tables import write_csv
 from .case_metadata import BREAKDOWN_COLUMNS
 from .evaluate import Evaluation
@@ -14,6 +15,7 @@ from .plot import write_boxplot
 from .summary_statistics import ALL_CASES, METRICS, MIN_PAIRS_FOR_WILCOXON, summarize
 from .structures import describe
 
+STAGING_NAME = ".msvmamba_evaluate-staging"
 PER_CASE_COLUMNS = ("model", "case", "structure", "dice", "hd95_mm", "msd_mm", "size", "size_gt", "empty")
 SIZE_UNITS = {2: "mm²", 3: "mm³"}
 CONVENTIONS = {
@@ -151,11 +153,12 @@ def overall_tables(document: dict) -> str:
 
 
 def write_reports(evaluation: Evaluation, output_folder: Path) -> dict:
-    """Writes metrics_per_case.csv, summary.json, summary.md and boxplot.png; returns the summary document."""
-    output_folder.mkdir(parents=True, exist_ok=True)
+    """Writes metrics_per_case.csv, summary.json, summary.md and boxplot.png into `output_folder`, all of them
+    or (on a full disk, say) none; returns the summary document."""
     document = summary_document(evaluation)
-    write_per_case_csv(evaluation.rows, output_folder / "metrics_per_case.csv")
-    write_summary_json(document, output_folder / "summary.json")
-    (output_folder / "summary.md").write_text(render_markdown(document), encoding="utf-8")
-    write_boxplot(evaluation.rows, list(evaluation.models), evaluation.structures, output_folder / "boxplot.png")
+    with staged_files(output_folder, STAGING_NAME) as staging:
+        write_per_case_csv(evaluation.rows, staging / "metrics_per_case.csv")
+        write_summary_json(document, staging / "summary.json")
+        (staging / "summary.md").write_text(render_markdown(document), encoding="utf-8")
+        write_boxplot(evaluation.rows, list(evaluation.models), evaluation.structures, staging / "boxplot.png")
     return document
