@@ -2,11 +2,14 @@
 
 Every video with expert tracings gives two 2D cases, `<FileName>_ED` and `<FileName>_ES`: the traced frame as
 a grey image and the LV cavity (label 1) rasterised from VolumeTracings.csv exactly as the dataset's authors
-do (echonet/datasets/echo.py). TRAIN and VAL go to imagesTr/labelsTr, TEST to imagesTs/labelsTs;
+do (echonet/datasets/echo.py): from all the frame's rows, however many, the first one the long axis. A tracing
+usually has 21 rows (the long axis and 20 disc lines); frames with another number are drawn all the same, and
+counted and listed in the summary. TRAIN and VAL go to imagesTr/labelsTr, TEST to imagesTs/labelsTs;
 `splits_final.json` gets fold 0 = the official TRAIN/VAL split plus four video-level folds.
 
-A video that cannot be decoded as far as its traced frames, although FileList.csv says it is long enough, is
-truncated or damaged: an error (with --skip-unreadable, a listed skip), never a quirk."""
+A video that cannot be decoded up to its last frame by FileList.csv's NumberOfFrames is truncated or damaged:
+an error (with --skip-unreadable, a listed skip), never a quirk. The frames up to the last traced one are
+decoded, and then the last listed frame is sought and decoded; the frames between them are not."""
 from __future__ import annotations
 
 import argparse
@@ -44,9 +47,10 @@ TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 CASE_COLUMNS = ("case", "video", "phase", "frame", "lv_area_pixels", "EF", "EDV", "ESV", "FPS",
                 "NumberOfFrames", "split", "csv_order_agrees")
 MISSING_NAMES_SHOWN = 5
-# A tracing is the long axis followed by the 20 disc lines of the method of discs: more distinct rows than
-# this in one frame are not one outline (two different tracings of the frame run together).
-MAX_OUTLINE_ROWS = 21
+AV_LOG_QUIET = -8  # FFmpeg's log level that prints nothing
+# A tracing is usually the long axis followed by the 20 disc lines of the method of discs. The authors' loader
+# draws a frame with another number of rows all the same, so the converter does too, and lists those frames.
+USUAL_TRACING_ROWS = 21
 
 
 # ---------------------------------------------------------------------------------------------- reading CSVs
@@ -149,36 +153,26 @@ def read_volume_tracings(path: Path) -> dict[str, dict[int, np.ndarray]]:
             for name, frames in rows_of.items()}
 
 
-@dataclass(frozen=True)
-class TracingCleanup:
-    """What `clean_tracings` left out: exact repeats of a frame's rows, and frames that are not one outline."""
-    duplicate_rows: int
-    frames_not_one_outline: int
-
-
-def clean_tracings(tracings: dict[str, dict[int, np.ndarray]]
-                   ) -> tuple[dict[str, dict[int, np.ndarray]], TracingCleanup]:
-    """Drops exact repeats of a frame's rows (VolumeTracings.csv exported twice into one file, say), keeping
-    the first occurrence and the order, then the frames whose distinct rows are more than one outline has."""
+def drop_repeated_rows(tracings: dict[str, dict[int, np.ndarray]]) -> tuple[dict[str, dict[int, np.ndarray]], int]:
+    """(the tracings without exact repeats of a frame's rows, how many were dropped): VolumeTracings.csv
+    exported twice into one file, say, would otherwise draw the outline twice over. The first occurrence of
+    each row is kept, in file order."""
     cleaned: dict[str, dict[int, np.ndarray]] = {}
-    duplicates = not_outlines = 0
+    duplicates = 0
     for name, frames in tracings.items():
         for frame, rows in frames.items():
             _, first = np.unique(rows, axis=0, return_index=True)
-            distinct = rows[np.sort(first)]
-            duplicates += len(rows) - len(distinct)
-            if len(distinct) > MAX_OUTLINE_ROWS:
-                not_outlines += 1
-                continue
-            cleaned.setdefault(name, {})[frame] = distinct
-    return cleaned, TracingCleanup(duplicates, not_outlines)
+            cleaned.setdefault(name, {})[frame] = rows[np.sort(first)]
+            duplicates += len(rows) - len(first)
+    return cleaned, duplicates
 
 
 # ------------------------------------------------------------------------------------ masks, frames, phases
 
 def tracing_polygon(tracing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, columns) of the outline, rounded to pixels: one wall (X1, Y1) down, the other (X2, Y2) back up;
-    the first tracing row is the long axis and is not part of the outline."""
+    """(rows, columns) of the outline, rounded to pixels, from all the tracing's rows as the authors' loader
+    takes them: the first row is the long axis and is not part of the outline; then one wall (X1, Y1) down and
+    the other (X2, Y2) back up."""
     x1, y1, x2, y2 = tracing.T
     x = np.concatenate((x1[1:], np.flip(x2[1:])))
     y = np.concatenate((y1[1:], np.flip(y2[1:])))
@@ -201,10 +195,13 @@ def outline_leaves_frame(tracing: np.ndarray, shape: tuple[int, int]) -> bool:
 
 
 def read_grey_frames(path: Path, wanted: Iterable[int], listed_frames: int) -> dict[int, np.ndarray]:
-    """The `wanted` frames of a video that exist, as grey uint8 images; decodes no further than the last
-    wanted frame. Channels are identical in EchoNet videos up to compression noise, so the grey value is
-    OpenCV's luma of the decoded colour frame. A wanted frame within the `listed_frames` of FileList.csv that
-    cannot be decoded means a truncated or damaged video: an error, not a frame beyond the video's length."""
+    """The `wanted` frames of a video that exist, as grey uint8 images. Channels are identical in EchoNet
+    videos up to compression noise, so the grey value is OpenCV's luma of the decoded colour frame.
+
+    A video that cannot be decoded up to the `listed_frames` of FileList.csv is truncated or damaged: an error.
+    Decodes no further than the last wanted frame (or the end), then, if the video should go on, seeks to its
+    last listed frame and decodes that one alone: a truncated file has lost its end, and an AVI's index takes
+    the seek there without decoding the frames between."""
     wanted = set(wanted)
     capture = cv2.VideoCapture(str(path))
     try:
@@ -226,9 +223,18 @@ def read_grey_frames(path: Path, wanted: Iterable[int], listed_frames: int) -> d
             raise InputError(path, f"unreadable video: ends early, only {decoded} of its {listed_frames} frames "
                                    f"(NumberOfFrames in FileList.csv) can be decoded, but frame "
                                    f"{max(within_length)} is traced; truncated or damaged?")
+        if decoded < listed_frames and not decodes_frame(capture, listed_frames - 1):
+            raise InputError(path, f"unreadable video: ends early, frame {listed_frames - 1}, the last of its "
+                                   f"{listed_frames} frames (NumberOfFrames in FileList.csv), cannot be decoded; "
+                                   f"truncated or damaged?")
         return frames
     finally:
         capture.release()
+
+
+def decodes_frame(capture: cv2.VideoCapture, index: int) -> bool:
+    """Whether frame `index` of the open video can be decoded, reached by seeking."""
+    return capture.set(cv2.CAP_PROP_POS_FRAMES, index) and capture.grab()
 
 
 def assign_phases(csv_order: Sequence[int], areas: dict[int, int]) -> tuple[int, int]:
@@ -261,6 +267,7 @@ class VideoResult:
     frames_beyond_length: int = 0
     frames_empty: int = 0
     frames_clipped: int = 0
+    unusual_row_counts: dict[int, int] = field(default_factory=dict)  # drawn frame -> rows, when not the usual 21
     unreadable: str | None = None  # why, when --skip-unreadable skipped it
 
 
@@ -276,6 +283,8 @@ def convert_video(task: VideoTask) -> VideoResult:
     areas, masks = {}, {}
     for frame, image in frames.items():
         masks[frame] = lv_cavity_mask(task.tracings[frame], image.shape)
+        if len(task.tracings[frame]) != USUAL_TRACING_ROWS:
+            result.unusual_row_counts[frame] = len(task.tracings[frame])
         result.frames_clipped += outline_leaves_frame(task.tracings[frame], image.shape)
         if masks[frame].any():
             areas[frame] = int(masks[frame].sum())
@@ -303,7 +312,7 @@ class QuirkCounts:
     missing_videos_skipped: int = 0
     unreadable_videos_skipped: int = 0
     duplicate_tracing_rows: int = 0
-    frames_not_one_outline: int = 0
+    frames_with_other_than_21_rows: int = 0
     videos_with_fewer_than_two_traced_frames: int = 0
     frames_beyond_video_length: int = 0
     frames_with_empty_tracing: int = 0
@@ -318,8 +327,8 @@ class QuirkCounts:
         "missing_videos_skipped": "videos in FileList.csv missing from Videos/ (skipped, --skip-missing)",
         "unreadable_videos_skipped": "unreadable or truncated videos (skipped, --skip-unreadable; listed below)",
         "duplicate_tracing_rows": "exact repeats of a frame's tracing rows (dropped)",
-        "frames_not_one_outline": f"traced frames with more than {MAX_OUTLINE_ROWS} distinct rows, not one outline "
-                                  f"(skipped)",
+        "frames_with_other_than_21_rows": f"traced frames without {USUAL_TRACING_ROWS} distinct rows (drawn from "
+                                          f"all their rows, as the authors' loader does; listed below)",
         "videos_with_fewer_than_two_traced_frames": "videos with fewer than two traced frames (skipped)",
         "frames_beyond_video_length": "traced frames beyond the video's length (skipped)",
         "frames_with_empty_tracing": "traced frames whose outline covers no pixel (skipped)",
@@ -343,6 +352,7 @@ class ConversionSummary:
     videos_converted: dict[str, int]
     quirks: QuirkCounts
     unreadable: dict[str, str] = field(default_factory=dict)  # video -> why (--skip-unreadable)
+    unusual_row_counts: dict[str, dict[int, int]] = field(default_factory=dict)  # video -> {frame: rows}
 
     def report(self) -> str:
         converted = ", ".join(f"{self.videos_converted[s]} {s}" for s in SPLITS)
@@ -355,6 +365,10 @@ class ConversionSummary:
                  "  quirks:"]
         lines += [f"    {getattr(self.quirks, f.name):>6}  {QuirkCounts.DESCRIPTIONS[f.name]}"
                   for f in fields(QuirkCounts)]
+        if self.unusual_row_counts:
+            lines.append(f"  traced frames without {USUAL_TRACING_ROWS} rows, drawn from all their rows:")
+            lines += [f"    {video}.avi frame {frame}: {rows} rows"
+                      for video, frames in self.unusual_row_counts.items() for frame, rows in frames.items()]
         if self.unreadable:
             lines.append("  skipped as unreadable (--skip-unreadable):")
             lines += [f"    {video}.avi: {why}" for video, why in self.unreadable.items()]
@@ -404,13 +418,12 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
     videos = read_file_list(root / "FileList.csv")
     if not videos:
         raise InputError(root / "FileList.csv", "lists no video, only its header; nothing to convert")
-    tracings, cleanup = clean_tracings(read_volume_tracings(root / "VolumeTracings.csv"))
+    tracings, duplicate_rows = drop_repeated_rows(read_volume_tracings(root / "VolumeTracings.csv"))
     videos_folder = root / "Videos"
     if not videos_folder.is_dir():
         raise InputError(videos_folder, "not a folder; EchoNet-Dynamic keeps its AVI files there")
 
-    quirks = QuirkCounts(duplicate_tracing_rows=cleanup.duplicate_rows,
-                         frames_not_one_outline=cleanup.frames_not_one_outline)
+    quirks = QuirkCounts(duplicate_tracing_rows=duplicate_rows)
     untracked = [v for v in tracings if v not in videos]
     quirks.untracked_videos_with_tracings = len(untracked)
     quirks.untracked_tracing_rows = sum(len(rows) for v in untracked for rows in tracings[v].values())
@@ -439,6 +452,8 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
         results = parallel_map(convert_video, tasks, num_processes, desc="EchoNet-Dynamic videos")
         converted = [r for r in results if r.phases]
         unreadable = {r.video.name: r.unreadable for r in results if r.unreadable is not None}
+        unusual_row_counts = {r.video.name: r.unusual_row_counts for r in results if r.unusual_row_counts}
+        quirks.frames_with_other_than_21_rows = sum(map(len, unusual_row_counts.values()))
         quirks.unreadable_videos_skipped = len(unreadable)
         for result in results:
             quirks.frames_beyond_video_length += result.frames_beyond_length
@@ -467,7 +482,8 @@ def convert_echonet(root: Path, dataset_id: int = DEFAULT_DATASET_ID, num_proces
         write_splits_final(build_splits(converted), name, overwrite)
 
     return ConversionSummary(raw_folder / name, splits_file, len(videos),
-                             {s: sum(r.video.split == s for r in converted) for s in SPLITS}, quirks, unreadable)
+                             {s: sum(r.video.split == s for r in converted) for s in SPLITS}, quirks, unreadable,
+                             unusual_row_counts)
 
 
 # ----------------------------------------------------------------------------------------------- command
@@ -479,7 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "raw dataset $nnUNet_raw/Dataset<ID>_EchoNetDynamic: the traced ED and ES frame of each "
                     "video with its LV cavity mask (label 1). TRAIN+VAL -> imagesTr/labelsTr, TEST -> "
                     "imagesTs/labelsTs, official TRAIN/VAL as fold 0 of $nnUNet_preprocessed/.../"
-                    "splits_final.json.")
+                    "splits_final.json. Each mask is drawn from all the frame's rows of VolumeTracings.csv, as the "
+                    "dataset's authors' loader draws it: usually 21 (the long axis, then 20 disc lines), and frames "
+                    "with another number of rows are converted too and listed in the summary; exact repeats of a "
+                    "row are dropped.")
     parser.add_argument("root", type=Path, help="the EchoNet-Dynamic folder as downloaded")
     parser.add_argument("-d", "--dataset-id", type=int, default=DEFAULT_DATASET_ID,
                         help=f"nnU-Net dataset id (default {DEFAULT_DATASET_ID})")
@@ -493,14 +512,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="convert without the videos of FileList.csv that are missing from Videos/ "
                              "(default: an error)")
     parser.add_argument("--skip-unreadable", action="store_true",
-                        help="convert without the videos that cannot be decoded, or that end before a traced frame "
-                             "although FileList.csv says they are long enough (truncated downloads); they are "
-                             "listed in the summary (default: an error)")
+                        help="convert without the videos that cannot be decoded, or that end before the last of "
+                             "their NumberOfFrames in FileList.csv (truncated downloads); they are listed in the "
+                             "summary (default: an error). A video is decoded up to its last traced frame, then "
+                             "its last listed frame alone is sought and decoded: damage confined to the frames "
+                             "between those two goes unseen")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """msvmamba_convert_echonet: EchoNet-Dynamic -> nnU-Net raw dataset."""
+    # A damaged video gets one error line (or a listed skip) from the converter itself; FFmpeg's decoder would
+    # print its own messages about it around that line. Setting the variable brings them back.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(AV_LOG_QUIET))
     return run_converter(build_parser(), argv, SHORT_NAME, lambda args: convert_echonet(
         args.root, args.dataset_id, args.num_processes, args.overwrite, args.spacing, args.skip_missing,
         args.skip_unreadable))

@@ -15,8 +15,9 @@ import skimage.draw
 
 from conftest import NnUNetFolders, run_command
 from dataset_conversion.echonet import QuirkCounts, main
-from dataset_conversion.echonet_synthetic import SyntheticVideo
-from echonet_fixtures import EXPECTED, EXPECTED_QUIRKS, RECTANGLE_COLUMNS, RECTANGLE_ROWS, write_fixture_release
+from dataset_conversion.echonet_synthetic import SyntheticVideo, write_avi, write_release
+from echonet_fixtures import (EXPECTED, EXPECTED_QUIRKS, N_FRAMES, PERIOD, RECTANGLE_COLUMNS, RECTANGLE_ROWS,
+                              write_fixture_release)
 
 DATASET = "Dataset602_EchoNetDynamic"
 PHASES = ("ED", "ES")
@@ -57,6 +58,19 @@ def tracing_rows(root: Path) -> dict[tuple[str, int], np.ndarray]:
     table["video"] = table["FileName"].str.replace(".avi", "", regex=False)
     return {(video, int(frame)): group[["X1", "Y1", "X2", "Y2"]].to_numpy()
             for (video, frame), group in table.groupby(["video", "Frame"], sort=False)}
+
+
+def authors_mask(t: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The LV mask exactly as echonet/datasets/echo.py of the EchoNet-Dynamic authors draws it from a traced
+    frame's rows (X1, Y1, X2, Y2), all of them, however many: the first row is the long axis, the outline runs
+    down the X1/Y1 wall and back up the X2/Y2 wall."""
+    x1, y1, x2, y2 = t[:, 0], t[:, 1], t[:, 2], t[:, 3]
+    x = np.concatenate((x1[1:], np.flip(x2[1:])))
+    y = np.concatenate((y1[1:], np.flip(y2[1:])))
+    r, c = skimage.draw.polygon(np.rint(y).astype(int), np.rint(x).astype(int), shape)
+    mask = np.zeros(shape, np.uint8)
+    mask[r, c] = 1
+    return mask
 
 
 def summary_count(summary: str, quirk: str) -> int:
@@ -124,14 +138,10 @@ def test_masks_match_independent_rasterisations(converted, release):
         label, spacing = read_nifti(dataset / labels / f"{case}.nii.gz")
         assert label.dtype == np.uint8 and set(np.unique(label)) == {0, 1} and spacing == (1.0, 1.0)
         t = rows_of[(cases.loc[case, "video"], int(cases.loc[case, "frame"]))]
-        x1, y1, x2, y2 = t[:, 0], t[:, 1], t[:, 2], t[:, 3]
-        x = np.concatenate((x1[1:], np.flip(x2[1:])))
-        y = np.concatenate((y1[1:], np.flip(y2[1:])))
-        r, c = skimage.draw.polygon(np.rint(y).astype(int), np.rint(x).astype(int), (112, 112))
-        authors = np.zeros((112, 112), np.uint8)
-        authors[r, c] = 1
-        np.testing.assert_array_equal(label, authors, err_msg=case)
+        np.testing.assert_array_equal(label, authors_mask(t, (112, 112)), err_msg=case)
 
+        x = np.concatenate((t[1:, 0], np.flip(t[1:, 2])))
+        y = np.concatenate((t[1:, 1], np.flip(t[1:, 3])))
         outline = np.stack([np.rint(x), np.rint(y)], axis=1).astype(np.int32)
         opencv = cv2.fillPoly(np.zeros((112, 112), np.uint8), [outline], 1)
         near_outline = cv2.polylines(np.zeros((112, 112), np.uint8), [outline], True, 1, thickness=3)
@@ -258,20 +268,6 @@ def header_only_file_list(root: Path) -> tuple[Path, str]:
     return path, "lists no video, only its header; nothing to convert"
 
 
-def tracings_exported_twice_with_rounding(root: Path) -> tuple[Path, str]:
-    """Two exports of VolumeTracings.csv run together, the second rounded differently: every traced frame
-    has 42 rows that are not one outline, so no video is left to convert."""
-    path = root / "VolumeTracings.csv"
-    lines = path.read_text().splitlines()
-    again = []
-    for line in lines[1:]:
-        name, *coordinates, frame = line.split(",")
-        again.append(",".join([name, *(f"{float(c):.2f}" for c in coordinates), frame]))
-    path.write_text("\n".join(lines + again) + "\n")
-    return root, (r"no video could be converted: of 11 in FileList.csv, 0 are missing, 0 unreadable, 11 have "
-                  r"fewer than two traced frames and 0 fewer than two usable ones")
-
-
 def remove_video(root: Path) -> tuple[Path, str]:
     path = root / "Videos" / "0XTEST0002.avi"
     path.unlink()
@@ -298,7 +294,6 @@ BAD_INPUTS = {
     "unreadable AVI": corrupt_avi,
     "truncated AVI": truncated_avi,
     "FileList.csv with only its header": header_only_file_list,
-    "tracings exported twice, rounded differently": tracings_exported_twice_with_rounding,
     "missing video": remove_video,
 }
 
@@ -360,19 +355,116 @@ def test_tracings_exported_twice_give_the_same_masks_and_count_the_repeats(relea
     assert summary_count(capsys.readouterr().out, "duplicate_tracing_rows") == len(lines) - 1
 
 
-def test_a_frame_with_two_different_tracings_is_skipped_and_counted(release, nnunet_folders, capsys):
-    """0XTRAIN0004 has three traced frames; its frame 15 traced twice, differently, is left out and the video
-    is converted from the other two."""
-    tracings = release[0] / "VolumeTracings.csv"
-    lines = tracings.read_text().splitlines()
-    frame_15 = [line for line in lines if line.startswith("0XTRAIN0004.avi,") and line.endswith(",15")]
-    shifted = [",".join([line.split(",")[0], *(f"{float(v) + 0.5:.6f}" for v in line.split(",")[1:5]), "15"])
-               for line in frame_15]
-    tracings.write_text("\n".join(lines + shifted) + "\n")
-    assert main([str(release[0]), "-np", "1"]) == 0
+def decodable_frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.grab():
+        count += 1
+    capture.release()
+    return count
+
+
+ENDS_EARLY = ("unreadable video: ends early, frame 35, the last of its 36 frames (NumberOfFrames in FileList.csv), "
+              "cannot be decoded; truncated or damaged?")
+
+
+def download_cut_after_traced_frames(root: Path, video: SyntheticVideo) -> tuple[Path, str]:
+    path = truncate_avi(root, video.name, keep=0.8)
+    assert 21 < decodable_frames(path) < 36
+    return path, ENDS_EARLY
+
+
+def whole_avi_with_fewer_frames(root: Path, video: SyntheticVideo) -> tuple[Path, str]:
+    """A well-formed AVI holding the first 30 of the frames FileList.csv lists."""
+    path = root / "Videos" / f"{video.name}.avi"
+    write_avi(path, video.frames()[:30], video.fps)
+    assert decodable_frames(path) == 30
+    return path, ENDS_EARLY
+
+
+def download_cut_before_a_traced_frame(root: Path, video: SyntheticVideo) -> tuple[Path, str]:
+    """Cut inside a frame, which FFmpeg's decoder complains about on stderr unless told not to."""
+    path = truncate_avi(root, video.name, keep=0.25)
+    decodable = decodable_frames(path)
+    assert decodable < 20
+    return path, (f"unreadable video: ends early, only {decodable} of its 36 frames (NumberOfFrames in "
+                  f"FileList.csv) can be decoded, but frame 20 is traced; truncated or damaged?")
+
+
+SHORT_AVIS = {"download cut after the traced frames": download_cut_after_traced_frames,
+              "whole AVI with fewer frames": whole_avi_with_fewer_frames,
+              "download cut before a traced frame": download_cut_before_a_traced_frame}
+
+
+@pytest.mark.parametrize("skip_unreadable", [False, True], ids=["error", "--skip-unreadable"])
+@pytest.mark.parametrize("shorten", SHORT_AVIS.values(), ids=SHORT_AVIS.keys())
+def test_avi_shorter_than_listed(shorten, skip_unreadable, release, nnunet_folders):
+    """0XTRAIN0001 has 36 frames in FileList.csv and frames 10 and 20 traced; its AVI ends before frame 35.
+    Through the installed command: one error line naming the file and nothing written, or with
+    --skip-unreadable a listed skip and the dataset without it."""
+    root, videos = release
+    path, problem = shorten(root, videos["0XTRAIN0001"])
+    result = run_command(["msvmamba_convert_echonet", str(root), "-np", "2",
+                          *(["--skip-unreadable"] if skip_unreadable else [])], env=nnunet_folders.env(), check=False)
+    assert "Traceback" not in result.stderr
+    other_lines = [line for line in re.split(r"[\r\n]+", result.stderr)
+                   if line and not line.startswith("EchoNet-Dynamic videos:")]  # the progress bar aside
+    if not skip_unreadable:
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert other_lines == [f"error: {path}: {problem}"]
+        assert list(nnunet_folders.raw.iterdir()) == [] and list(nnunet_folders.preprocessed.iterdir()) == []
+        return
+    assert result.returncode == 0 and other_lines == [], result.stderr
+    summary = result.stdout
+    assert summary_count(summary, "unreadable_videos_skipped") == 1
+    assert summary.split("skipped as unreadable (--skip-unreadable):\n")[1].splitlines()[0] == (
+        f"    0XTRAIN0001.avi: {problem}")
+    assert "converted: 3 TRAIN, 2 VAL, 2 TEST" in summary
+    dataset = nnunet_folders.raw / DATASET
+    training = (cases_of("TRAIN") | cases_of("VAL")) - {"0XTRAIN0001_ED", "0XTRAIN0001_ES"}
+    assert {p.name for p in (dataset / "imagesTr").iterdir()} == {f"{case}_0000.nii.gz" for case in training}
+    assert {p.name for p in (dataset / "labelsTr").iterdir()} == {f"{case}.nii.gz" for case in training}
+    assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == len(training)
+    splits = json.loads((nnunet_folders.preprocessed / DATASET / "splits_final.json").read_text())
+    assert set(splits[0]["train"]) | set(splits[0]["val"]) == training
+
+
+def test_frames_with_13_31_and_42_rows_are_drawn_from_all_rows_as_the_authors_loader_does(tmp_path, nnunet_folders,
+                                                                                         capsys):
+    """The authors' loader draws every traced frame from all its rows, whatever their number: such frames are
+    converted like any other (the masks equal an independent re-implementation of the authors' drawing), and
+    the summary counts and lists every frame without 21 rows."""
+    short = SyntheticVideo("0XROWS1331", "TRAIN", N_FRAMES, [10, 20], PERIOD, seed=1)
+    twice = SyntheticVideo("0XTWICE42", "VAL", N_FRAMES, [10, 20], PERIOD, seed=2)
+    # 0XTWICE42's frame 20: two different tracings of the frame run together, the second shifted half a pixel
+    short.tracing_overrides = {10: short.ventricle_at(10).tracing(n_discs=12),
+                               20: short.ventricle_at(20).tracing(n_discs=30)}
+    twice.tracing_overrides = {20: np.concatenate([twice.tracing_at(20), twice.tracing_at(20) + 0.5])}
+    root = tmp_path / "EchoNet-Dynamic"
+    write_release(root, [short, twice])
+
+    assert main([str(root), "-np", "1"]) == 0
     summary = capsys.readouterr().out
-    assert summary_count(summary, "frames_not_one_outline") == 1
-    assert "converted: 4 TRAIN, 2 VAL, 2 TEST" in summary
+    assert "converted: 1 TRAIN, 1 VAL, 0 TEST" in summary
+    assert summary_count(summary, "frames_with_other_than_21_rows") == 3
+    listed = summary.split("traced frames without 21 rows, drawn from all their rows:\n")[1].splitlines()
+    assert listed == ["    0XROWS1331.avi frame 10: 13 rows", "    0XROWS1331.avi frame 20: 31 rows",
+                      "    0XTWICE42.avi frame 20: 42 rows"]
+
+    dataset = nnunet_folders.raw / DATASET
+    cases = pd.read_csv(dataset / "cases.csv").set_index("case")
+    rows_of = tracing_rows(root)
+    assert {(video, frame): len(rows) for (video, frame), rows in rows_of.items()} == {
+        ("0XROWS1331", 10): 13, ("0XROWS1331", 20): 31, ("0XTWICE42", 10): 21, ("0XTWICE42", 20): 42}
+    for case in ("0XROWS1331_ED", "0XROWS1331_ES", "0XTWICE42_ED", "0XTWICE42_ES"):
+        label, _ = read_nifti(dataset / "labelsTr" / f"{case}.nii.gz")
+        frame = int(cases.loc[case, "frame"])
+        np.testing.assert_array_equal(label, authors_mask(rows_of[(case[:-3], frame)], (112, 112)), err_msg=case)
+        assert label.sum() == cases.loc[case, "lv_area_pixels"] > 0
+    for video in ("0XROWS1331", "0XTWICE42"):  # ED the larger of the two drawn areas, ES the smaller
+        area = {frame: authors_mask(rows_of[(video, frame)], (112, 112)).sum() for frame in (10, 20)}
+        assert (cases.loc[f"{video}_ED", "frame"], cases.loc[f"{video}_ES", "frame"]) == (
+            max(area, key=area.get), min(area, key=area.get)), (video, area)
 
 
 @pytest.mark.e2e
