@@ -367,7 +367,7 @@ class ConversionSummary:
                   for f in fields(QuirkCounts)]
         if self.unusual_row_counts:
             lines.append(f"  traced frames without {USUAL_TRACING_ROWS} rows, drawn from all their rows:")
-            lines += [f"    {video}.avi frame {frame}: {rows} rows"
+            lines += [f"    {video}.avi frame {frame}: {rows} row{'' if rows == 1 else 's'}"
                       for video, frames in self.unusual_row_counts.items() for frame, rows in frames.items()]
         if self.unreadable:
             lines.append("  skipped as unreadable (--skip-unreadable):")

@@ -106,6 +106,8 @@ def test_every_case_dataset_json_and_summary(converted):
     for quirk, count in EXPECTED_QUIRKS.items():
         assert summary_count(summary, quirk) == count, quirk
     assert "converted: 4 TRAIN, 2 VAL, 2 TEST" in summary
+    assert summary.endswith("\n  traced frames without 21 rows, drawn from all their rows:\n"
+                            "    0XAXISONLY.avi frame 10: 1 row\n")
 
 
 def test_ed_es_assignment_and_cases_csv(converted, release):
