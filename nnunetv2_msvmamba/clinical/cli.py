@@ -10,9 +10,8 @@ from typing import Optional, Sequence
 
 from nnunetv2.configuration import default_num_processes
 
-from nnunetv2_msvmamba.common.arguments import positive_float, positive_int
+from nnunetv2_msvmamba.common.arguments import parse_predictions, positive_float, positive_int
 from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
-from nnunetv2_msvmamba.evaluation.cli import parse_predictions
 from .cases import check_matches, measure_folder
 from .reference_values import load_reference_values
 from .report import CASES_NAME, REFERENCE_NAME, ClinicalResults, agreement_table, means_table, write_clinical_reports

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from nnunetv2.configuration import default_num_processes
 
+from nnunetv2_msvmamba.common.arguments import parse_predictions, positive_int
 from nnunetv2_msvmamba.common.atomic import check_writable
 from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
 from .case_metadata import load_case_metadata
@@ -43,29 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "default: cases.csv beside dataset.json if there is one")
     parser.add_argument("-o", "--output", type=Path, default=Path("msvmamba_evaluation"), metavar="OUT_DIR",
                         help="folder for the reports (default: %(default)s)")
-    parser.add_argument("-np", "--num-processes", type=int, default=default_num_processes, metavar="N",
+    parser.add_argument("-np", "--num-processes", type=positive_int, default=default_num_processes, metavar="N",
                         help="worker processes over cases (default: %(default)s, nnU-Net's default)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="evaluate the cases a prediction folder has and list the ones it lacks, instead of "
                              "stopping with an error")
     return parser
-
-
-def parse_predictions(values: Sequence[str]) -> dict[str, Path]:
-    """'NAME=DIR' (or a bare 'DIR', named after the folder) -> {name: folder}, in the order given."""
-    predictions: dict[str, Path] = {}
-    for value in values:
-        name, separator, folder = value.partition("=")
-        if not separator:
-            name, folder = Path(value).resolve().name, value
-        if not name or not folder:
-            raise InputError(value, "expected --pred NAME=PRED_DIR")
-        if name in predictions:
-            raise InputError(value, f"model name {name!r} is given twice; names must be unique")
-        if not Path(folder).is_dir():
-            raise InputError(folder, f"prediction folder of model {name} does not exist")
-        predictions[name] = Path(folder)
-    return predictions
 
 
 def find_beside(explicit: Optional[Path], candidates: Sequence[Path], notes: list[str], what: str) -> Optional[Path]:
@@ -81,8 +65,6 @@ def find_beside(explicit: Optional[Path], candidates: Sequence[Path], notes: lis
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.num_processes < 1:
-        raise InputError("-np", f"must be at least 1, got {args.num_processes}")
     if not args.gt.is_dir():
         raise InputError(args.gt, "ground-truth label folder does not exist")
     if args.output.exists() and not args.output.is_dir():
