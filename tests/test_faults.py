@@ -10,13 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from camus_fixtures import patients_2023, write_2023_release
-from conftest import NnUNetFolders
+from handshake import HANG_BOUND_SECONDS, Handshake
 from dataset_conversion import camus
 from nnunetv2_msvmamba.common import atomic
 from nnunetv2_msvmamba.common.atomic import atomic_folder, stale_temporaries, write_json_atomically
@@ -102,32 +102,58 @@ def test_operating_system_errors_of_any_command_are_one_line(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- leftovers of a killed run
 
-def slow_conversion(release: Path, folders: NnUNetFolders, *extra: str) -> subprocess.Popen:
-    """A real conversion in its own process group (as a command started from a shell), slowed down so that
-    it is still at work when a test stops it."""
-    env = folders.env(PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.Popen([sys.executable, "-m", "slow_converter", str(release), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+@dataclass
+class HeldConversion:
+    """A real conversion in its own process group (as a command started from a shell) that converts its first
+    patient and then holds every process at the handshake (tests/held_converter.py) until the test lets it go on:
+    whatever the machine's load, it is still at work when the test stops it."""
+    process: subprocess.Popen
+    handshake: Handshake
+    num_processes: int
+    raw: Path
+
+    def wait_until_in_the_middle(self) -> Path:
+        """The partial dataset folder, once the first patient's cases are written into it and every process of the
+        conversion waits at the handshake (a process that waits has finished whatever it was given before)."""
+        self.handshake.wait_until_waiting(self.process, count=self.num_processes)
+        partial, = self.raw.glob(f".{DATASET}.partial-*")
+        assert any(partial.glob("images*/*")), everything_in(partial)
+        return partial
+
+    def signal_every_process(self, signal_number: int) -> None:
+        os.killpg(self.process.pid, signal_number)
+
+    def output_once_ended(self) -> tuple[str, str]:
+        """stdout and stderr once every process that holds them (main and workers) has ended."""
+        return self.process.communicate(timeout=HANG_BOUND_SECONDS)
 
 
-def wait_for_written_cases(folders: NnUNetFolders, process: subprocess.Popen, timeout: float = 120) -> Path:
-    """The partial dataset folder, once the running conversion has written a case into it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        partial = [p for p in folders.raw.glob(f".{DATASET}.partial-*") if any(p.glob("imagesTr/*"))]
-        if partial:
-            return partial[0]
-        time.sleep(0.02)
-    process.kill()
-    raise AssertionError("the conversion wrote no case in time")
+@pytest.fixture
+def start_held_conversion(release, nnunet_folders, tmp_path):
+    conversions: list[HeldConversion] = []
+
+    def start(num_processes: int) -> HeldConversion:
+        handshake = Handshake(tmp_path / "handshake")
+        env = nnunet_folders.env(PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+                                 **handshake.env())
+        process = subprocess.Popen([sys.executable, "-m", "held_converter", str(release), "-np", str(num_processes)],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        conversions.append(HeldConversion(process, handshake, num_processes, nnunet_folders.raw))
+        return conversions[-1]
+
+    yield start
+    for conversion in conversions:
+        if conversion.process.poll() is None:  # a test that failed before it stopped the conversion
+            conversion.signal_every_process(signal.SIGKILL)
+            conversion.process.communicate()
 
 
-def test_next_run_removes_what_a_killed_run_left(release, nnunet_folders, capsys):
-    process = slow_conversion(release, nnunet_folders, "-np", "1")
-    partial = wait_for_written_cases(nnunet_folders, process)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()
+def test_next_run_removes_what_a_killed_run_left(start_held_conversion, release, nnunet_folders, capsys):
+    conversion = start_held_conversion(1)
+    partial = conversion.wait_until_in_the_middle()
+    conversion.signal_every_process(signal.SIGKILL)
+    conversion.output_once_ended()
     assert partial.is_dir()  # a killed process cleans nothing up: this is what the next run finds
 
     assert camus.main([str(release), "-np", "1"]) == 0
@@ -226,12 +252,17 @@ def test_ctrl_c_in_the_middle_is_one_line_exit_130_and_nothing_written(release, 
     assert everything_in(nnunet_folders.raw, nnunet_folders.preprocessed) == []
 
 
-@pytest.mark.parametrize("num_processes", ["1", "2"])
-def test_ctrl_c_from_the_terminal_stops_every_process_without_a_traceback(num_processes, release, nnunet_folders):
-    process = slow_conversion(release, nnunet_folders, "-np", num_processes)
-    wait_for_written_cases(nnunet_folders, process)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: every process of the foreground group
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
+@pytest.mark.parametrize("num_processes", [1, 2])
+def test_ctrl_c_from_the_terminal_stops_every_process_without_a_traceback(num_processes, start_held_conversion,
+                                                                          nnunet_folders):
+    conversion = start_held_conversion(num_processes)
+    conversion.wait_until_in_the_middle()
+    conversion.signal_every_process(signal.SIGINT)  # what Ctrl-C does: every process of the foreground group
+    # Only now may the held processes go on: the interrupt is already pending in the main process, which cannot
+    # collect the held patients' results without handling it first. (Its workers ignore SIGINT; they finish the
+    # patients they hold, and the main process waits for them before it removes the partial dataset.)
+    conversion.handshake.let_go()
+    out, err = conversion.output_once_ended()
+    assert conversion.process.returncode == 130, err
     assert err.endswith("\ninterrupted: nothing was written\n") and "Traceback" not in err, err
     assert everything_in(nnunet_folders.raw, nnunet_folders.preprocessed) == []
