@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,15 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import BIN, NnUNetFolders, run_command
+from handshake import HANG_BOUND_SECONDS, Handshake
 from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
 from toy_datasets import write_toy_dataset
 
 pytestmark = pytest.mark.e2e
 TRAINER = "nnUNetTrainerMSVMamba_Debug"
+HELD_TRAINER = "nnUNetTrainerMSVMamba_DebugHeld"  # test-only: see tests/held_trainers
+TESTS = Path(__file__).resolve().parent
+HELD_TRAINERS = TESTS / "held_trainers"
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +30,14 @@ def folders(tmp_path_factory) -> NnUNetFolders:
 
 
 def training_env(folders: NnUNetFolders, **extra: str) -> dict:
-    return folders.env(nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0", **extra)
+    return folders.env(**{"nnUNet_extTrainer": str(trainer_folder()), "nnUNet_n_proc_DA": "0", **extra})
 
 
 def predict_and_check(folders: NnUNetFolders, dataset: Path, dataset_id: int, configuration: str,
-                      extra: list[str], out: Path, trainer: str = TRAINER) -> None:
+                      extra: list[str], out: Path, trainer: str = TRAINER, env: dict | None = None) -> None:
     run_command(["nnUNetv2_predict", "-i", str(dataset / "imagesTs"), "-o", str(out), "-d", str(dataset_id),
                  "-c", configuration, "-tr", trainer, "-f", "0", "-device", "cpu", "--disable_progress_bar",
-                 "-npp", "1", "-nps", "1", *extra], env=training_env(folders))
+                 "-npp", "1", "-nps", "1", *extra], env=env or training_env(folders))
     references = sorted((dataset / "labelsTs").glob("*.nii.gz"))
     assert references
     for reference in references:
@@ -54,36 +57,42 @@ def dataset_2d(folders) -> Path:
     return dataset
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"training ended before writing {path}"
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
-        time.sleep(0.2)
+def held_training_env(folders: NnUNetFolders, handshake: Handshake | None = None) -> dict:
+    """training_env, with the test-only trainers (tests/held_trainers) findable and, if given, the handshake."""
+    return training_env(folders, nnUNet_extTrainer=os.pathsep.join([str(trainer_folder()), str(HELD_TRAINERS)]),
+                        PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+                        **(handshake.env() if handshake else {}))
 
 
 def test_train_interrupt_resume_and_predict_2d(folders, dataset_2d, tmp_path):
-    output = folders.results / dataset_2d.name / f"{TRAINER}__nnUNetPlans__2d" / "fold_0"
+    """Killed in the middle of training, after the first epoch's checkpoint, and resumed with --c. The trainer
+    (nnUNetTrainerMSVMamba_Debug holding at the start of its second epoch, tests/held_trainers) cannot reach its
+    end before the kill, however busy the machine."""
+    trainer = HELD_TRAINER
+    output = folders.results / dataset_2d.name / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+    handshake = Handshake(tmp_path / "handshake")
     log = open(tmp_path / "first_run.log", "w")
-    process = subprocess.Popen([str(BIN / "nnUNetv2_train"), "901", "2d", "0", "-tr", TRAINER, "-device", "cpu"],
-                               env=training_env(folders), stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([str(BIN / "nnUNetv2_train"), "901", "2d", "0", "-tr", trainer, "-device", "cpu"],
+                               env=held_training_env(folders, handshake), stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(output / "checkpoint_latest.pth", process, timeout=900)
-        time.sleep(2)  # let torch.save finish the file; the second epoch takes far longer
+        handshake.wait_until_waiting(process)
         process.send_signal(signal.SIGKILL)
-        process.wait(60)
+        process.wait(HANG_BOUND_SECONDS)
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
         log.close()
+    assert (output / "checkpoint_latest.pth").is_file(), (tmp_path / "first_run.log").read_text()[-6000:]
     assert not (output / "checkpoint_final.pth").exists(), "the first run was meant to be interrupted"
 
-    resumed = run_command(["nnUNetv2_train", "901", "2d", "0", "-tr", TRAINER, "-device", "cpu", "--c"],
-                          env=training_env(folders))
+    resumed = run_command(["nnUNetv2_train", "901", "2d", "0", "-tr", trainer, "-device", "cpu", "--c"],
+                          env=held_training_env(folders))
     assert "Epoch 1" in resumed.stdout and "Epoch 0\n" not in resumed.stdout
     assert (output / "checkpoint_final.pth").is_file()
     assert (output / "validation" / "summary.json").is_file()
-    predict_and_check(folders, dataset_2d, 901, "2d", [], tmp_path / "predictions")
+    predict_and_check(folders, dataset_2d, 901, "2d", [], tmp_path / "predictions", trainer,
+                      env=held_training_env(folders))
 
 
 def test_resenc_m_plans_train_and_predict_2d(folders, dataset_2d, tmp_path):
