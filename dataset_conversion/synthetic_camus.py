@@ -15,6 +15,10 @@ the image. The image is the model's echogenicity map seen through a fan-shaped f
 speckle, near-field clutter, echo dropout and log compression. Systole is the model interpolated from its ED
 to its ES shape (cavity shrinks, wall thickens, annulus descends towards the apex, atrium fills), and the
 ED/ES images are the first and last frames of the half sequence, as in the real release.
+
+The hearts are life-size at any image size: the anatomy is an adult heart in mm (Simpson's biplane EDV about
+70-160 mL, EF 40-68 %), and the pixel spacing follows from a real apical field of view (FIELD_DEPTH_MM deep) or,
+when given, sets the field of view, which must then be large enough to hold a heart.
 """
 from __future__ import annotations
 
@@ -49,9 +53,37 @@ DEFAULT_SPLIT = (0.7, 0.1, 0.2)
 MIN_IMAGE_SIDE = 64
 MAX_PATIENTS = 9999
 MAX_PLACEMENT_ATTEMPTS = 200
-# Fraction of the image height that stays clear between any labelled pixel and the edge of the fan, so no
-# annotated structure is ever cut by the field of view.
-FAN_MARGIN = 0.015
+# The anatomy is life-size: drawn in mm, then put on the pixel grid. By default the field of view is
+# FIELD_DEPTH_MM deep (spacing = depth / rows): adult apical views are imaged about 16 cm deep so that the whole
+# left atrium shows, and the hearts sampled here reach about 130 mm below the probe, the largest 160 mm (cavity
+# apex 22-30 mm deep, ventricle 65-84 mm, atrium 25-40 mm at end diastole, up to a quarter longer at end
+# systole). CAMUS's images are about 120 mm deep, each cropped around its own patient's heart; one depth for all
+# patients needs the margin. Narrow images get a larger spacing, so that the field is also at least
+# FIELD_WIDTH_MM wide (CAMUS's images are about 3/4 as wide as deep).
+FIELD_DEPTH_MM = 160.0
+FIELD_WIDTH_MM = 0.75 * FIELD_DEPTH_MM
+# The smallest field of view (depth, width) that still holds a typical life-size heart (hearts that do not fit
+# are drawn again: about 6 draws per patient here, 1.3 at the default field); a spacing that gives less, for the
+# patient whose spacing is SPACING_VARIATION below nominal, is refused.
+MIN_FIELD_DEPTH_MM = 140.0
+MIN_FIELD_WIDTH_MM = 100.0
+SPACING_VARIATION = 0.1  # each patient's spacing is the nominal one times 1 +- up to this
+# Space kept clear between any labelled pixel and the edge of the fan, so no annotated structure is ever cut by
+# the field of view.
+FAN_MARGIN_MM = 2.5
+# Valve leaflets, the septa between chambers, the pericardium: a few mm thick.
+THIN_MM = 1.5
+# A drawn structure smaller than this is not usable as a ground truth.
+MIN_STRUCTURE_AREA_MM2 = 40.0
+# The imaging system's own scales, the same at any pixel size: the speckle grain along and across the beam,
+# the beam's blur of edges, the scanner's smoothing of the envelope, the grain of the tissue's and the
+# myocardium's texture, and how far from the probe the near-field clutter reaches.
+SPECKLE_AXIAL_MM, SPECKLE_LATERAL_MM = 0.47, 2.05
+BEAM_BLUR_MM = 0.53
+ENVELOPE_BLUR_MM = 0.35
+TISSUE_GRAIN_MM = 7.5
+MYOCARDIAL_GRAIN_MM = 3.75
+CLUTTER_REACH_MM = 18.0
 # Echo amplitude (dB) displayed as white: the brightest pericardium stays just below it, so it does not clip.
 DISPLAY_TOP_DB = 8.0
 
@@ -60,7 +92,7 @@ DISPLAY_TOP_DB = 8.0
 class GenerationSettings:
     """What every patient of one dataset shares."""
     image_size: tuple[int, int]
-    spacing_mm: float
+    spacing_mm: float        # nominal; each patient's varies by up to SPACING_VARIATION
     n_frames: tuple[int, int]
     seed: int
 
@@ -156,10 +188,12 @@ class PatientRecord:
 # ------------------------------------------------------------------------------------------------- geometry
 
 class PixelGrid:
-    """Pixel-centre coordinates of one image and their polar coordinates around the fan apex."""
+    """Pixel-centre coordinates of one image, their polar coordinates around the fan apex, and the scale that
+    turns the model's millimetres into pixels."""
 
-    def __init__(self, rows: int, columns: int, fan: Fan):
+    def __init__(self, rows: int, columns: int, fan: Fan, pixels_per_mm: float):
         self.rows, self.columns = rows, columns
+        self.pixels_per_mm = pixels_per_mm
         self.y, self.x = np.mgrid[0:rows, 0:columns].astype(np.float32)
         self.depth = np.hypot(self.x - fan.apex_x, self.y - fan.apex_y)
         self.angle = np.arctan2(self.x - fan.apex_x, self.y - fan.apex_y)
@@ -233,7 +267,7 @@ def base_midpoint(shape: HeartShape, style: ShapeStyle) -> tuple[float, float]:
 def draw_anatomy(shape: HeartShape, style: ShapeStyle, grid: PixelGrid) -> Anatomy:
     """Rasterises one instant of a view. Cavity, myocardium and atrium are disjoint by construction: the
     myocardium is the band within `wall` of the cavity above the annulus line, the atrium lies below it."""
-    thin = 0.01 * grid.rows  # valve leaflets, septa between chambers: a few pixels whatever the image size
+    thin = THIN_MM * grid.pixels_per_mm
     along, across = grid.axis_coordinates(shape.apex_x, shape.apex_y, shape.tilt)
     position = along / shape.length
     left, right = cavity_edges(position, shape.length, shape.half_width_left, shape.half_width_right, style)
@@ -281,13 +315,13 @@ def draw_anatomy(shape: HeartShape, style: ShapeStyle, grid: PixelGrid) -> Anato
     return Anatomy(labels, right_heart, walls, pericardium, leaflets)
 
 
-def anatomy_fits(anatomy: Anatomy, visible: np.ndarray) -> bool:
+def anatomy_fits(anatomy: Anatomy, visible: np.ndarray, pixels_per_mm: float) -> bool:
     """Whether a drawn instant is a usable ground truth: every structure present and inside the fan, and
     the cavity closed off by myocardium and atrium (it never touches the background)."""
     labels = anatomy.labels
     if labels[~visible].any():
         return False
-    minimum_area = 2e-3 * labels.size
+    minimum_area = MIN_STRUCTURE_AREA_MM2 * pixels_per_mm ** 2
     if any(np.count_nonzero(labels == label) < minimum_area for label in (LV_CAVITY, LV_MYOCARDIUM, LEFT_ATRIUM)):
         return False
     cavity_and_neighbours = ndimage.binary_dilation(labels == LV_CAVITY, structure=np.ones((3, 3), bool))
@@ -298,30 +332,34 @@ def anatomy_fits(anatomy: Anatomy, visible: np.ndarray) -> bool:
 
 @dataclass(frozen=True)
 class PatientHeart:
-    """Size and function of one patient's left heart, shared by both views."""
-    length: float
-    half_width: float
-    wall: float
+    """Size (mm) and function of one patient's left heart, shared by both views."""
+    length: float              # ED apex to mitral annulus
+    half_width: float          # ED cavity half-width at its widest
+    wall: float                # ED myocardial thickness
     length_shortening: float   # ES / ED long-axis length
     width_shortening: float    # ES / ED cavity width
     wall_thickening: float     # ES / ED myocardial thickness
     atrial_filling: float      # ES / ED atrial size
 
 
-def sample_patient_heart(rng: np.random.Generator, rows: int) -> PatientHeart:
-    length = rows * rng.uniform(0.40, 0.48)
+def sample_patient_heart(rng: np.random.Generator) -> PatientHeart:
+    """An adult left ventricle as apical views show it at end diastole: 68-80 mm from apex to annulus, 60-70 %
+    as wide, walls 7-10 mm thick. Simpson's biplane method measures EDV 70-160 mL, ESV 20-90 mL, EF 40-68 % on
+    the ground truth of such hearts (150 patients per image size, 64 to 256 rows)."""
+    length = rng.uniform(68.0, 80.0)
     # Volume goes roughly with width squared times length, so a target ejection fraction sets the width.
-    ejection_fraction = rng.uniform(0.30, 0.70)
+    ejection_fraction = rng.uniform(0.40, 0.68)
     length_shortening = rng.uniform(0.85, 0.95)
-    return PatientHeart(length=length, half_width=length * rng.uniform(0.22, 0.28),
-                        wall=rows * rng.uniform(0.040, 0.055), length_shortening=length_shortening,
+    return PatientHeart(length=length, half_width=length * rng.uniform(0.30, 0.35),
+                        wall=rng.uniform(7.0, 10.0), length_shortening=length_shortening,
                         width_shortening=math.sqrt((1.0 - ejection_fraction) / length_shortening),
                         wall_thickening=rng.uniform(1.25, 1.6), atrial_filling=rng.uniform(1.1, 1.25))
 
 
-def sample_fan(rng: np.random.Generator, rows: int, columns: int) -> Fan:
-    return Fan(apex_x=(columns - 1) / 2.0, apex_y=-rows * rng.uniform(0.0, 0.02),
-               half_angle=rng.uniform(0.68, 0.78), radius=rows * rng.uniform(0.96, 1.0))
+def sample_fan(rng: np.random.Generator, rows: int, columns: int, pixels_per_mm: float) -> Fan:
+    """A sector reaching the bottom of the image, its apex (the probe) up to 3 mm above the top."""
+    return Fan(apex_x=(columns - 1) / 2.0, apex_y=-pixels_per_mm * rng.uniform(0.0, 3.0),
+               half_angle=rng.uniform(0.72, 0.785), radius=rows * rng.uniform(0.96, 1.0))
 
 
 def sample_style(rng: np.random.Generator) -> ShapeStyle:
@@ -334,28 +372,30 @@ def sample_style(rng: np.random.Generator) -> ShapeStyle:
                       la_tilt=rng.uniform(-0.2, 0.2), rv_depth=rng.uniform(0.5, 0.6))
 
 
-def sample_view_shapes(rng: np.random.Generator, heart: PatientHeart, view: str, rows: int, columns: int
-                       ) -> tuple[HeartShape, HeartShape, ShapeStyle]:
-    """ED and ES anatomy of one view. The 4-chamber view shows the LV right of centre, tilted with its base
-    to the right, and the right heart on its left; the 2-chamber view shows the LV alone, near the centre."""
+def sample_view_shapes(rng: np.random.Generator, heart: PatientHeart, view: str, columns: int,
+                       pixels_per_mm: float) -> tuple[HeartShape, HeartShape, ShapeStyle]:
+    """ED and ES anatomy of one view, in pixels. The 4-chamber view shows the LV right of centre, tilted with
+    its base to the right, and the right heart on its left; the 2-chamber view shows the LV alone, near the
+    centre. The cavity's apex lies 22-30 mm below the probe, under the chest wall and the apical myocardium."""
     style = sample_style(rng)
     if view == "4CH":
-        apex_x, tilt = columns / 2.0 + rows * rng.uniform(0.0, 0.04), rng.uniform(0.04, 0.16)
+        apex_x, tilt = columns / 2.0 + pixels_per_mm * rng.uniform(0.0, 4.0), rng.uniform(0.02, 0.12)
     else:
-        apex_x, tilt = columns / 2.0 + rows * rng.uniform(-0.04, 0.04), rng.uniform(-0.1, 0.1)
-    length = heart.length * rng.uniform(0.95, 1.05)
-    half_width = heart.half_width * rng.uniform(0.92, 1.08)
+        apex_x, tilt = columns / 2.0 + pixels_per_mm * rng.uniform(-4.0, 4.0), rng.uniform(-0.1, 0.1)
+    length = heart.length * pixels_per_mm * rng.uniform(0.95, 1.05)
+    half_width = heart.half_width * pixels_per_mm * rng.uniform(0.92, 1.08)
     asymmetry = rng.uniform(-0.1, 0.1)
     half_width_left, half_width_right = half_width * (1 - asymmetry), half_width * (1 + asymmetry)
     base_left, base_right = cavity_edges(np.float32(1.0), length, half_width_left, half_width_right, style)
     base_half_span = 0.5 * float(base_right - base_left)
     # The atrium's neck spans the cavity's base (and a little more), so the cavity is always closed.
-    la_neck = base_half_span * rng.uniform(1.08, 1.2) + 0.01 * rows
+    la_neck = base_half_span * rng.uniform(1.08, 1.2) + THIN_MM * pixels_per_mm
     la_bulb = la_neck * rng.uniform(1.05, 1.25)
-    la_length = length * rng.uniform(0.45, 0.6)
+    la_length = length * rng.uniform(0.38, 0.48)
     has_right_heart = view == "4CH"
-    ed = HeartShape(apex_x=apex_x, apex_y=rows * rng.uniform(0.12, 0.18), tilt=tilt, length=length,
-                    half_width_left=half_width_left, half_width_right=half_width_right, wall=heart.wall,
+    ed = HeartShape(apex_x=apex_x, apex_y=pixels_per_mm * rng.uniform(22.0, 30.0), tilt=tilt, length=length,
+                    half_width_left=half_width_left, half_width_right=half_width_right,
+                    wall=heart.wall * pixels_per_mm,
                     la_neck=la_neck, la_bulb=la_bulb, la_length=la_length,
                     rv_half_width=half_width * rng.uniform(0.55, 0.8) * has_right_heart,
                     rv_half_length=length * rng.uniform(0.40, 0.48) * has_right_heart,
@@ -410,11 +450,10 @@ def speckle_field(rng: np.random.Generator, grid: PixelGrid, fan: Fan) -> np.nda
     """Complex Gaussian scattering field with E|z|^2 = 1, so |z| is Rayleigh distributed. It is made on the
     probe's polar grid, so the speckle grains are elongated across the beam and widen with depth as in a
     real sector scan, then resampled onto the image."""
-    scale = grid.rows / 256.0
     n_radial = int(math.ceil(fan.radius)) + 2
     n_angular = int(math.ceil(2 * fan.half_angle * fan.radius)) + 2
-    polar = ndimage.gaussian_filter(rng.standard_normal((2, n_radial, n_angular)).astype(np.float32),
-                                    sigma=(0, 0.8 * scale, 3.5 * scale))
+    grain = (0, SPECKLE_AXIAL_MM * grid.pixels_per_mm, SPECKLE_LATERAL_MM * grid.pixels_per_mm)
+    polar = ndimage.gaussian_filter(rng.standard_normal((2, n_radial, n_angular)).astype(np.float32), sigma=grain)
     polar /= math.sqrt(float(np.mean(polar[0] ** 2 + polar[1] ** 2)))
     angular_index = ((grid.angle + fan.half_angle) * fan.radius).astype(np.float32)
     radial_index = grid.depth.astype(np.float32)
@@ -440,8 +479,8 @@ class ViewRenderer:
     def sample(cls, rng: np.random.Generator, grid: PixelGrid, fan: Fan) -> "ViewRenderer":
         appearance = sample_appearance(rng, fan)
         shape = (grid.rows, grid.columns)
-        tissue = appearance.tissue_mean * np.exp(0.6 * smooth_noise(rng, shape, 0.05 * grid.rows))
-        texture = np.clip(1.0 + 0.35 * smooth_noise(rng, shape, 0.025 * grid.rows), 0.3, 1.7)
+        tissue = appearance.tissue_mean * np.exp(0.6 * smooth_noise(rng, shape, TISSUE_GRAIN_MM * grid.pixels_per_mm))
+        texture = np.clip(1.0 + 0.35 * smooth_noise(rng, shape, MYOCARDIAL_GRAIN_MM * grid.pixels_per_mm), 0.3, 1.7)
         gain = 10.0 ** (appearance.gain_db / 20.0) * (1.0 - 0.25 * grid.depth / fan.radius)
         gain *= np.clip((fan.half_angle - np.abs(grid.angle)) / 0.1, 0.3, 1.0)  # weaker beams at the fan edges
         for angle, width, loss in appearance.dropouts:
@@ -461,8 +500,9 @@ class ViewRenderer:
         blood = (labels == LV_CAVITY) | (labels == LEFT_ATRIUM) | anatomy.right_heart
         reflectivity[blood] = look.blood
         reflectivity[anatomy.leaflets] = look.wall
-        reflectivity += look.clutter * np.exp(-self.grid.depth / (0.12 * self.grid.rows))  # near-field haze
-        return ndimage.gaussian_filter(reflectivity, 0.9 * self.grid.rows / 256.0)  # the beam blurs edges
+        near_field_haze = np.exp(-self.grid.depth / (CLUTTER_REACH_MM * self.grid.pixels_per_mm))
+        reflectivity += look.clutter * near_field_haze
+        return ndimage.gaussian_filter(reflectivity, BEAM_BLUR_MM * self.grid.pixels_per_mm)  # the beam blurs edges
 
     def render(self, anatomy: Anatomy, progress: float) -> np.ndarray:
         """B-mode frame: Rayleigh speckle on the echogenicity, gain, log compression to 8 bits, black
@@ -471,7 +511,7 @@ class ViewRenderer:
         scattering = math.cos(angle) * self.speckle_ed + math.sin(angle) * self.speckle_es
         amplitude = np.sqrt(self.echogenicity(anatomy)) * np.abs(scattering) * self.gain
         # Scanners smooth the envelope a little before display, which softens the deepest speckle fades.
-        amplitude = ndimage.gaussian_filter(amplitude, 0.6 * self.grid.rows / 256.0)
+        amplitude = ndimage.gaussian_filter(amplitude, ENVELOPE_BLUR_MM * self.grid.pixels_per_mm)
         decibels = 20.0 * np.log10(amplitude + 1e-6)
         dynamic_range = self.appearance.dynamic_range_db
         brightness = (decibels - (DISPLAY_TOP_DB - dynamic_range)) / dynamic_range
@@ -496,41 +536,44 @@ class ViewDrawing:
     es: HeartShape
 
 
-def draw_view_sequence(rng: np.random.Generator, heart: PatientHeart, view: str, settings: GenerationSettings
-                       ) -> ViewDrawing | None:
+def draw_view_sequence(rng: np.random.Generator, heart: PatientHeart, view: str, settings: GenerationSettings,
+                       spacing_mm: float) -> ViewDrawing | None:
     """One view's fan and the anatomy of each frame from ED to ES, or None where the sampled heart does not
     fit the fan (the caller then samples again). ED and ES are checked first since they fail most."""
     rows, columns = settings.image_size
-    fan = sample_fan(rng, rows, columns)
-    ed, es, style = sample_view_shapes(rng, heart, view, rows, columns)
+    pixels_per_mm = 1.0 / spacing_mm
+    fan = sample_fan(rng, rows, columns, pixels_per_mm)
+    ed, es, style = sample_view_shapes(rng, heart, view, columns, pixels_per_mm)
     n_frames = int(rng.integers(settings.n_frames[0], settings.n_frames[1] + 1))
-    grid = PixelGrid(rows, columns, fan)
-    visible = fan_mask(grid, fan, margin=FAN_MARGIN * rows)
+    grid = PixelGrid(rows, columns, fan, pixels_per_mm)
+    visible = fan_mask(grid, fan, margin=FAN_MARGIN_MM * pixels_per_mm)
     weights = systole_weights(n_frames)
     anatomies: list[Anatomy | None] = [None] * n_frames
     for frame in [0, n_frames - 1, *range(1, n_frames - 1)]:
         anatomy = draw_anatomy(interpolate(ed, es, float(weights[frame])), style, grid)
-        if not anatomy_fits(anatomy, visible):
+        if not anatomy_fits(anatomy, visible, pixels_per_mm):
             return None
         anatomies[frame] = anatomy
     return ViewDrawing(fan, grid, anatomies, ed, es)
 
 
-def place_heart(rng: np.random.Generator, settings: GenerationSettings) -> dict[str, ViewDrawing]:
-    """Samples a heart, and the two views of it, until every frame of both views fits its fan."""
+def place_heart(rng: np.random.Generator, settings: GenerationSettings, spacing_mm: float | None = None
+                ) -> dict[str, ViewDrawing]:
+    """Samples a life-size heart, and the two views of it, until every frame of both views fits its fan, at
+    `spacing_mm` (the nominal spacing of `settings` when not given)."""
+    spacing_mm = settings.spacing_mm if spacing_mm is None else spacing_mm
     for _ in range(MAX_PLACEMENT_ATTEMPTS):
-        heart = sample_patient_heart(rng, settings.image_size[0])
+        heart = sample_patient_heart(rng)
         drawings: dict[str, ViewDrawing] = {}
         for view in VIEWS:
-            drawing = draw_view_sequence(rng, heart, view, settings)
+            drawing = draw_view_sequence(rng, heart, view, settings, spacing_mm)
             if drawing is None:
                 break
             drawings[view] = drawing
         if len(drawings) == len(VIEWS):
             return drawings
-    rows, columns = settings.image_size
-    raise ValueError(f"could not fit a heart into a {rows}x{columns} image in {MAX_PLACEMENT_ATTEMPTS} "
-                     f"attempts; use a wider image")
+    raise ValueError(f"could not fit a life-size heart into a {field_of_view_text(settings.image_size, spacing_mm)} "
+                     f"field of view in {MAX_PLACEMENT_ATTEMPTS} attempts; use a larger pixel spacing")
 
 
 def biplane_volume(cavity_areas: Sequence[float], cavity_lengths: Sequence[float]) -> float:
@@ -542,8 +585,8 @@ def synthesize_patient(index: int, settings: GenerationSettings) -> PatientRecor
     """Samples one patient (its own random stream, so patient k is the same whatever the dataset size)
     and renders both views."""
     rng = np.random.default_rng([settings.seed, index])
-    drawings = place_heart(rng, settings)
-    spacing = round(settings.spacing_mm * float(rng.uniform(0.9, 1.1)), 4)
+    spacing = round(settings.spacing_mm * float(rng.uniform(1.0 - SPACING_VARIATION, 1.0 + SPACING_VARIATION)), 4)
+    drawings = place_heart(rng, settings, spacing)
     views: dict[str, ViewSeries] = {}
     areas, lengths = {"ED": [], "ES": []}, {"ED": [], "ES": []}
     for view, drawing in drawings.items():
@@ -627,8 +670,36 @@ def assign_subgroups(names: Sequence[str], split: Sequence[float], seed: int) ->
     return dict(zip(SUBGROUPS, (training, validation, testing)))
 
 
-def check_settings(n_patients: int, seed: int, image_size: Sequence[int], spacing_mm: float,
+def default_spacing(image_size: Sequence[int]) -> float:
+    """The pixel spacing (mm) that makes the images a FIELD_DEPTH_MM deep, at least FIELD_WIDTH_MM wide field."""
+    rows, columns = image_size
+    return max(FIELD_DEPTH_MM / rows, FIELD_WIDTH_MM / columns)
+
+
+def field_of_view_text(image_size: Sequence[int], spacing_mm: float) -> str:
+    return f"{image_size[0] * spacing_mm:.0f} x {image_size[1] * spacing_mm:.0f} mm"
+
+
+def check_field_of_view(image_size: Sequence[int], spacing_mm: float) -> None:
+    """Refuses a spacing whose field of view, for the patient with the smallest spacing, cannot hold a life-size
+    heart; the heart is never shrunk to fit, since its volumes would then mean nothing."""
+    rows, columns = image_size
+    smallest = spacing_mm * (1.0 - SPACING_VARIATION)
+    if rows * smallest >= MIN_FIELD_DEPTH_MM and columns * smallest >= MIN_FIELD_WIDTH_MM:
+        return
+    needed = max(MIN_FIELD_DEPTH_MM / rows, MIN_FIELD_WIDTH_MM / columns) / (1.0 - SPACING_VARIATION)
+    needed = math.ceil(needed * 1000.0) / 1000.0
+    raise InputError("--spacing", f"{spacing_mm:g} mm makes the {rows} x {columns} images a "
+                                  f"{field_of_view_text(image_size, spacing_mm)} field of view "
+                                  f"({field_of_view_text(image_size, smallest)} for a patient whose spacing is "
+                                  f"{SPACING_VARIATION:.0%} less), too small for a life-size heart, which needs "
+                                  f"{MIN_FIELD_DEPTH_MM:.0f} x {MIN_FIELD_WIDTH_MM:.0f} mm: use --spacing "
+                                  f"{needed:g} or more, or leave it out (then {default_spacing(image_size):.3g} mm)")
+
+
+def check_settings(n_patients: int, seed: int, image_size: Sequence[int], spacing_mm: float | None,
                    n_frames: Sequence[int]) -> None:
+    """Refuses settings that cannot make a dataset; a spacing of None stands for the default one."""
     if not 1 <= n_patients <= MAX_PATIENTS:
         raise ValueError(f"the number of patients must be between 1 and {MAX_PATIENTS}, got {n_patients}")
     if seed < 0:
@@ -636,8 +707,10 @@ def check_settings(n_patients: int, seed: int, image_size: Sequence[int], spacin
     if len(image_size) != 2 or min(image_size) < MIN_IMAGE_SIDE:
         raise ValueError(f"the image size (rows, columns) must be at least {MIN_IMAGE_SIDE} pixels each, "
                          f"got {tuple(image_size)}")
-    if not spacing_mm > 0:
-        raise ValueError(f"the pixel spacing must be positive, got {spacing_mm} mm")
+    if spacing_mm is not None:
+        if not (math.isfinite(spacing_mm) and spacing_mm > 0):
+            raise InputError("--spacing", f"the pixel spacing must be a positive number of mm, got {spacing_mm}")
+        check_field_of_view(image_size, spacing_mm)
     if len(n_frames) != 2 or not 2 <= n_frames[0] <= n_frames[1]:
         raise ValueError(f"the half-sequence frame counts (min, max) must satisfy 2 <= min <= max, "
                          f"got {tuple(n_frames)}")
@@ -661,19 +734,22 @@ def replaceable(root: Path, overwrite: bool) -> bool:
 
 
 def generate_synthetic_camus(root: Path, n_patients: int = 30, seed: int = 0,
-                             image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE, spacing_mm: float = 0.3,
+                             image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE, spacing_mm: float | None = None,
                              n_frames: int | tuple[int, int] = (10, 20),
                              split: Sequence[float] = DEFAULT_SPLIT, num_processes: int = 1,
                              overwrite: bool = False) -> Path:
     """Writes `n_patients` synthetic patients in the CAMUS 2023 layout under `root` and returns `root`.
 
     image_size is (rows, columns); spacing_mm the nominal isotropic pixel spacing (each patient varies it
-    by up to 10 %); n_frames the number of half-sequence frames (or a (min, max) range drawn per view);
-    split the (training, validation, testing) fractions or patient counts. Same arguments, same bytes.
+    by up to 10 %), by default default_spacing(image_size), a life-size apical field of view; a given one must
+    leave room for a life-size heart (else InputError naming --spacing). n_frames is the number of
+    half-sequence frames (or a (min, max) range drawn per view); split the (training, validation, testing)
+    fractions or patient counts. Same arguments, same bytes.
     The dataset is built in a temporary folder beside `root` and renamed into place at the end."""
     root = Path(root)
     frame_range = (int(n_frames),) * 2 if np.ndim(n_frames) == 0 else tuple(int(n) for n in n_frames)
     check_settings(n_patients, seed, image_size, spacing_mm, frame_range)
+    spacing_mm = default_spacing(image_size) if spacing_mm is None else spacing_mm
     settings = GenerationSettings(image_size=(int(image_size[0]), int(image_size[1])), spacing_mm=float(spacing_mm),
                                   n_frames=frame_range, seed=int(seed))
     names = [patient_name(index) for index in range(1, n_patients + 1)]
@@ -707,9 +783,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", type=int, nargs=2, default=list(DEFAULT_IMAGE_SIZE), metavar=("H", "W"),
                         help="image rows and columns (default %(default)s; real CAMUS images are about 800 x 600)")
-    parser.add_argument("--spacing", type=float, default=0.3, metavar="MM",
-                        help="nominal pixel spacing in mm, varied by up to 10%% per patient (default 0.3; the "
-                             "anatomy scales with the image, so spacing x H is the depth of the field of view)")
+    parser.add_argument("--spacing", type=float, default=None, metavar="MM",
+                        help=f"nominal pixel spacing in mm, varied by up to {100 * SPACING_VARIATION:.0f}%% per "
+                             f"patient. The hearts are life-size whatever the image size: by default the spacing "
+                             f"makes the field of view {FIELD_DEPTH_MM:.0f} mm deep (H x spacing) and at least "
+                             f"{FIELD_WIDTH_MM:.0f} mm wide (W x spacing), as an adult apical view; a given spacing "
+                             f"sets the field of view to H x W times it, the heart staying life-size in it, and is "
+                             f"refused when that field cannot hold a heart (less than {MIN_FIELD_DEPTH_MM:.0f} x "
+                             f"{MIN_FIELD_WIDTH_MM:.0f} mm for a patient whose spacing is "
+                             f"{100 * SPACING_VARIATION:.0f}%% less)")
     parser.add_argument("--frames", type=int, nargs=2, default=[10, 20], metavar=("MIN", "MAX"),
                         help="range of half-sequence frame counts, drawn per view (default 10 20)")
     parser.add_argument("--split", type=float, nargs=3, default=list(DEFAULT_SPLIT),

@@ -1,4 +1,5 @@
-"""The synthetic echocardiogram generator: CAMUS 2023 layout, determinism, anatomy-consistent labels, CLI."""
+"""The synthetic echocardiogram generator: CAMUS 2023 layout, determinism, anatomy-consistent labels, life-size
+hearts at any image size, CLI."""
 from __future__ import annotations
 
 import subprocess
@@ -13,10 +14,12 @@ from scipy import ndimage
 
 from dataset_conversion import synthetic_camus
 from dataset_conversion.synthetic_camus import generate_synthetic_camus, main
+from nnunetv2_msvmamba.clinical.geometry import measure_view
+from nnunetv2_msvmamba.clinical.volumes import MM3_PER_ML, biplane_volume, ejection_fraction
 from nnunetv2_msvmamba.common.errors import InputError
 
 ROWS, COLUMNS = 112, 96          # non-square, so a transposed read shows
-SPACING_MM = 0.3
+SPACING_MM = 1.6                 # a 179 x 154 mm field of view: room for a life-size heart
 SEED = 7
 N_PATIENTS = 4
 SPLIT_COUNTS = (2, 1, 1)
@@ -193,7 +196,79 @@ def test_half_sequences_run_from_ed_to_es_as_the_info_file_says(dataset: Path):
 def test_defaults_give_the_documented_demo_size(tmp_path: Path):
     root = generate_synthetic_camus(tmp_path / "default", n_patients=1, split=(1, 0, 0), n_frames=2)
     image = sitk.ReadImage(str(root / "database_nifti/patient0001/patient0001_2CH_ED.nii.gz"))
-    assert image.GetSize() == (224, 256) and 0.27 <= image.GetSpacing()[0] <= 0.33
+    assert image.GetSize() == (224, 256) and 0.9 * 160 / 256 <= image.GetSpacing()[0] <= 1.1 * 160 / 256
+
+
+# ------------------------------------------------------------------------------------------ life-size hearts
+
+# Adult ranges (ASE/EACVI chamber quantification, normal and moderately abnormal hearts), and the depth of an
+# adult apical view: the numbers a clinician expects from a synthetic patient.
+ADULT_EDV_ML, ADULT_ESV_ML, ADULT_EF_PERCENT = (50.0, 200.0), (20.0, 100.0), (35.0, 75.0)
+ADULT_ED_CAVITY_AREA_MM2 = (1500.0, 5000.0)  # LV cavity of one apical view at end diastole: 15-50 cm²
+APICAL_DEPTH_MM = (120.0, 200.0)
+MAX_EF_DIFFERENCE_TO_INFO = 2.0  # the Info EF is the biplane area-length EF, rounded to a whole percent
+
+
+def measured_hearts(root: Path) -> dict[str, dict[str, float]]:
+    """Per patient: EDV, ESV, EF by the package's own Simpson's biplane method on the ground truth, the ED
+    cavity areas, the field of view (mm) and the Info EF."""
+    hearts = {}
+    for folder in sorted((root / "database_nifti").iterdir()):
+        views, areas = {"ED": [], "ES": []}, []
+        for view in VIEWS:
+            for phase in ("ED", "ES"):
+                image = sitk.ReadImage(str(folder / f"{folder.name}_{view}_{phase}_gt.nii.gz"))
+                spacing_x, spacing_y = image.GetSpacing()
+                measurement = measure_view(sitk.GetArrayFromImage(image), (spacing_y, spacing_x))
+                views[phase].append(measurement)
+                areas += [measurement.area] if phase == "ED" else []
+        columns, rows = image.GetSize()
+        edv, esv = (biplane_volume(*views[phase]) / MM3_PER_ML for phase in ("ED", "ES"))
+        hearts[folder.name] = {"edv": edv, "esv": esv, "ef": ejection_fraction(edv, esv),
+                               "area_min": min(areas), "area_max": max(areas), "depth": rows * spacing_y,
+                               "width": columns * spacing_x,
+                               "info_ef": float(read_info(folder / "Info_4CH.cfg")["EF"])}
+    return hearts
+
+
+@pytest.mark.parametrize("size, spacing", [((64, 64), None), ((128, 112), None), ((256, 224), None),
+                                           ((96, 80), 2.0)], ids=["64", "128", "256", "96x80-spacing-2"])
+def test_hearts_are_life_size_at_every_image_size(tmp_path: Path, size, spacing):
+    """Whatever the image size (the demo's 64 x 64 included), the generated patients' volumes and EF, as the
+    clinical layer measures them on the ground truth, are an adult's; the field of view is an apical view's
+    (given a spacing, it is size x spacing and the heart is still life-size); the Info EF agrees."""
+    given = {} if spacing is None else {"spacing_mm": spacing}
+    root = generate_synthetic_camus(tmp_path / "camus", n_patients=4, seed=11, image_size=size, n_frames=2,
+                                    split=(4, 0, 0), **given)
+    for patient, heart in measured_hearts(root).items():
+        assert ADULT_EDV_ML[0] <= heart["edv"] <= ADULT_EDV_ML[1], (patient, heart)
+        assert ADULT_ESV_ML[0] <= heart["esv"] <= ADULT_ESV_ML[1], (patient, heart)
+        assert ADULT_EF_PERCENT[0] <= heart["ef"] <= ADULT_EF_PERCENT[1], (patient, heart)
+        assert ADULT_ED_CAVITY_AREA_MM2[0] <= heart["area_min"] <= heart["area_max"] <= ADULT_ED_CAVITY_AREA_MM2[1]
+        assert abs(heart["ef"] - heart["info_ef"]) <= MAX_EF_DIFFERENCE_TO_INFO, (patient, heart)
+        if spacing is None:
+            assert APICAL_DEPTH_MM[0] <= heart["depth"] <= APICAL_DEPTH_MM[1], (patient, heart)
+        else:
+            assert heart["depth"] == pytest.approx(size[0] * spacing, rel=0.1)
+            assert heart["width"] == pytest.approx(size[1] * spacing, rel=0.1)
+
+
+def test_a_spacing_too_small_for_a_heart_is_refused_and_the_smallest_it_suggests_works(tmp_path: Path, capsys):
+    """A field of view that cannot hold a life-size heart is refused in one line naming --spacing, rather than
+    shrinking the heart; the smallest spacing the message suggests is accepted."""
+    root = tmp_path / "camus"
+    base = [str(root), "-n", "1", "--size", "64", "64", "--frames", "2", "2", "--split", "1", "0", "0", "-np", "1"]
+    assert main([*base, "--spacing", "0.3"]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("error: --spacing: 0.3 mm makes the 64 x 64 images a 19 x 19 mm field of view")
+    assert message.count("\n") == 1 and "too small for a life-size heart" in message and not root.exists()
+    suggested = message.split("use --spacing ", 1)[1].split(" ", 1)[0]
+    assert main([*base, "--spacing", suggested]) == 0 and (root / "database_nifti" / "patient0001").is_dir()
+    capsys.readouterr()
+    for bad in ("0", "-1", "nan", "inf"):
+        assert main([str(tmp_path / "bad"), "--spacing", bad]) == 2
+        assert capsys.readouterr().err.startswith("error: --spacing: ")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cli_writes_refuses_an_existing_folder_and_overwrites_only_its_own_output(tmp_path: Path, capsys):
@@ -255,6 +330,7 @@ def test_command_line_help_and_error_in_a_real_process(tmp_path: Path):
     assert shown.returncode == 0
     for option in ("ROOT", "--seed", "--size", "-np", "--overwrite", "--frames", "--split", "--spacing"):
         assert option in shown.stdout
+    assert "life-size" in shown.stdout and "160 mm deep" in shown.stdout
     (tmp_path / "occupied").mkdir()
     (tmp_path / "occupied" / "notes.txt").write_text("mine")
     refused = subprocess.run([*module, str(tmp_path / "occupied")], capture_output=True, text=True, cwd=repository)
