@@ -69,3 +69,64 @@ def write_label_folder(folder: Path, cases: dict[str, np.ndarray], spacing_rc: t
         row_spacing, column_spacing = (spacings or {}).get(case, spacing_rc)
         write_image_2d(labels.astype(np.uint8), (column_spacing, row_spacing), folder / f"{case}.nii.gz")
     return folder
+
+
+NIFTI_PIXDIM_OFFSET = 76  # bytes: pixdim[0..7], float32, in the NIfTI-1 header
+
+
+def set_nifti_pixdim(path: Path, axis: int, value: float) -> None:
+    """Overwrites pixdim[axis] (1: x, 2: y, 3: z) in a NIfTI-1 file's header, as a broken writer would leave it:
+    nibabel and SimpleITK recompute the header from the affine or spacing, so it takes editing the bytes."""
+    import gzip
+    import struct
+
+    compressed = path.name.endswith(".gz")
+    content = bytearray(gzip.decompress(path.read_bytes()) if compressed else path.read_bytes())
+    struct.pack_into("<f", content, NIFTI_PIXDIM_OFFSET + 4 * axis, value)
+    path.write_bytes(gzip.compress(bytes(content)) if compressed else bytes(content))
+
+
+def write_sequence(path: Path, labels: np.ndarray, spacing_rc: tuple[float, float] = (0.3, 0.3),
+                   dtype: type = np.uint8) -> Path:
+    """A (frames, rows, columns) label sequence as an (x, y, t) image, as CAMUS half sequences are stored."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(labels.astype(dtype))
+    image.SetSpacing((spacing_rc[1], spacing_rc[0], 1.0))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def with_island(labels: np.ndarray, label: int, corner_rc: tuple[int, int], size: int) -> np.ndarray:
+    """A copy of `labels` with a `size` x `size` square island of `label` whose top-left pixel is `corner_rc`."""
+    changed = labels.copy()
+    changed[corner_rc[0]:corner_rc[0] + size, corner_rc[1]:corner_rc[1] + size] = label
+    return changed
+
+
+CAMUS_LIKE_SHAPE = (140, 100)
+CAMUS_LIKE_SPACING = (0.3, 0.3)
+CAMUS_LIKE_BASE = (30.0, 15.0)  # annulus midpoint, mm
+
+
+def camus_like_cases(patients: dict[str, float], es_scale: float = 0.8) -> dict[str, np.ndarray]:
+    """`<patient>_{2CH,4CH}_{ED,ES}` label maps (cavity, myocardium, atrium) of half-ellipse ventricles, the
+    long axis of each patient's 2CH view at ED `patients[patient]` mm, its 4CH view 3 % shorter and wider."""
+    cases = {}
+    for patient, length in patients.items():
+        for view, (view_length, half_width) in (("2CH", (length, 0.36 * length)),
+                                                ("4CH", (0.97 * length, 0.41 * length))):
+            for phase, scale in (("ED", 1.0), ("ES", es_scale)):
+                cases[f"{patient}_{view}_{phase}"] = half_ellipse(
+                    CAMUS_LIKE_SHAPE, CAMUS_LIKE_BASE, view_length * scale, half_width * scale,
+                    spacing_rc=CAMUS_LIKE_SPACING, wall=1.5)
+    return cases
+
+
+def badly_segmented_ed_frame() -> np.ndarray:
+    """Beats with ED at frames 5 and 25, ES at 15 and 35; the cavity of frame 5 segmented at half its size. The
+    3-frame median makes frame 5 the maximum of the smoothed curve all the same, as its neighbours are."""
+    labels, _ = beating_sequence(40, 20.0, 5.0, noise=0.0)
+    labels[5] = half_ellipse(labels.shape[1:], (labels.shape[1] - 10.0, labels.shape[2] / 2.0), 30.0, 10.0,
+                             atrium=False)
+    return labels

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from clinical_fixtures import apex_of, half_ellipse, half_ellipsoid_volume
+from clinical_fixtures import apex_of, half_ellipse, half_ellipsoid_volume, with_island
 from nnunetv2_msvmamba.clinical.agreement import agreement
 from nnunetv2_msvmamba.clinical.geometry import DEFAULT_DISCS, GeometryError, measure_view
 from nnunetv2_msvmamba.clinical.volumes import biplane_volume, ejection_fraction, single_plane_volume
@@ -138,3 +138,39 @@ def test_a_stray_blob_of_atrium_touching_the_wall_does_not_move_the_annulus():
     with_blob = measure_view(labels, SPACING)
     assert np.linalg.norm(with_blob.axis.annulus_midpoint - clean.axis.annulus_midpoint) < 0.5
     assert single_plane_volume(with_blob) == pytest.approx(single_plane_volume(clean), rel=0.01)
+
+
+@pytest.mark.parametrize("atrium", [True, False], ids=["annulus-from-atrium", "annulus-from-hull"])
+def test_a_stray_island_of_cavity_far_from_the_ventricle_is_left_out_and_reported(atrium):
+    """An island below the atrium would otherwise be the farthest cavity point from the annulus (the 'apex')."""
+    labels = half_ellipse(SHAPE, BASE, 30.3, 10.4, 0.0, SPACING, atrium)
+    clean = measure_view(labels, SPACING)
+    island = with_island(labels, 1, (SHAPE[0] - 12, SHAPE[1] // 2), 5)
+    measured = measure_view(island, SPACING)
+    assert measured.area == clean.area and measured.length == clean.length
+    np.testing.assert_array_equal(measured.diameters, clean.diameters)
+    assert single_plane_volume(measured) == single_plane_volume(clean)
+    [removed] = measured.removed
+    cavity_pixels = int(np.count_nonzero(labels == 1))
+    assert (removed.structure, removed.islands, removed.pixels) == ("LV cavity (label 1)", 1, 25)
+    assert removed.percent == pytest.approx(100 * 25 / (cavity_pixels + 25))
+    assert removed.describe() == (f"1 island(s) of LV cavity (label 1) removed (25 pixels, {removed.percent:.1f} % "
+                                  f"of it)")
+    assert clean.removed == ()
+
+
+def test_an_island_of_atrium_is_left_out_of_the_annulus_and_reported():
+    labels = half_ellipse(SHAPE, BASE, 30.3, 10.4, 0.0, SPACING, atrium=True)
+    clean = measure_view(labels, SPACING)
+    # Two islands of atrium against the cavity's walls half way up: a valve plane there would halve the cavity.
+    row = int(round((BASE[0] - 0.5 * 30.3) / SPACING[0]))
+    island = labels.copy()
+    for side in (-1, 1):
+        column = int(round((BASE[1] + side * 10.4 * math.sqrt(0.75)) / SPACING[1]))
+        block = island[row - 1:row + 2, column - 2:column + 3]
+        block[block == 0] = 3
+        assert (block == 1).any() and (block == 3).any()
+    measured = measure_view(island, SPACING)
+    assert np.linalg.norm(measured.axis.annulus_midpoint - clean.axis.annulus_midpoint) < 1e-9
+    assert single_plane_volume(measured) == single_plane_volume(clean)
+    assert [(r.structure, r.islands) for r in measured.removed] == [("left atrium (label 3)", 2)]

@@ -24,6 +24,11 @@ spacing of each axis, so anisotropic pixels give the same answer as square ones.
 **Apex.** The cavity point farthest from the midpoint of the annulus; the **long axis** runs from that midpoint
 to the apex, and its length L is their distance.
 
+**Islands.** Each structure is measured by its largest connected component (8-connected, as nnU-Net's own
+post-processing keeps it): a stray island of cavity far from the ventricle would otherwise become the "apex"
+(or a few basal pixels of it the annulus) and move the volumes by several percent. What was removed is reported
+with the measurement, so that the user sees which file had islands and how large they were.
+
 **Discs.** The long axis is cut into `n_discs` (ASE/EACVI: 20) slabs of height L / n_discs, perpendicular to it.
 A disc's diameter is the cavity area inside its slab divided by the slab height (the mean chord of the slab),
 which uses every pixel once, so the discs always add up to the cavity area and do not depend on where a single
@@ -32,8 +37,10 @@ chord happens to cross the pixel grid; cavity pixels just beyond either end of t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 DEFAULT_DISCS = 20
@@ -67,12 +74,32 @@ class LongAxis:
 
 
 @dataclass(frozen=True)
+class RemovedIslands:
+    """The pixels of one structure outside its largest connected component, left out of the measurement."""
+
+    structure: str
+    islands: int
+    pixels: int
+    structure_pixels: int  # the whole structure's, islands included
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.pixels / self.structure_pixels
+
+    def describe(self) -> str:
+        return (f"{self.islands} island(s) of {self.structure} removed ({self.pixels} pixels, {self.percent:.1f} % "
+                f"of it)")
+
+
+@dataclass(frozen=True)
 class ViewMeasurement:
-    """One view's cavity: its area, long axis and disc diameters (mm, mm² or pixel units)."""
+    """One view's cavity: its area, long axis and disc diameters (mm, mm² or pixel units), measured on the
+    largest connected component of each structure; `removed` says which islands were left out."""
 
     area: float
     axis: LongAxis
     diameters: np.ndarray
+    removed: tuple[RemovedIslands, ...] = ()
 
     @property
     def length(self) -> float:
@@ -84,6 +111,22 @@ def bounding_crop(mask: np.ndarray, margin: int = 1) -> tuple[slice, slice]:
     rows, columns = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
             slice(max(columns[0] - margin, 0), columns[-1] + margin + 1))
+
+
+# 8-connectivity: pixels touching at a corner are one structure (scikit-image's default in nnU-Net's
+# remove_all_but_largest_component).
+CONNECTIVITY = np.ones((3, 3), dtype=bool)
+
+
+def largest_component(mask: np.ndarray, structure: str) -> tuple[np.ndarray, Optional[RemovedIslands]]:
+    """`mask` reduced to its largest connected component, and what was removed (None when nothing was)."""
+    components, count = ndimage.label(mask, structure=CONNECTIVITY)
+    if count <= 1:
+        return mask, None
+    sizes = np.bincount(components.ravel())[1:]
+    largest = int(np.argmax(sizes)) + 1
+    total = int(sizes.sum())
+    return components == largest, RemovedIslands(structure, count - 1, total - int(sizes[largest - 1]), total)
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -196,14 +239,19 @@ def disc_diameters(cavity: np.ndarray, spacing_rc: tuple[float, float], axis: Lo
 
 def measure_view(labels: np.ndarray, spacing_rc: tuple[float, float], lv_label: int = 1,
                  atrium_label: int | None = 3, n_discs: int = DEFAULT_DISCS) -> ViewMeasurement:
-    """The LV cavity (`lv_label`) of a 2D label map: area, long axis and disc diameters. The atrium label, when
-    the map has it, locates the mitral annulus. Raises GeometryError without a usable cavity."""
+    """The LV cavity (`lv_label`) of a 2D label map: area, long axis and disc diameters, of the largest connected
+    component of the cavity. The atrium label, when the map has it, locates the mitral annulus (its largest
+    component too). Raises GeometryError without a usable cavity."""
     cavity = labels == lv_label
     if not cavity.any():
         raise GeometryError(f"no LV cavity (label {lv_label})")
-    atrium = labels == atrium_label if atrium_label is not None else None
+    cavity, cavity_islands = largest_component(cavity, f"LV cavity (label {lv_label})")
+    atrium, atrium_islands = None, None
+    if atrium_label is not None:
+        atrium, atrium_islands = largest_component(labels == atrium_label, f"left atrium (label {atrium_label})")
     axis = find_long_axis(cavity, spacing_rc, atrium)
     if axis.length <= 0:
         raise GeometryError("LV cavity has no long axis")
     area = float(np.count_nonzero(cavity) * spacing_rc[0] * spacing_rc[1])
-    return ViewMeasurement(area, axis, disc_diameters(cavity, spacing_rc, axis, n_discs))
+    removed = tuple(islands for islands in (cavity_islands, atrium_islands) if islands is not None)
+    return ViewMeasurement(area, axis, disc_diameters(cavity, spacing_rc, axis, n_discs), removed)
