@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from clinical_fixtures import half_ellipse, half_ellipsoid_volume, write_label_folder
+from clinical_fixtures import (CAMUS_LIKE_SPACING, badly_segmented_ed_frame, beating_sequence, camus_like_cases,
+                               half_ellipse, half_ellipsoid_volume, set_nifti_pixdim, with_island,
+                               write_label_folder, write_sequence)
 from conftest import run_command
 from dataset_conversion.camus import convert_camus
 from dataset_conversion.echonet import convert_echonet
@@ -162,9 +165,9 @@ def test_echonet_cases_single_plane_with_spacing_and_filelist_values(tmp_path, c
         assert float(row["edv_ml"]) == pytest.approx(expected, rel=0.03)
         assert row["edv_2ch_ml"] == "" and row["volume_unit"] == "mL"
 
-    status, stdout, _ = run(["--reference", str(labels), "--cases", str(tmp_path / "cases.csv"),
+    status, _, stderr = run(["--reference", str(labels), "--cases", str(tmp_path / "cases.csv"),
                              "-o", str(tmp_path / "pixels"), "-np", "1"], capsys)
-    assert status == 0 and "pixels³" in stdout
+    assert status == 0 and "pixels³" in stderr
     [entry] = json.loads((tmp_path / "pixels" / "clinical_summary.json").read_text())["agreement"]
     assert (entry["edv"]["n"], entry["esv"]["n"], entry["ef"]["n"]) == (0, 0, 2)  # px³ vs mL: EF only
     pixel_rows = [r for r in read_rows(tmp_path / "pixels" / "clinical_per_patient.csv") if r["model"] == "reference"]
@@ -280,7 +283,7 @@ def unreadable_label_file(camus, tmp_path):
     labels = camus_copy(camus, tmp_path)
     bad = labels / f"{patients_in(labels)[0]}_4CH_ED.nii.gz"
     bad.write_bytes(b"\x1f\x8b truncated")
-    return ["--reference", str(labels)], bad, "cannot be read"
+    return ["--reference", str(labels)], bad, "unreadable: corrupt or truncated gzip stream"
 
 
 def missing_model_folder(camus, tmp_path):
@@ -310,7 +313,7 @@ def sequence_frame_without_lv(camus, tmp_path):
 def unreadable_sequence(camus, tmp_path):
     bad = tmp_path / "seq.nii.gz"
     bad.write_text("not an image")
-    return ["--sequence", str(bad)], bad, "cannot be read as a label sequence"
+    return ["--sequence", str(bad)], bad, "unreadable: corrupt or truncated gzip stream"
 
 
 def sequence_that_is_one_frame(camus, tmp_path):
@@ -360,3 +363,159 @@ def test_console_script(camus, tmp_path):
                           "-np", "1"])
     assert "wrote clinical_per_patient.csv" in result.stdout
     assert not math.isnan(float(read_rows(tmp_path / "o" / "clinical_per_patient.csv")[0]["ef_percent"]))
+
+
+# ------------------------------------------------- untrustworthy input, through the installed command
+
+def clinical(*args) -> subprocess.CompletedProcess:
+    """msvmamba_clinical as a user runs it."""
+    return run_command(["msvmamba_clinical", *map(str, args), "-np", "1"], check=False)
+
+
+def assert_refused(result, bad_file: Path, problem: str, out: Path) -> str:
+    """Exit status 2, one error line on stderr (after the progress bar, if any) naming the file and the problem,
+    no traceback, no reports."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error")]
+    assert len(errors) == 1 and errors[0] == lines[-1] and errors[0].startswith(f"error: {bad_file}: "), result.stderr
+    assert problem in errors[0], errors[0]
+    assert not out.exists() or not any(out.iterdir())
+    return errors[0]
+
+
+def beating_file(path: Path, dtype: type = np.uint8) -> Path:
+    labels, _ = beating_sequence(24, 12.0, 2.0, shape=(70, 50), length=40.0, half_width=15.0, noise=0.0)
+    return write_sequence(path, labels, (0.3, 0.3), dtype)
+
+
+@pytest.mark.parametrize("axis, value", [(1, math.nan), (2, math.inf), (1, 0.0)], ids=["nan-x", "inf-y", "zero-x"])
+def test_a_sequence_whose_header_spacing_is_not_a_positive_finite_number_is_refused(tmp_path, axis, value):
+    """SimpleITK would read it as 1 mm, with a warning, and the volumes would be in pixels³ or the wrong mL."""
+    bad = beating_file(tmp_path / "loop.nii.gz")
+    set_nifti_pixdim(bad, axis, value)
+    out = tmp_path / "out"
+    assert_refused(clinical("--sequence", bad, "-o", out), bad, "(pixdim) is not a positive finite number", out)
+
+
+def test_a_sequence_with_nan_voxels_is_refused(tmp_path):
+    """SimpleITK reads a NaN voxel of a NIfTI file as 0: a hole in the cavity nobody would see."""
+    labels, _ = beating_sequence(24, 12.0, 2.0, shape=(70, 50), length=40.0, half_width=15.0, noise=0.0)
+    labels = labels.astype(np.float32)
+    assert labels[5, 30, 25] == 1
+    labels[5, 30, 25] = np.nan  # inside the cavity of frame 5
+    bad = write_sequence(tmp_path / "loop.nii.gz", labels, dtype=np.float32)
+    out = tmp_path / "out"
+    assert_refused(clinical("--sequence", bad, "-o", out), bad, "1 NaN or infinite voxel value(s)", out)
+
+
+def test_nii_beside_nii_gz_of_one_name_in_a_sequence_folder_is_refused_naming_both(tmp_path):
+    folder = tmp_path / "loops"
+    folder.mkdir()
+    beating_file(folder / "loop.nii.gz")
+    beating_file(folder / "loop.nii")
+    beating_file(folder / "other.nii.gz")
+    out = tmp_path / "out"
+    line = assert_refused(clinical("--sequence", folder, "-o", out), folder / "loop.nii.gz", "has the same name", out)
+    assert str(folder / "loop.nii") + " " in line
+
+
+def test_a_sequence_with_an_implausible_beat_is_measured_and_flagged(tmp_path):
+    path = write_sequence(tmp_path / "loop.nii.gz", badly_segmented_ed_frame())
+    result = clinical("--sequence", path, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    [summary] = read_rows(tmp_path / "out" / "sequence_summary.csv")
+    assert summary["note"].startswith("beat ED 5 -> ES 15: ESV > EDV (EF -")
+    assert f"warning: {path}: {summary['note']}" in result.stderr.splitlines()
+    assert "ED 5 -> ES 15: EF -" in result.stdout and "(ESV > EDV!)" in result.stdout
+    assert float(summary["ef_per_beat"].split()[0]) < 0  # the measured value is kept
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_label_file_whose_header_spacing_is_not_a_positive_finite_number_is_refused(tmp_path, value):
+    labels = write_label_folder(tmp_path / "labels", camus_like_cases({"p1": 22.0, "p2": 24.0}), CAMUS_LIKE_SPACING)
+    bad = labels / "p2_4CH_ES.nii.gz"
+    set_nifti_pixdim(bad, 1, value)
+    out = tmp_path / "out"
+    assert_refused(clinical("--reference", labels, "-o", out), bad, "(pixdim) is not a positive finite number", out)
+
+
+def per_patient(out: Path, model: str = "reference") -> dict[str, dict]:
+    return {row["patient"]: row for row in read_rows(out / "clinical_per_patient.csv") if row["model"] == model}
+
+
+def test_an_island_of_cavity_far_from_the_ventricle_changes_no_volume_and_is_named_in_the_note(tmp_path):
+    cases = camus_like_cases({"p1": 22.0, "p2": 24.0})
+    clean = write_label_folder(tmp_path / "clean", cases, CAMUS_LIKE_SPACING)
+    cases["p2_4CH_ED"] = with_island(cases["p2_4CH_ED"], 1, (2, 2), 4)  # beyond the apex: it would be the 'apex'
+    island = write_label_folder(tmp_path / "island", cases, CAMUS_LIKE_SPACING)
+    assert clinical("--reference", clean, "-o", tmp_path / "out_clean").returncode == 0
+    result = clinical("--reference", island, "-o", tmp_path / "out_island")
+    assert result.returncode == 0, result.stderr
+    measured, expected = per_patient(tmp_path / "out_island"), per_patient(tmp_path / "out_clean")
+    for patient in ("p1", "p2"):
+        for column in ("edv_ml", "esv_ml", "ef_percent", "edv_4ch_ml"):
+            assert measured[patient][column] == expected[patient][column], (patient, column)
+    cavity = int(np.count_nonzero(cases["p2_4CH_ED"] == 1))
+    assert measured["p2"]["note"] == (f"p2_4CH_ED.nii.gz: 1 island(s) of LV cavity (label 1) removed (16 pixels, "
+                                      f"{100 * 16 / cavity:.1f} % of it)")
+    assert measured["p1"]["note"] == expected["p2"]["note"] == ""
+    assert "p2_4CH_ED.nii.gz" in result.stderr and "island" in result.stderr
+
+
+def test_esv_larger_than_edv_is_flagged_per_patient_warned_and_counted_in_the_summary(tmp_path):
+    """ED and ES files swapped: the measured values stay, with the flag beside them."""
+    cases = camus_like_cases({"p1": 22.0, "p2": 24.0, "p3": 23.0})
+    for view in ("2CH", "4CH"):
+        cases[f"p3_{view}_ED"], cases[f"p3_{view}_ES"] = cases[f"p3_{view}_ES"], cases[f"p3_{view}_ED"]
+    labels = write_label_folder(tmp_path / "labels", cases, CAMUS_LIKE_SPACING)
+    out = tmp_path / "out"
+    result = clinical("--reference", labels, "-o", out)
+    assert result.returncode == 0, result.stderr
+    rows = per_patient(out)
+    p3 = rows["p3"]
+    assert float(p3["esv_ml"]) > float(p3["edv_ml"]) and float(p3["ef_percent"]) < 0  # kept as measured
+    assert p3["note"].startswith(f"ESV > EDV (EF {float(p3['ef_percent']):.1f} %): physiologically implausible")
+    assert "2CH single plane: ESV > EDV" in p3["note"] and "4CH single plane: ESV > EDV" in p3["note"]
+    assert rows["p1"]["note"] == rows["p2"]["note"] == ""
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: reference: 1 of 3 patient(s) with ESV > EDV, physiologically implausible (ED and "
+                        "ES swapped, or a failed segmentation): p3; see the note column of clinical_per_patient.csv"]
+    summary = json.loads((out / "clinical_summary.json").read_text())
+    assert summary["implausible"]["patients"] == {"reference": ["p3"]}
+    assert summary["means"]["reference"]["n_implausible"] == 1
+    markdown = (out / "clinical_summary.md").read_text()
+    assert "- Patients with ESV > EDV, physiologically implausible (ED and ES swapped, or a failed segmentation): " \
+        "reference: 1 of 3 patient(s) (p3)\n" in markdown
+    header, _, reference_row = [line for line in result.stdout.splitlines() if line.startswith("|")][:3]
+    assert header.endswith("| ESV > EDV |") and reference_row.startswith("| reference | 3 |")
+    assert reference_row.endswith("| 1 |")
+
+
+def test_reference_values_that_are_not_numbers_are_named_per_patient_and_a_percent_sign_is_read(tmp_path):
+    patients = {"p1": 22.0, "p2": 24.0, "p3": 23.0, "p4": 21.0, "p5": 25.0}
+    labels = write_label_folder(tmp_path / "labels", camus_like_cases(patients), CAMUS_LIKE_SPACING)
+    ef_text = {"p1": "31%", "p2": "", "p3": "n/a", "p4": "inf", "p5": "48.5"}
+    with open(tmp_path / "cases.csv", "w") as f:
+        f.write("case,EF\n")
+        for patient, text in ef_text.items():
+            for view in ("2CH", "4CH"):
+                for phase in ("ED", "ES"):
+                    f.write(f"{patient}_{view}_{phase},{text}\n")
+    out = tmp_path / "out"
+    result = clinical("--reference", labels, "--cases", tmp_path / "cases.csv", "-o", out)
+    assert result.returncode == 0, result.stderr
+    stated = per_patient(out, "cases.csv")
+    assert float(stated["p1"]["ef_percent"]) == 31.0 and float(stated["p5"]["ef_percent"]) == 48.5
+    expected_notes = {"p2": "EF is empty", "p3": "EF 'n/a' is not a number", "p4": "EF 'inf' is not a finite number"}
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    summary = json.loads((out / "clinical_summary.json").read_text())
+    markdown = (out / "clinical_summary.md").read_text()
+    for patient, reason in expected_notes.items():
+        note = f"{tmp_path / 'cases.csv'}: patient {patient}: {reason}; left out of the agreement"
+        assert f"note: {note}" in notes and note in summary["notes"] and note in markdown
+        assert math.isnan(float(stated[patient]["ef_percent"]))
+        assert stated[patient]["note"] == f"{reason}; left out of the agreement"
+    [entry] = summary["agreement"]
+    assert entry["ef"]["n"] == 2  # p1 and p5

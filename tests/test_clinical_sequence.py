@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from clinical_fixtures import beating_sequence, half_ellipse
-from nnunetv2_msvmamba.clinical.sequence import (analyse_label_sequence, detect_beats, read_label_sequence,
-                                                 write_sequence_reports)
+from clinical_fixtures import (badly_segmented_ed_frame, beating_sequence, half_ellipse, with_island,
+                               write_sequence)
+from nnunetv2_msvmamba.clinical.sequence import (analyse_label_sequence, detect_beats, list_sequences,
+                                                 read_label_sequence, write_sequence_reports)
 from nnunetv2_msvmamba.common.errors import InputError
 
 PERIOD, FIRST_ED, N_FRAMES = 29.0, 4.0, 100
@@ -116,7 +117,7 @@ def test_spacing_option_applies_to_files_without_spacing_and_must_match_the_othe
     with pytest.raises(InputError, match="expected a 3D image"):
         read_label_sequence(tmp_path / "frame.nii.gz")
     (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
-    with pytest.raises(InputError, match="cannot be read"):
+    with pytest.raises(InputError, match="unreadable: corrupt or truncated gzip stream"):
         read_label_sequence(tmp_path / "broken.nii.gz")
 
 
@@ -164,3 +165,55 @@ def test_atrium_border_is_used_when_the_sequence_has_one():
     volumes = [analyse_label_sequence(np.stack([labels] * 2), None, "x").lv_volume[0] for labels in (with_atrium,
                                                                                                    without)]
     assert volumes[0] == pytest.approx(volumes[1], rel=0.03)
+
+
+def read_rows(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_an_island_in_a_frame_changes_no_volume_and_the_frame_says_so(tmp_path):
+    labels, _ = beating_sequence(30, 15.0, 2.0, noise=0.0)
+    clean = analyse_label_sequence(labels, (0.4, 0.4), "loop")
+    labels[7] = with_island(labels[7], 1, (1, 1), 3)  # far beyond the apex
+    analysis = analyse_label_sequence(labels, (0.4, 0.4), "loop")
+    np.testing.assert_array_equal(analysis.lv_volume, clean.lv_volume)
+    np.testing.assert_array_equal(analysis.lv_area, clean.lv_area)
+    assert analysis.frame_notes[7].startswith("1 island(s) of LV cavity (label 1) removed (9 pixels, ")
+    assert [note for frame, note in enumerate(analysis.frame_notes) if frame != 7] == [""] * 29
+    assert analysis.note == "islands left out of the measurement in frame(s) 7 (see sequence_frames.csv)"
+    write_sequence_reports([analysis], tmp_path / "out")
+    frames = read_rows(tmp_path / "out" / "sequence_frames.csv")
+    assert frames[7]["note"] == analysis.frame_notes[7] and frames[6]["note"] == ""
+    assert read_rows(tmp_path / "out" / "sequence_summary.csv")[0]["note"] == analysis.note
+
+
+def test_a_beat_whose_esv_is_larger_than_its_edv_is_kept_and_flagged():
+    analysis = analyse_label_sequence(badly_segmented_ed_frame(), None, "loop")
+    first, second = analysis.beats
+    assert (first.ed_frame, first.es_frame) == (5, 15) and first.esv > first.edv and first.ef_percent < 0
+    assert first.implausible and not second.implausible
+    assert analysis.implausible_beats == [first]
+    assert analysis.note == (f"beat ED 5 -> ES 15: ESV > EDV (EF {first.ef_percent:.1f} %), physiologically "
+                             f"implausible (ED and ES swapped, or a failed segmentation)")
+
+
+def test_a_metaimage_sequence_with_nan_voxels_is_refused(tmp_path):
+    """SimpleITK reads NaN voxels of a MetaImage as NaN; the check after reading names them."""
+    labels, _ = beating_sequence(6, 10.0, 0.0, shape=(40, 30), length=20.0, half_width=8.0, noise=0.0)
+    labels = labels.astype(np.float32)
+    labels[2, 0, 0] = np.inf
+    path = write_sequence(tmp_path / "loop.mha", labels, dtype=np.float32)
+    with pytest.raises(InputError, match=r"contains 1 NaN or infinite voxel value\(s\)"):
+        read_label_sequence(path)
+
+
+def test_nii_beside_nii_gz_in_a_sequence_folder_is_refused(tmp_path):
+    labels, _ = beating_sequence(3, 10.0, 0.0, shape=(40, 30), length=20.0, half_width=8.0, noise=0.0)
+    for name in ("a.nii.gz", "b.nii.gz", "b.nii"):
+        write_sequence(tmp_path / name, labels)
+    with pytest.raises(InputError, match="same name") as error:
+        list_sequences(tmp_path)
+    assert error.value.path == tmp_path / "b.nii.gz" and str(tmp_path / "b.nii") in error.value.problem
+    (tmp_path / "b.nii").unlink()
+    assert list_sequences(tmp_path) == [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"]

@@ -51,7 +51,9 @@ class PatientTask:
 @dataclass
 class PatientVolumes:
     """EDV, ESV (mL, or pixels³ without spacing) and EF (%) of one patient; `views` holds each view's
-    single-plane values (CAMUS), `spacings` each file's (row, column) spacing."""
+    single-plane values (CAMUS), `spacings` each file's (row, column) spacing, `islands` (file name, what was
+    left out) for each file whose structures had islands, `notes` anything else the user should know about how
+    the values were obtained (a reference value missing)."""
 
     patient: str
     edv: float
@@ -61,6 +63,11 @@ class PatientVolumes:
     views: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     spacings: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     files: dict[tuple[str, str], Path] = field(default_factory=dict)
+    islands: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def all_notes(self) -> list[str]:
+        return [f"{file}: {removed}" for file, removed in self.islands] + self.notes
 
 
 def case_kind(cases: Mapping[str, Path], folder: Path) -> str:
@@ -125,6 +132,7 @@ def measure_patient(task: PatientTask) -> PatientVolumes:
     measurements: dict[tuple[str, str], ViewMeasurement] = {}
     spacings: dict[tuple[str, str], tuple[float, float]] = {}
     physical = set()
+    islands = []
     for (view, phase), path in task.files:
         label_map = read_label_map(task.reader, path)
         spacing, is_physical = file_spacing(path, label_map.spacing, task.spacing_mm)
@@ -134,6 +142,9 @@ def measure_patient(task: PatientTask) -> PatientVolumes:
         except GeometryError as error:
             raise InputError(path, f"{error}; cannot measure the LV") from None
         spacings[(view, phase)] = spacing
+        removed = measurements[(view, phase)].removed
+        if removed:
+            islands.append((path.name, "; ".join(structure.describe() for structure in removed)))
     if len(physical) > 1:
         raise InputError(task.files[0][1], f"patient {task.patient}: some files have a pixel spacing and some "
                                            f"do not")
@@ -153,7 +164,7 @@ def measure_patient(task: PatientTask) -> PatientVolumes:
     view_values = {view: (ed, es, ejection_fraction(ed, es)) for view, (ed, es) in single.items()} \
         if task.kind == CAMUS else {}
     return PatientVolumes(task.patient, edv, esv, ejection_fraction(edv, esv), physical == {True}, view_values,
-                          spacings, dict(task.files))
+                          spacings, dict(task.files), islands)
 
 
 @dataclass
@@ -176,6 +187,11 @@ def measure_folder(folder: Path, spacing_mm: Optional[float], num_processes: int
     results = parallel_map(measure_patient, tasks, num_processes, desc=f"measuring {description}")
     if len({result.physical for result in results}) > 1:
         raise InputError(folder, "mixes files with and without a pixel spacing")
+    with_islands = [file for result in results for file, _ in result.islands]
+    if with_islands:
+        notes.append(f"{description}: islands left out of the measurement (each structure's largest connected "
+                     f"component is measured) in {len(with_islands)} file(s) of {folder}: {name_some(with_islands)}; "
+                     f"see the note column of clinical_per_patient.csv")
     return FolderVolumes(folder, kind, {result.patient: result for result in results})
 
 

@@ -12,9 +12,10 @@ from nnunetv2.configuration import default_num_processes
 
 from nnunetv2_msvmamba.common.arguments import parse_predictions, positive_float, positive_int
 from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
-from .cases import check_matches, measure_folder
+from .cases import check_matches, measure_folder, name_some
 from .reference_values import load_reference_values
-from .report import CASES_NAME, REFERENCE_NAME, ClinicalResults, agreement_table, means_table, write_clinical_reports
+from .report import (CASES_NAME, IMPLAUSIBLE, REFERENCE_NAME, ClinicalResults, agreement_table, means_table,
+                     write_clinical_reports)
 from .sequence import analyse_label_sequence, list_sequences, read_label_sequence, sequence_name, \
     write_sequence_reports
 
@@ -88,6 +89,8 @@ def run_folders(args: argparse.Namespace) -> None:
         series[CASES_NAME] = {p: v for p, v in dataset_values.items() if p in measured_patients}
         if not series[CASES_NAME]:
             raise InputError(args.cases, "has no values for any of the measured patients")
+        notes += [f"{args.cases}: patient {patient}: {note}" for patient, values in series[CASES_NAME].items()
+                  for note in values.notes]
         comparisons += [(name, CASES_NAME) for name in patients_of]
     physical = all(v.physical for patients in patients_of.values() for v in patients.values())
     if not physical and args.cases is not None:
@@ -99,7 +102,10 @@ def run_folders(args: argparse.Namespace) -> None:
     results = ClinicalResults(next(iter(kinds)), physical, series, sources, comparisons, notes)
     document = write_clinical_reports(results, args.output)
     for note in notes:
-        print(f"note: {note}")
+        print(f"note: {note}", file=sys.stderr)
+    for name, patients in document["implausible"]["patients"].items():
+        print(f"warning: {name}: {len(patients)} of {len(series[name])} patient(s) with {IMPLAUSIBLE}: "
+              f"{name_some(patients)}; see the note column of clinical_per_patient.csv", file=sys.stderr)
     print(means_table(document))
     if document["agreement"]:
         print()
@@ -111,17 +117,21 @@ def run_folders(args: argparse.Namespace) -> None:
 def run_sequences(args: argparse.Namespace) -> None:
     if args.pred or args.reference is not None or args.cases is not None:
         raise InputError("--sequence", "cannot be combined with --pred, --reference or --cases")
-    analyses = []
+    analyses = {}
     for path in list_sequences(args.sequence):
         labels, spacing = read_label_sequence(path, args.spacing)
         if len(labels) < 2:
             raise InputError(path, f"has {len(labels)} frame; a sequence needs at least 2")
-        analyses.append(analyse_label_sequence(labels, spacing, sequence_name(path), source=path))
-    write_sequence_reports(analyses, args.output)
-    for analysis in analyses:
-        beats = ", ".join(f"ED {b.ed_frame} -> ES {b.es_frame}: EF {b.ef_percent:.1f}%" for b in analysis.beats)
+        analyses[path] = analyse_label_sequence(labels, spacing, sequence_name(path), source=path)
+    write_sequence_reports(list(analyses.values()), args.output)
+    for path, analysis in analyses.items():
+        beats = ", ".join(f"{b.describe()}: EF {b.ef_percent:.1f}%" + (" (ESV > EDV!)" if b.implausible else "")
+                          for b in analysis.beats)
         ef = f"EF {analysis.ef_percent:.1f}%" if analysis.beats else "no beat found"
         print(f"{analysis.name}: {len(analysis.lv_volume)} frames, {ef}" + (f" ({beats})" if beats else ""))
+        if analysis.note:
+            prefix = "warning" if analysis.implausible_beats else "note"
+            print(f"{prefix}: {path}: {analysis.note}", file=sys.stderr)
     print(f"wrote sequence_frames.csv, sequence_summary.csv and {len(analyses)} volume curve(s) to {args.output}")
 
 

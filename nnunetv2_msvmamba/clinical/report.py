@@ -1,6 +1,9 @@
 """The clinical report files: `clinical_per_patient.csv` (one row per model and patient), `clinical_summary.json`
 and `clinical_summary.md` (the agreement statistics), `bland_altman.png` and `scatter.png`, all rendered from
-one summary document and written together or not at all."""
+one summary document and written together or not at all.
+
+Physiologically implausible values (ESV > EDV) are kept as measured and flagged where they are shown: in the
+patient's `note`, and counted per series in the summary and its means table."""
 from __future__ import annotations
 
 import json
@@ -14,9 +17,10 @@ import numpy as np
 from nnunetv2_msvmamba.common.tables import write_csv
 from nnunetv2_msvmamba.evaluation.report import without_nan
 from .agreement import agreement
-from .cases import CAMUS, CAMUS_VIEWS, PatientVolumes
+from .cases import CAMUS, CAMUS_VIEWS, PatientVolumes, name_some
 from .outputs import staged_files
 from .plot import agreement_grid
+from .volumes import IMPLAUSIBLE_CAUSES, is_implausible
 
 REFERENCE_NAME = "reference"
 CASES_NAME = "cases.csv"
@@ -24,7 +28,8 @@ METRICS = (("edv", "EDV"), ("esv", "ESV"), ("ef", "EF"))
 VOLUME_METRICS = ("edv", "esv")
 VIEW_COLUMNS = tuple(f"{quantity}_{view.lower()}_{unit}" for view in CAMUS_VIEWS
                      for quantity, unit in (("edv", "ml"), ("esv", "ml"), ("ef", "percent")))
-PER_PATIENT_COLUMNS = ("model", "patient", "edv_ml", "esv_ml", "ef_percent", *VIEW_COLUMNS, "volume_unit")
+PER_PATIENT_COLUMNS = ("model", "patient", "edv_ml", "esv_ml", "ef_percent", *VIEW_COLUMNS, "volume_unit", "note")
+IMPLAUSIBLE = f"ESV > EDV, physiologically implausible ({IMPLAUSIBLE_CAUSES})"
 CONVENTIONS = {
     "volumes": "method of discs, 20 discs from the mitral annulus midpoint to the apex: Simpson's biplane for CAMUS "
                "(2CH and 4CH diameters, the longer length), single plane (apical 4-chamber) for EchoNet-Dynamic; "
@@ -53,13 +58,29 @@ def value(volumes: PatientVolumes, metric: str) -> float:
     return float(getattr(volumes, metric))
 
 
+def implausibility(volumes: PatientVolumes) -> list[str]:
+    """What is physiologically implausible about a patient's values (the biplane or single-plane values, and
+    each CAMUS view's single-plane values); empty when nothing is."""
+    reasons = []
+    if is_implausible(volumes.edv, volumes.esv):
+        reasons.append(f"ESV > EDV (EF {volumes.ef:.1f} %): physiologically implausible ({IMPLAUSIBLE_CAUSES})")
+    reasons += [f"{view} single plane: ESV > EDV (EF {ef:.1f} %)" for view, (edv, esv, ef) in volumes.views.items()
+                if is_implausible(edv, esv)]
+    return reasons
+
+
+def implausible_patients(patients: Mapping[str, PatientVolumes]) -> list[str]:
+    return [patient for patient, volumes in patients.items() if implausibility(volumes)]
+
+
 def per_patient_rows(results: ClinicalResults) -> list[dict]:
     unit = "mL" if results.physical else "pixels3"
     rows = []
     for name, patients in results.series.items():
         for patient, volumes in patients.items():
             row = {"model": name, "patient": patient, "edv_ml": volumes.edv, "esv_ml": volumes.esv,
-                   "ef_percent": volumes.ef, "volume_unit": "mL" if name == CASES_NAME else unit}
+                   "ef_percent": volumes.ef, "volume_unit": "mL" if name == CASES_NAME else unit,
+                   "note": "; ".join(volumes.all_notes() + implausibility(volumes))}
             for view, (edv, esv, ef) in volumes.views.items():
                 row.update({f"edv_{view.lower()}_ml": edv, f"esv_{view.lower()}_ml": esv,
                             f"ef_{view.lower()}_percent": ef})
@@ -84,7 +105,8 @@ def series_means(patients: Mapping[str, PatientVolumes]) -> dict:
     def mean(metric: str) -> float:
         values = [value(v, metric) for v in patients.values() if math.isfinite(value(v, metric))]
         return float(np.mean(values)) if values else math.nan
-    return {"n_patients": len(patients), **{metric: mean(metric) for metric, _ in METRICS}}
+    return {"n_patients": len(patients), **{metric: mean(metric) for metric, _ in METRICS},
+            "n_implausible": len(implausible_patients(patients))}
 
 
 def summary_document(results: ClinicalResults, entries: list[dict]) -> dict:
@@ -96,6 +118,9 @@ def summary_document(results: ClinicalResults, entries: list[dict]) -> dict:
         "sources": results.sources,
         "conventions": CONVENTIONS,
         "notes": results.notes,
+        "implausible": {"criterion": IMPLAUSIBLE,
+                        "patients": {name: implausible_patients(patients) for name, patients in results.series.items()
+                                     if implausible_patients(patients)}},
         "means": {name: series_means(patients) for name, patients in results.series.items()},
         "agreement": [{"model": e["model"], "reference": e["reference"], **e["stats"]} for e in entries],
     }
@@ -138,12 +163,21 @@ def agreement_table(document: dict) -> str:
 
 
 def means_table(document: dict) -> str:
+    """The means of every series; a summary written before the ESV > EDV count existed (the demo reuses its
+    finished steps) shows n/a there."""
     unit = "mL" if document["volume_unit"] == "mL" else "px³"
-    lines = [f"| series | patients | EDV ({unit}) | ESV ({unit}) | EF (%) |", "|---|---:|---:|---:|---:|"]
+    lines = [f"| series | patients | EDV ({unit}) | ESV ({unit}) | EF (%) | ESV > EDV |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, means in document["means"].items():
         lines.append(f"| {name} | {means['n_patients']} | {volume(means['edv'])} | {volume(means['esv'])} | "
-                     f"{number(means['ef'], 1)} |")
+                     f"{number(means['ef'], 1)} | {means.get('n_implausible', 'n/a')} |")
     return "\n".join(lines)
+
+
+def implausible_counts(document: dict) -> list[str]:
+    """`series: k of n patient(s) (names)` for every series with physiologically implausible patients."""
+    return [f"{name}: {len(patients)} of {document['means'][name]['n_patients']} patient(s) "
+            f"({name_some(patients)})" for name, patients in document["implausible"]["patients"].items()]
 
 
 def render_markdown(document: dict) -> str:
@@ -153,6 +187,8 @@ def render_markdown(document: dict) -> str:
              f"- EF = {CONVENTIONS['ef']}; bias = {CONVENTIONS['bias']}; limits of agreement = "
              f"{CONVENTIONS['limits_of_agreement']}; MAE = {CONVENTIONS['mae']}.",
              *(f"- Note: {note}" for note in document["notes"]),
+             f"- Patients with {document['implausible']['criterion']}: "
+             + ("; ".join(implausible_counts(document)) or "none"),
              "", "## Means", "", means_table(document)]
     if document["agreement"]:
         lines += ["", "## Agreement", "", agreement_table(document), "",

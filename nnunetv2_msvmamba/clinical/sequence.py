@@ -12,11 +12,16 @@ The threshold is `hysteresis` (default 0.4) times the range of the smoothed curv
 `min_stroke_fraction` (default 5 %) of its median volume, so a flat curve has no beat. ED frames are the
 maxima, ES frames the minima; a beat is an ED followed by the next ES, its EDV and ESV are the volumes of the
 (unsmoothed) curve at those frames, and the sequence's EF is the mean of its beats' EFs.
+
+**Flags.** The detection runs on the smoothed curve but a beat's volumes are the measured ones, so one badly
+segmented ED frame (its neighbours make it the maximum of the smoothed curve) gives a beat whose ESV is larger
+than its EDV: the beat is kept as measured and flagged as physiologically implausible. Frames whose structures
+had islands (left out of the measurement, see `geometry`) say so in their note.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -24,16 +29,18 @@ import numpy as np
 from scipy import ndimage
 
 from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.image_files import check_finite_voxels, check_image_file, check_spacing, \
+    refuse_nifti_twins
 from nnunetv2_msvmamba.common.tables import write_csv
 from .geometry import GeometryError, measure_view
 from .outputs import staged_files
 from .plot import write_volume_curve
-from .volumes import MM3_PER_ML, ejection_fraction, single_plane_volume
+from .volumes import IMPLAUSIBLE_CAUSES, MM3_PER_ML, ejection_fraction, is_implausible, single_plane_volume
 
 ED, ES = "ED", "ES"
-FRAME_COLUMNS = ("sequence", "frame", "lv_area", "lv_volume", "phase")
+FRAME_COLUMNS = ("sequence", "frame", "lv_area", "lv_volume", "phase", "note")
 SUMMARY_COLUMNS = ("sequence", "frames", "beats", "ef_percent", "edv", "esv", "ef_per_beat", "ed_frames",
-                   "es_frames", "area_unit", "volume_unit")
+                   "es_frames", "area_unit", "volume_unit", "note")
 SEQUENCE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 DEFAULT_HYSTERESIS = 0.4
 DEFAULT_MIN_STROKE_FRACTION = 0.05
@@ -51,6 +58,13 @@ class Beat:
     esv: float
     ef_percent: float
 
+    @property
+    def implausible(self) -> bool:
+        return is_implausible(self.edv, self.esv)
+
+    def describe(self) -> str:
+        return f"ED {self.ed_frame} -> ES {self.es_frame}"
+
 
 @dataclass
 class SequenceAnalysis:
@@ -63,6 +77,22 @@ class SequenceAnalysis:
     beats: list[Beat]
     ef_percent: float       # mean over beats; NaN when no beat
     physical: bool = True   # False: no spacing, units are pixels
+    frame_notes: list[str] = field(default_factory=list)  # per frame: islands left out, or ""
+
+    @property
+    def implausible_beats(self) -> list[Beat]:
+        return [beat for beat in self.beats if beat.implausible]
+
+    @property
+    def note(self) -> str:
+        """What the user should know about this sequence's numbers: implausible beats, frames with islands."""
+        notes = [f"beat {beat.describe()}: ESV > EDV (EF {beat.ef_percent:.1f} %), physiologically implausible "
+                 f"({IMPLAUSIBLE_CAUSES})" for beat in self.implausible_beats]
+        islands = [str(frame) for frame, note in enumerate(self.frame_notes) if note]
+        if islands:
+            notes.append(f"islands left out of the measurement in frame(s) {' '.join(islands)} (see "
+                         f"sequence_frames.csv)")
+        return "; ".join(notes)
 
     @property
     def area_unit(self) -> str:
@@ -162,17 +192,20 @@ def analyse_label_sequence(labels: np.ndarray, spacing_rc: Optional[tuple[float,
                                          f"{labels.shape}")
     spacing = tuple(float(s) for s in spacing_rc) if spacing_rc is not None else (1.0, 1.0)
     areas, volumes = np.zeros(len(labels)), np.zeros(len(labels))
+    frame_notes = []
     for frame, frame_labels in enumerate(labels):
         try:
             view = measure_view(frame_labels, spacing, lv_label, atrium_label)
         except GeometryError as error:
             raise InputError(source or name, f"sequence {name}: frame {frame} (0-based): {error}") from None
         areas[frame], volumes[frame] = view.area, single_plane_volume(view)
+        frame_notes.append("; ".join(islands.describe() for islands in view.removed))
     if spacing_rc is not None:
         volumes /= MM3_PER_ML
     phases, beats = detect_beats(volumes, hysteresis, min_stroke_fraction, smoothing_frames)
     ef = float(np.mean([beat.ef_percent for beat in beats])) if beats else math.nan
-    return SequenceAnalysis(name, areas, volumes, phases, beats, ef, physical=spacing_rc is not None)
+    return SequenceAnalysis(name, areas, volumes, phases, beats, ef, physical=spacing_rc is not None,
+                            frame_notes=frame_notes)
 
 
 # ------------------------------------------------------------------------------------------------- files
@@ -183,7 +216,8 @@ def sequence_name(path: Path) -> str:
 
 
 def list_sequences(path: Path) -> list[Path]:
-    """`path` itself, or the label sequences in the folder `path`, sorted."""
+    """`path` itself, or the label sequences in the folder `path`, sorted; `x.nii` beside `x.nii.gz` is
+    refused (ITK opens either when asked for the other)."""
     if path.is_file():
         return [path]
     if not path.is_dir():
@@ -192,6 +226,7 @@ def list_sequences(path: Path) -> list[Path]:
              and p.name.lower().endswith(SEQUENCE_ENDINGS)]
     if not files:
         raise InputError(path, f"holds no label sequences ({', '.join(SEQUENCE_ENDINGS)})")
+    refuse_nifti_twins(files)
     return files
 
 
@@ -199,9 +234,11 @@ def read_label_sequence(path: Path, spacing_mm: Optional[float] = None
                         ) -> tuple[np.ndarray, Optional[tuple[float, float]]]:
     """A label sequence with its frames on the last image axis (x, y, t), as CAMUS `_half_sequence_gt` files,
     as a (frames, rows, columns) array, and its (row, column) spacing in mm. A file with in-plane spacing 1
-    has none (EchoNet-Dynamic): `spacing_mm` gives it one, else the result is in pixels (None)."""
+    has none (EchoNet-Dynamic): `spacing_mm` gives it one, else the result is in pixels (None). The file passes
+    the shared image check first (SimpleITK reads a NaN spacing as 1 mm and NaN NIfTI voxels as 0)."""
     import SimpleITK as sitk  # only the sequence reader needs it; nnU-Net depends on it anyway
 
+    check_image_file(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -209,7 +246,9 @@ def read_label_sequence(path: Path, spacing_mm: Optional[float] = None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(path, f"is not a label sequence: expected a 3D image (x, y, frames), got "
                                f"{image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} component(s)")
+    check_spacing(path, image.GetSpacing()[:2], "as SimpleITK reads it")
     array = sitk.GetArrayFromImage(image)
+    check_finite_voxels(path, array)
     labels = np.rint(array)
     if not np.array_equal(labels, array):
         raise InputError(path, "holds non-integer values; expected a label sequence")
@@ -223,9 +262,11 @@ def read_label_sequence(path: Path, spacing_mm: Optional[float] = None
 
 
 def frame_rows(analysis: SequenceAnalysis) -> list[dict]:
+    notes = analysis.frame_notes or [""] * len(analysis.lv_volume)
     return [{"sequence": analysis.name, "frame": frame, "lv_area": float(area), "lv_volume": float(volume),
-             "phase": phase}
-            for frame, (area, volume, phase) in enumerate(zip(analysis.lv_area, analysis.lv_volume, analysis.phases))]
+             "phase": phase, "note": note}
+            for frame, (area, volume, phase, note) in enumerate(zip(analysis.lv_area, analysis.lv_volume,
+                                                                   analysis.phases, notes))]
 
 
 def summary_row(analysis: SequenceAnalysis) -> dict:
@@ -237,7 +278,7 @@ def summary_row(analysis: SequenceAnalysis) -> dict:
             "ef_per_beat": " ".join(f"{b.ef_percent:.2f}" for b in beats),
             "ed_frames": " ".join(str(b.ed_frame) for b in beats),
             "es_frames": " ".join(str(b.es_frame) for b in beats),
-            "area_unit": analysis.area_unit, "volume_unit": analysis.volume_unit}
+            "area_unit": analysis.area_unit, "volume_unit": analysis.volume_unit, "note": analysis.note}
 
 
 def curve_file_name(analysis: SequenceAnalysis) -> str:

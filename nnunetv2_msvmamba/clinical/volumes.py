@@ -13,6 +13,7 @@ import numpy as np
 from .geometry import ViewMeasurement
 
 MM3_PER_ML = 1000.0
+IMPLAUSIBLE_CAUSES = "ED and ES swapped, or a failed segmentation"
 
 
 def single_plane_volume(view: ViewMeasurement) -> float:
@@ -32,3 +33,9 @@ def ejection_fraction(end_diastolic: float, end_systolic: float) -> float:
     if not end_diastolic > 0:
         return math.nan
     return 100.0 * (end_diastolic - end_systolic) / end_diastolic
+
+
+def is_implausible(end_diastolic: float, end_systolic: float) -> bool:
+    """ESV larger than EDV (a negative EF): no ventricle fills during systole, so the ED and ES frames are
+    swapped or one of them is badly segmented."""
+    return bool(math.isfinite(end_diastolic) and math.isfinite(end_systolic) and end_systolic > end_diastolic)
