@@ -13,6 +13,10 @@ from matplotlib.figure import Figure
 if TYPE_CHECKING:
     from .sequence import SequenceAnalysis
 
+DPI = 110
+# Each agreement panel's size, and the room left for the figure's margins.
+PANEL_WIDTH_IN, PANEL_HEIGHT_IN, TITLE_SPACE_IN = 3.4, 3.0, 0.4
+
 
 def new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), layout="constrained")
@@ -40,44 +44,67 @@ def write_volume_curve(analysis: "SequenceAnalysis", path: Path) -> None:
     ax.set_ylabel(f"LV volume ({analysis.volume_unit}, single plane)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=DPI)
+
+
+def panel_grid(n_panels: int, max_columns: int) -> tuple[int, int]:
+    """(rows, columns) for `n_panels`: as few rows as `max_columns` allows, then as few columns as those rows
+    need (4 panels, at most 3 a row: 2 x 2). Fewer cells than rows stay empty, at the end of the last row."""
+    columns = max(1, min(n_panels, max_columns))
+    rows = max(1, math.ceil(n_panels / columns))
+    return rows, max(1, math.ceil(n_panels / rows))
+
+
+def agreement_panels(comparisons: Sequence[dict], metrics: Sequence[tuple[str, str]]) -> list[tuple[dict, str, str]]:
+    """(comparison, metric, label) of every panel that has pairs, comparison by comparison: quantities without
+    pairs (CAMUS's cases.csv has an EF but no volumes) get no panel, rather than an empty cell."""
+    return [(comparison, metric, label) for comparison in comparisons for metric, label in metrics
+            if comparison["stats"][metric]["n"] > 0]
+
+
+def draw_bland_altman(ax, comparison: dict, metric: str, label: str) -> None:
+    measured, reference = comparison["pairs"][metric]
+    stats = comparison["stats"][metric]
+    ax.scatter(0.5 * (measured + reference), measured - reference, s=14, alpha=0.7)
+    for value, style in ((stats["bias"], "-"), (stats["loa_lower"], "--"), (stats["loa_upper"], "--")):
+        if math.isfinite(value):
+            ax.axhline(value, color="tab:red", ls=style, lw=1)
+    ax.set_xlabel(f"mean of both ({label})", fontsize=8)
+    ax.set_ylabel(f"{comparison['model']} - {comparison['reference']}", fontsize=8)
+    # 3 significant digits: volumes are tens to hundreds of mL, EF tens of percent, biases can be fractions
+    ax.text(0.02, 0.97, f"bias {stats['bias']:.3g}, LoA ±{1.96 * stats['sd_difference']:.3g}"
+            if math.isfinite(stats["sd_difference"]) else f"bias {stats['bias']:.3g}",
+            transform=ax.transAxes, va="top", fontsize=8)
+
+
+def draw_scatter(ax, comparison: dict, metric: str, label: str) -> None:
+    measured, reference = comparison["pairs"][metric]
+    ax.scatter(reference, measured, s=14, alpha=0.7)
+    low = float(min(measured.min(), reference.min()))
+    high = float(max(measured.max(), reference.max()))
+    ax.plot([low, high], [low, high], color="gray", lw=1, ls="--")
+    ax.set_xlabel(f"{comparison['reference']} ({label})", fontsize=8)
+    ax.set_ylabel(f"{comparison['model']}", fontsize=8)
+    r = comparison["stats"][metric]["pearson_r"]
+    ax.text(0.02, 0.97, f"r = {r:.3f}" if math.isfinite(r) else "r n/a", transform=ax.transAxes, va="top",
+            fontsize=8)
 
 
 def agreement_grid(comparisons: Sequence[dict], metrics: Sequence[tuple[str, str]], path: Path, bland_altman: bool
-                   ) -> None:
-    """One panel per comparison (rows) and metric (columns). `comparisons` items: {model, reference,
-    pairs: metric -> (measured, reference) arrays, stats: metric -> agreement dict}; `metrics` (key, label)."""
-    figure = new_figure(3.4 * len(metrics), 3.0 * len(comparisons) + 0.4)
-    axes = figure.subplots(len(comparisons), len(metrics), squeeze=False)
-    for row, comparison in enumerate(comparisons):
-        for column, (metric, label) in enumerate(metrics):
-            ax = axes[row][column]
-            measured, reference = comparison["pairs"][metric]
-            stats = comparison["stats"][metric]
-            if stats["n"] == 0:  # e.g. CAMUS's cases.csv has an EF but no volumes: leave the panel out
-                ax.set_visible(False)
-                continue
-            ax.grid(alpha=0.3)
-            ax.set_title(f"{comparison['model']} vs {comparison['reference']}: {label}", fontsize=9)
-            if bland_altman:
-                ax.scatter(0.5 * (measured + reference), measured - reference, s=14, alpha=0.7)
-                for value, style in ((stats["bias"], "-"), (stats["loa_lower"], "--"), (stats["loa_upper"], "--")):
-                    if math.isfinite(value):
-                        ax.axhline(value, color="tab:red", ls=style, lw=1)
-                ax.set_xlabel(f"mean of both ({label})", fontsize=8)
-                ax.set_ylabel(f"{comparison['model']} - {comparison['reference']}", fontsize=8)
-                # 3 significant digits: the demo's volumes are hundredths of a mL, real ones tens of mL
-                ax.text(0.02, 0.97, f"bias {stats['bias']:.3g}, LoA ±{1.96 * stats['sd_difference']:.3g}"
-                        if math.isfinite(stats["sd_difference"]) else f"bias {stats['bias']:.3g}",
-                        transform=ax.transAxes, va="top", fontsize=8)
-            else:
-                ax.scatter(reference, measured, s=14, alpha=0.7)
-                low = float(min(measured.min(), reference.min()))
-                high = float(max(measured.max(), reference.max()))
-                ax.plot([low, high], [low, high], color="gray", lw=1, ls="--")
-                ax.set_xlabel(f"{comparison['reference']} ({label})", fontsize=8)
-                ax.set_ylabel(f"{comparison['model']}", fontsize=8)
-                r = stats["pearson_r"]
-                ax.text(0.02, 0.97, f"r = {r:.3f}" if math.isfinite(r) else "r n/a", transform=ax.transAxes,
-                        va="top", fontsize=8)
-    figure.savefig(path, dpi=110)
+                   ) -> Figure:
+    """One panel per comparison and metric that has pairs, in reading order on a compact grid of at most
+    len(metrics) columns (panel_grid), saved to `path`. `comparisons` items: {model, reference, pairs: metric ->
+    (measured, reference) arrays, stats: metric -> agreement dict}; `metrics` (key, label)."""
+    panels = agreement_panels(comparisons, metrics)
+    rows, columns = panel_grid(len(panels), len(metrics))
+    figure = new_figure(PANEL_WIDTH_IN * columns, PANEL_HEIGHT_IN * rows + TITLE_SPACE_IN)
+    draw = draw_bland_altman if bland_altman else draw_scatter
+    for index, (comparison, metric, label) in enumerate(panels):
+        ax = figure.add_subplot(rows, columns, index + 1)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{comparison['model']} vs {comparison['reference']}: {label}", fontsize=9)
+        draw(ax, comparison, metric, label)
+    if not panels:
+        figure.text(0.5, 0.5, "no pairs to compare", ha="center", va="center")
+    figure.savefig(path, dpi=DPI)
+    return figure
