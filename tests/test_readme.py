@@ -1,5 +1,6 @@
-"""README.md stays true: its set-up commands are what CI runs, every command of ours it names exists, and every
-command line in its code blocks is accepted by the installed program's own argument parser."""
+"""README.md and the documentation stay true: README's set-up commands are what CI runs, every command of ours that
+README, docs/*.md or CONTRIBUTING.md names exists, every command line in their code blocks is accepted by the
+installed program's own argument parser, and every link between them points at an existing file and heading."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,10 @@ from conftest import BIN, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-OUR_COMMANDS = sorted(set(re.findall(r"\b(msvmamba_[a-z_]+)\b", README)))
+# The documentation pages besides README: one per task in docs/, and the contributor's guide.
+DOC_PAGES = {path.relative_to(ROOT).as_posix(): path.read_text()
+             for path in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "CONTRIBUTING.md"]}
+OUR_COMMANDS = sorted(set(re.findall(r"\b(msvmamba_[a-z_]+)\b(?!\.py)", "\n".join([README, *DOC_PAGES.values()]))))
 
 
 def setup_commands() -> list[str]:
@@ -67,8 +71,8 @@ def test_readme_names_our_console_commands():
 
 
 @pytest.mark.parametrize("command", OUR_COMMANDS)
-def test_every_command_in_the_readme_is_installed_and_has_help(command):
-    assert (BIN / command).exists(), f"README names {command}, which is not an installed console script"
+def test_every_command_in_the_readme_and_docs_is_installed_and_has_help(command):
+    assert (BIN / command).exists(), f"the documentation names {command}, which is not an installed console script"
     result = run_command([command, "--help"])
     assert result.stdout.startswith("usage:") and command in result.stdout
 
@@ -78,11 +82,11 @@ def test_every_command_in_the_readme_is_installed_and_has_help(command):
 SKIPPED_PROGRAMS = {"export", "eval", "pip", "bash"}  # shell set-up; the set-up commands are checked above
 
 
-def readme_code_lines() -> list[str]:
-    """The command lines of README's code blocks (indented after a blank line, or ```bash), continuation lines
-    joined."""
+def code_lines(text: str) -> list[str]:
+    """The command lines of a Markdown page's code blocks (indented after a blank line, or ```bash), continuation
+    lines joined."""
     lines, fenced, indented, previous = [], False, False, ""
-    for line in README.splitlines():
+    for line in text.splitlines():
         if line.startswith("```"):
             fenced = not fenced
         elif fenced:
@@ -103,11 +107,16 @@ def readme_code_lines() -> list[str]:
     return [line for line in joined if line]
 
 
-def readme_invocations() -> list[list[str]]:
-    """Each README command as [program, *arguments], environment assignments and .venv/bin/ dropped."""
-    invocations = []
-    for line in readme_code_lines():
-        words = shlex.split(line, comments=True)
+def invocations_in(text: str) -> list[list[str]]:
+    """Each command of a page as [program, *arguments], environment assignments and .venv/bin/ dropped."""
+    invocations, pending = [], ""
+    for line in code_lines(text):
+        pending = f"{pending}\n{line}" if pending else line
+        try:
+            words = shlex.split(pending, comments=True)
+        except ValueError:  # a quoted argument that goes on over the next lines (bash -c '...')
+            continue
+        pending = ""
         while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S*", words[0]):
             words = words[1:]
         if words and words[0] not in SKIPPED_PROGRAMS:
@@ -117,7 +126,17 @@ def readme_invocations() -> list[list[str]]:
     return invocations
 
 
-INVOCATIONS = readme_invocations()
+def is_checked_in_docs(invocation: list[str]) -> bool:
+    """In docs/ and CONTRIBUTING.md: our commands, nnU-Net's, and Python scripts (benchmarks and the like); not
+    the shell and packaging lines around them (git, pip, bash, python -m ...)."""
+    program = invocation[0]
+    return (program.startswith(("msvmamba_", "nnUNetv2_"))
+            or program in ("python", "python3") and len(invocation) > 1 and invocation[1].endswith(".py"))
+
+
+INVOCATIONS = invocations_in(README)
+DOC_INVOCATIONS = [(page, invocation) for page, text in DOC_PAGES.items() for invocation in invocations_in(text)
+                   if is_checked_in_docs(invocation) and invocation not in INVOCATIONS]
 
 # Runs a command's entry point (console script or `python script.py`) up to the end of its argument parsing.
 PARSE_ONLY = r"""
@@ -182,3 +201,82 @@ def test_every_readme_command_line_is_accepted_by_its_program(invocation):
     commands included), so a renamed option or a wrong argument count cannot go unnoticed."""
     result = parses(invocation)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_docs_have_command_lines_of_every_kind_and_the_check_sees_them():
+    pages_with_commands = {page for page, _ in DOC_INVOCATIONS}
+    assert {"docs/datasets.md", "docs/training.md", "docs/evaluation.md", "docs/clinical.md", "docs/video.md",
+            "docs/benchmarks.md", "CONTRIBUTING.md"} <= pages_with_commands
+    programs = {invocation[0] for _, invocation in DOC_INVOCATIONS} | {invocation[0] for invocation in INVOCATIONS}
+    assert set(OUR_COMMANDS) - {"msvmamba_env"} <= programs  # msvmamba_env: only inside eval "$(...)"
+    assert {"msvmamba_convert_echonet", "msvmamba_make_synthetic_camus", "msvmamba_clinical", "msvmamba_predict_video",
+            "nnUNetv2_move_plans_between_datasets", "nnUNetv2_preprocess", "python"} <= programs
+
+
+def test_the_docs_check_skips_only_shell_and_packaging_lines():
+    assert is_checked_in_docs([".venv/bin/msvmamba_demo".removeprefix(".venv/bin/")])
+    assert is_checked_in_docs(["nnUNetv2_trian", "601"])  # a misspelt command is checked, and then fails
+    assert is_checked_in_docs(["python", "benchmarks/bench_network.py", "--quick"])
+    assert not is_checked_in_docs(["python", "-m", "build"]) and not is_checked_in_docs(["pip", "install", "."])
+
+
+@pytest.mark.parametrize("page, invocation", DOC_INVOCATIONS,
+                         ids=[f"{page}: {' '.join(i)}"[:90] for page, i in DOC_INVOCATIONS])
+def test_every_docs_command_line_is_accepted_by_its_program(page, invocation):
+    """As for README: each command line of docs/*.md and CONTRIBUTING.md parses with its program's own parser."""
+    result = parses(invocation)
+    assert result.returncode == 0, f"{page}: {' '.join(invocation)}\n{result.stderr[-2000:]}"
+
+
+# ------------------------------------------------------------------------------------------ links between pages
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def heading_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors_of(path: Path) -> set[str]:
+    text = re.sub(r"(?ms)^```.*?^```", "", path.read_text())  # a '#' in a code block is no heading
+    return {heading_anchor(match) for match in re.findall(r"(?m)^#{1,6} (.+)$", text)}
+
+
+def local_links(page: str, text: str) -> list[tuple[str, Path, str]]:
+    """(link as written, target file, anchor or '') of every link to a file of this repository."""
+    links = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        file_part, _, anchor = target.partition("#")
+        path = (ROOT / page).parent / file_part if file_part else ROOT / page
+        links.append((target, path, anchor))
+    return links
+
+
+ALL_PAGES = {"README.md": README, **DOC_PAGES}
+LINKS = [(page, *link) for page, text in ALL_PAGES.items() for link in local_links(page, text)]
+
+
+def test_readme_links_every_docs_page_and_the_reliability_page():
+    linked = {path.resolve() for page, _, path, _ in LINKS if page == "README.md"}
+    assert {path.resolve() for path in (ROOT / "docs").glob("*.md")} <= linked
+    assert (ROOT / "docs" / "reliability.md").resolve() in linked
+
+
+@pytest.mark.parametrize("page, link, path, anchor", LINKS, ids=[f"{page} -> {link}" for page, link, _, _ in LINKS])
+def test_every_link_points_at_an_existing_file_and_heading(page, link, path, anchor):
+    assert path.exists(), f"{page} links to {link}, which does not exist"
+    if anchor and path.suffix == ".md":
+        assert anchor in anchors_of(path), f"{page} links to {link}: {path.name} has no heading with that anchor"
+
+
+def test_the_link_check_finds_a_missing_page_and_a_missing_heading():
+    links = local_links("README.md", "[a](docs/no_such_page.md) [b](docs/training.md#no-such-heading) "
+                                     "[c](https://example.org/x.md)")
+    assert [(link, path.exists()) for link, path, _ in links] == [
+        ("docs/no_such_page.md", False), ("docs/training.md#no-such-heading", True)]
+    assert "no-such-heading" not in anchors_of(ROOT / "docs" / "training.md")
+    assert heading_anchor("CAMUS → nnU-Net") == "camus--nnu-net"
+    assert heading_anchor("`torch.compile`") == "torchcompile"
