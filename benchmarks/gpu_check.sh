@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 13 as one script that fits in about 8 minutes of one GPU:
+# The GPU check of issue 13 as one script that fits in about 10 minutes of one GPU:
 #   1. parity: every selective-scan backend (Triton, PyTorch, mamba_ssm where it imports) against the float64
 #      reference on CUDA, and an MSV-Mamba network under fp16 autocast on each backend (benchmarks/gpu_parity.py);
 #   2. benchmarks/bench_selective_scan.py --device cuda: Triton vs the PyTorch scan vs mamba_ssm's fused kernel;
@@ -7,8 +7,10 @@
 #      -tr nnUNetTrainerMSVMamba_Debug, nnUNetv2_predict; which scan backend ran;
 #   4. benchmarks/bench_network.py --devices cuda: training step under AMP and inference of MSV-Mamba (default and
 #      every-stage LMS placement) against stock ResEnc-M from the same plans;
-#   5. the same with every network torch.compile'd, as nnU-Net does on CUDA (the trainer's compile default).
-# Each step has its own time limit (seconds, below; override with GPU_CHECK_LIMITS="60 100 120 100 100"), so a
+#   5. the same with every network torch.compile'd, as nnU-Net does on CUDA (the trainer's compile default);
+#   6. benchmarks/bench_video.py --devices cuda: whole echo loops per frame (nnU-Net's predict_single_npy_array)
+#      against the batched path and the batched forward alone, EchoNet-Dynamic's TEST split projected (issue 20).
+# Each step has its own time limit (seconds, below; override with GPU_CHECK_LIMITS="60 100 120 100 100 120"), so a
 # slow or hanging step costs at most its share. Logs and a summary (gpu_check_summary.txt, with the GPU's name)
 # go to $OUT (the device tool's folder), else ./gpu_check_out.
 #
@@ -84,7 +86,7 @@ OUT_DIR="${OUT:-$REPOSITORY/gpu_check_out}"
 mkdir -p "$OUT_DIR"
 SUMMARY="$OUT_DIR/gpu_check_summary.txt"
 WORK="$(mktemp -d /tmp/gpu_check.XXXXXX)"
-read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-60 100 120 100 100}"
+read -r -a LIMITS <<< "${GPU_CHECK_LIMITS:-60 100 120 100 100 120}"
 export PYTHONUNBUFFERED=1
 
 {
@@ -108,7 +110,7 @@ run_step() {  # $1 number, $2 name, $3 limit (s), then the command
     [ "$status" -ne 0 ] && [ "$verdict" = ok ] && verdict="FAILED (status $status)"
     echo "   $verdict in $((SECONDS - start)) s; log: $(basename "$log")" | tee -a "$SUMMARY"
     # the figures and verdicts, as the step printed them
-    grep -E "PASS|FAIL|n/a|not measured|selective scan backend|^target|^(cpu|cuda) \(|^ +(parameters|train step|inference|peak memory)|^ *[0-9]+x[0-9]+x[0-9]+ |Dice|^error" \
+    grep -E "PASS|FAIL|n/a|not measured|selective scan backend|^target|^(cpu|cuda) \(|^ +(parameters|train step|inference|peak memory)|^ *[0-9]+x[0-9]+x[0-9]+ |Dice|s/frame|EchoNet-Dynamic TEST|^error" \
         "$log" | grep -v "%|" | sed 's/^/   | /' >> "$SUMMARY"
 }
 
@@ -150,6 +152,7 @@ if [ "$DEVICE" = cuda ]; then
     run_step 4 bench_network "${LIMITS[3]}" "$PYTHON" benchmarks/bench_network.py --devices cuda --repeats 3 --warmup 1
     run_step 5 bench_network_compiled "${LIMITS[4]}" "$PYTHON" benchmarks/bench_network.py --devices cuda --compile \
         --placements default --repeats 3 --warmup 2
+    run_step 6 bench_video "${LIMITS[5]}" "$PYTHON" benchmarks/bench_video.py --devices cuda --rounds 3 --warmup 1
 else
     run_step 1 parity "$((LIMITS[0] * 4))" "$PYTHON" benchmarks/gpu_parity.py --device cpu --quick
     run_step 2 bench_selective_scan "${LIMITS[1]}" "$PYTHON" benchmarks/bench_selective_scan.py --device cpu --quick \
@@ -160,6 +163,7 @@ else
     # step 5 is GPU only: Inductor takes ~10 minutes for the two networks on a 2-core CPU; the compiled path on the
     # CPU is covered by tests/test_compile.py
     echo "== step 5: bench_network_compiled: GPU only" | tee -a "$SUMMARY"
+    run_step 6 bench_video "$((LIMITS[5] * 5))" "$PYTHON" benchmarks/bench_video.py --devices cpu --quick
 fi
 cp -f "$WORK"/results/Dataset901_Toy2D/*/fold_0/training_log_*.txt "$OUT_DIR/" 2>/dev/null
 rm -rf "$WORK"

@@ -1,0 +1,113 @@
+"""benchmarks/bench_video.py: `--quick` trains a Debug model with nnU-Net's commands, times one synthetic
+EchoNet-Dynamic loop through the per-frame and the batched path and the batched forward alone, and prints every
+figure with consistent ratios and projections; `--strict` turns a missed target into exit status 1. No timing
+gate: the verdicts are checked against fabricated figures."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmark_scripts import BENCHMARKS, load_benchmark
+
+BENCHMARK = BENCHMARKS / "bench_video.py"
+NUMBER = r"(\d+(?:\.\d+)?)"
+
+
+def figure(output: str, section: str, title: str, unit: str) -> float:
+    """The figure of the row `title` in the section headed `section` (e.g. 'cpu, no TTA')."""
+    block = output.split(f"\n{section}", 1)[1].split("\n\n", 1)[0]
+    match = re.search(rf"^  {re.escape(title)} +{NUMBER} ?{re.escape(unit)}$", block, re.MULTILINE)
+    assert match, f"no row {title!r} in:\n{block}"
+    return float(match.group(1))
+
+
+def projected_hours(output: str, section: str, title: str) -> float:
+    block = output.split(f"\n{section}", 1)[1].split("\n\n", 1)[0]
+    match = re.search(rf"^  {re.escape(title)} +{NUMBER} (h|min)$", block, re.MULTILINE)
+    assert match, f"no row {title!r} in:\n{block}"
+    return float(match.group(1)) / (60 if match.group(2) == "min" else 1)
+
+
+@pytest.mark.e2e
+def test_quick_run_prints_every_figure():
+    completed = subprocess.run([sys.executable, str(BENCHMARK), "--quick", "--devices", "cpu"], capture_output=True,
+                               text=True, timeout=1800)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    output = completed.stdout
+    assert re.search(r"^machine: .+CPU cores available", output, re.MULTILINE), output
+    assert "loops: 1 synthetic EchoNet-Dynamic AVI(s) of 8 frames, 112x112, 8 frames in all" in output
+    batch = int(re.search(r"^cpu: patch \d+x\d+, batch size (\d+) \(the default for cpu\)$", output,
+                          re.MULTILINE).group(1))
+    plain = "cpu, no TTA:"
+    per_frame = figure(output, plain, "per-frame path (predict_single_npy_array per frame)", "s/frame")
+    batched = figure(output, plain, f"batched path (--batch-size {batch})", "s/frame")
+    limit = figure(output, plain, f"batched forward alone, batch {batch} (the limit)", "s/frame")
+    assert min(per_frame, batched, limit) > 0
+    # ratios come from the unrounded figures: allow for the rounding of the printed ones (4 decimals)
+    assert figure(output, plain, "batched path / limit", "x") == pytest.approx(batched / limit, rel=0.05, abs=0.01)
+    assert figure(output, plain, "speed-up of the batched path over the per-frame path", "x") == pytest.approx(
+        per_frame / batched, rel=0.05, abs=0.01)
+    for title, seconds_per_frame in (
+            ("EchoNet-Dynamic TEST (1,277 videos, 223,000 frames), per-frame path", per_frame),
+            ("EchoNet-Dynamic TEST, batched path", batched)):
+        assert projected_hours(output, plain, title) == pytest.approx(seconds_per_frame * 223_000 / 3600, rel=0.05)
+    tta = "cpu, TTA (4 mirrored copies of each frame in the same forward pass):"
+    batched_tta = figure(output, tta, f"batched path (--batch-size {batch})", "s/frame")
+    limit_tta = figure(output, tta, f"batched forward alone, batch {batch} x 4 copies (the limit)", "s/frame")
+    assert figure(output, tta, "batched path / limit", "x") == pytest.approx(batched_tta / limit_tta, rel=0.05,
+                                                                             abs=0.01)
+    assert projected_hours(output, tta, "EchoNet-Dynamic TEST, batched path with TTA") == pytest.approx(
+        batched_tta * 223_000 / 3600, rel=0.05)
+    for target in (r"batched path / limit <= 1\.2x", r"speed-up over the per-frame path >= 1\.6x",
+                   r"batched path with TTA / limit <= 1\.3x"):
+        assert re.search(rf"^  target {target}: (PASS|FAIL) \({NUMBER}x\)$", output, re.MULTILINE), output
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch):
+    return load_benchmark("bench_video", monkeypatch)
+
+
+@pytest.mark.parametrize("device_type, figures, passes", [
+    ("cpu", dict(per_frame=0.11, batched=0.06, limit=0.054, batched_tta=0.25, limit_tta=0.21), True),
+    ("cpu", dict(per_frame=0.11, batched=0.07, limit=0.054, batched_tta=0.25, limit_tta=0.21), False),  # 1.30x
+    ("cpu", dict(per_frame=0.09, batched=0.06, limit=0.054, batched_tta=0.25, limit_tta=0.21), False),  # 1.5x faster
+    ("cpu", dict(per_frame=0.11, batched=0.06, limit=0.054, batched_tta=0.30, limit_tta=0.21), False),  # TTA 1.43x
+    ("cuda", dict(per_frame=0.02, batched=0.007, limit=0.001, batched_tta=0.002, limit_tta=0.0018), True),
+    ("cuda", dict(per_frame=0.02, batched=0.009, limit=0.001, batched_tta=0.002, limit_tta=0.0018), False),  # 33 min
+])
+def test_targets_per_device(bench, capsys, device_type, figures, passes):
+    assert bench.report(device_type, device_type, bench.Figures(8, **figures), 4) is passes
+    output = capsys.readouterr().out
+    assert ("FAIL" in output) is not passes
+    if device_type == "cuda":
+        assert re.search(r"target EchoNet-Dynamic TEST projected <= 30 min: (PASS|FAIL)", output)
+
+
+def test_strict_turns_a_missed_target_into_status_1(bench, monkeypatch, tmp_path):
+    """No training or timing: the model, the loops and the figures are fabricated."""
+    class FakeWorkloads:
+        def __init__(self, model, loops, device, batch_size):
+            self.batch_size, self.copies_tta, self.paths = 8, 4, {}
+            self.plain = type("Predictor", (), {"configuration_manager": type("C", (), {"patch_size": [112, 112]})})
+
+    loop = type("Loop", (), {"frames": np.zeros((8, 112, 112), np.uint8)})
+    monkeypatch.setattr(bench, "train_model", lambda workspace, device: workspace)
+    monkeypatch.setattr(bench, "write_loops", lambda folder, n_loops, n_frames: ["loop.avi"])
+    monkeypatch.setattr("nnunetv2_msvmamba.video.sources.read_loop", lambda path: loop)
+    monkeypatch.setattr(bench, "Workloads", FakeWorkloads)
+    slow = bench.Figures(8, per_frame=0.11, batched=0.10, limit=0.054, batched_tta=0.25, limit_tta=0.21)
+    monkeypatch.setattr(bench, "measure", lambda workloads, names, rounds, warmup: slow)
+    assert bench.main(["--quick", "--devices", "cpu", "--strict"]) == 1
+    assert bench.main(["--quick", "--devices", "cpu"]) == 0
+
+
+def test_help_describes_the_command():
+    completed = subprocess.run([sys.executable, str(BENCHMARK), "--help"], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0
+    assert all(option in completed.stdout for option in ("--quick", "--strict", "--batch-size", "EchoNet-Dynamic"))
