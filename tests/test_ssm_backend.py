@@ -1,5 +1,5 @@
-"""Backend choice: MSVMAMBA_SSM_BACKEND=auto|torch|triton|cuda (auto on CUDA tensors: mamba_ssm's kernels, else
-Triton, else PyTorch), clear errors where the choice cannot be honoured, one log line per choice, the dispatcher's
+"""Backend choice: MSVMAMBA_SSM_BACKEND=auto|torch|numba|triton|cuda (auto on CUDA tensors: mamba_ssm's kernels, else
+Triton, else PyTorch; on CPU tensors: the Numba kernels, else PyTorch), clear errors where the choice cannot be honoured, one log line per choice, the dispatcher's
 handling of the CUDA kernel's dtypes, and the pure-PyTorch scan's batch slicing per device. A CUDA device is
 mocked: these tests run on the CPU."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ def fresh_backend_state(monkeypatch: pytest.MonkeyPatch):
     """No backend forced, nothing announced yet, and kernel detection redone (it is cached per process)."""
     monkeypatch.delenv(BACKEND_ENV, raising=False)
     monkeypatch.setattr(backend, "_announced", set())
-    detectors = (backend.cuda_kernels, backend.triton_support)  # a test may replace them; the cached originals
+    detectors = (backend.cuda_kernels, backend.triton_support, backend.numba_support)  # a test may replace them; the cached originals
     for detect in detectors:                                     # are cleared either way
         detect.cache_clear()
     yield
@@ -86,14 +86,67 @@ def announcements(captured: str) -> list[str]:
     return [line for line in captured.splitlines() if line.startswith(LOG_PREFIX)]
 
 
+@pytest.fixture
+def no_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` fail
+
+
 @pytest.mark.parametrize("value", [None, "", "auto", " AUTO "])
-def test_auto_on_cpu_picks_torch_and_says_so_once(value, monkeypatch, capsys) -> None:
+def test_auto_on_cpu_picks_numba_and_says_so_once(value, monkeypatch, capsys) -> None:
     if value is not None:
         monkeypatch.setenv(BACKEND_ENV, value)
-    assert resolve_backend(CPU) == "torch"
-    assert resolve_backend(CPU) == "torch"
+    assert resolve_backend(CPU) == "numba"
+    assert resolve_backend(CPU) == "numba"
     selective_scan(*scan_inputs())
-    assert announcements(capsys.readouterr().err) == [f"{LOG_PREFIX} torch (pure PyTorch: tensors not on CUDA)"]
+    assert announcements(capsys.readouterr().err) == [f"{LOG_PREFIX} numba (Numba kernels, CPU tensors)"]
+
+
+def test_auto_on_cpu_without_numba_falls_back_to_torch_and_gives_the_reason(no_numba, capsys) -> None:
+    assert resolve_backend(CPU) == "torch"
+    inputs = scan_inputs()
+    assert torch.equal(selective_scan(*inputs, delta_softplus=True), selective_scan_torch(*inputs, delta_softplus=True))
+    (line,) = announcements(capsys.readouterr().err)
+    assert line.startswith(f"{LOG_PREFIX} torch (pure PyTorch, CPU tensors: numba does not import (")
+    assert line.endswith("`pip install numba` for the compiled CPU kernels)")
+
+
+def test_auto_on_other_devices_picks_torch() -> None:
+    assert resolve_backend(torch.device("meta")) == "torch"
+
+
+def test_numba_backend_calls_the_numba_scan_with_every_argument(monkeypatch) -> None:
+    calls = []
+
+    def recording_numba_scan(*args, **kwargs):
+        calls.append(args)
+        return selective_scan_torch(*args, **kwargs)
+    monkeypatch.setattr(backend, "selective_scan_numba", recording_numba_scan)
+    inputs = scan_inputs()
+    out = selective_scan(*inputs, delta_softplus=True, return_last_state=True)
+    (call,) = calls
+    assert all(a is b for a, b in zip(call[:8], inputs)) and call[8:] == (True, True)
+    assert torch.equal(out[0], selective_scan_torch(*inputs, delta_softplus=True))
+
+
+def test_forced_numba_is_honoured_and_said_once(monkeypatch, capsys) -> None:
+    monkeypatch.setenv(BACKEND_ENV, "numba")
+    assert resolve_backend(CPU) == "numba"
+    assert resolve_backend(CPU) == "numba"
+    assert announcements(capsys.readouterr().err) == [f"{LOG_PREFIX} numba (forced by {BACKEND_ENV}=numba)"]
+
+
+def test_forced_numba_without_numba_is_a_clear_error(no_numba, monkeypatch) -> None:
+    monkeypatch.setenv(BACKEND_ENV, "numba")
+    with pytest.raises(RuntimeError, match=f"{BACKEND_ENV}=numba, but the Numba backend cannot run: numba does not "
+                                           f"import"):
+        selective_scan(*scan_inputs())
+
+
+def test_forced_numba_with_cuda_tensors_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setenv(BACKEND_ENV, "numba")
+    with pytest.raises(RuntimeError, match=f"tensors are on cuda; the Numba kernels need CPU tensors .*unset "
+                                           f"{BACKEND_ENV}"):
+        resolve_backend(CUDA)
 
 
 def test_auto_on_cuda_tensors_without_kernels_falls_back_and_gives_the_reason(no_cuda_device, capsys) -> None:
@@ -104,10 +157,10 @@ def test_auto_on_cuda_tensors_without_kernels_falls_back_and_gives_the_reason(no
 
 def test_auto_on_cuda_tensors_with_kernels_picks_cuda(fake_kernels, capsys) -> None:
     assert resolve_backend(CUDA) == "cuda"
-    assert resolve_backend(CPU) == "torch"  # CPU tensors never go to the kernels
+    assert resolve_backend(CPU) == "numba"  # CPU tensors never go to the kernels
     assert announcements(capsys.readouterr().err) == [
         f"{LOG_PREFIX} cuda (mamba_ssm fused kernels, CUDA tensors)",
-        f"{LOG_PREFIX} torch (pure PyTorch: tensors not on CUDA)"]
+        f"{LOG_PREFIX} numba (Numba kernels, CPU tensors)"]
 
 
 def test_forced_torch_is_honoured_even_where_kernels_exist(fake_kernels, monkeypatch, capsys) -> None:
@@ -141,16 +194,16 @@ def test_forced_cuda_with_cpu_tensors_is_a_clear_error(fake_kernels, monkeypatch
 
 def test_unknown_backend_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setenv(BACKEND_ENV, "cudnn")
-    with pytest.raises(ValueError, match=f"{BACKEND_ENV}='cudnn' is not one of auto, torch, triton, cuda"):
+    with pytest.raises(ValueError, match=f"{BACKEND_ENV}='cudnn' is not one of auto, torch, numba, triton, cuda"):
         selective_scan(*scan_inputs())
 
 
 def test_auto_on_cuda_tensors_without_kernels_picks_triton(no_kernels_but_triton, capsys) -> None:
     assert resolve_backend(CUDA) == "triton"
-    assert resolve_backend(CPU) == "torch"  # CPU tensors never go to Triton unless forced
+    assert resolve_backend(CPU) == "numba"  # CPU tensors never go to Triton unless forced
     assert announcements(capsys.readouterr().err) == [
         f"{LOG_PREFIX} triton (Triton kernels, CUDA tensors; mamba_ssm's fused kernels unavailable: no mamba_ssm)",
-        f"{LOG_PREFIX} torch (pure PyTorch: tensors not on CUDA)"]
+        f"{LOG_PREFIX} numba (Numba kernels, CPU tensors)"]
 
 
 def test_auto_prefers_mamba_ssm_kernels_over_triton(fake_kernels, monkeypatch) -> None:
@@ -220,7 +273,8 @@ def test_torch_scan_slices_the_batch_for_the_cache_on_cpu_only() -> None:
     assert len(torch_scan_module._row_bounds(huge_batch, row_elements, CUDA)) == 8
 
 
-def test_torch_backend_is_the_pure_pytorch_scan() -> None:
+def test_torch_backend_is_the_pure_pytorch_scan(monkeypatch) -> None:
+    monkeypatch.setenv(BACKEND_ENV, "torch")
     inputs = scan_inputs()
     out, last_state = selective_scan(*inputs, delta_softplus=True, return_last_state=True)
     expected_out, expected_last_state = selective_scan_torch(*inputs, delta_softplus=True, return_last_state=True)

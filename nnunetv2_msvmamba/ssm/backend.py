@@ -1,9 +1,11 @@
-"""Chooses the selective-scan backend: mamba_ssm's fused CUDA kernels, the Triton kernels or the pure-PyTorch scan.
+"""Chooses the selective-scan backend: mamba_ssm's fused CUDA kernels, the Triton kernels, the Numba CPU kernels or
+the pure-PyTorch scan.
 
 `MSVMAMBA_SSM_BACKEND` = `auto` (default: on CUDA tensors mamba_ssm's fused kernels when they import, else the
-Triton scan when `triton` imports and the GPU can run it, else the pure-PyTorch scan; on any other device the
-pure-PyTorch scan), or `torch`, `triton`, `cuda` to force one (a clear error where it cannot run). Under
-`torch.compile` the scan is an opaque custom op (`custom_op.py`) that makes the same choice when it runs.
+Triton scan when `triton` imports and the GPU can run it, else the pure-PyTorch scan; on CPU tensors the Numba
+kernels when `numba` imports, else the pure-PyTorch scan; on any other device the pure-PyTorch scan), or `torch`,
+`numba`, `triton`, `cuda` to force one (a clear error where it cannot run). Under `torch.compile` the scan is an
+opaque custom op (`custom_op.py`) that makes the same choice when it runs.
 """
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ from typing import Optional
 
 import torch
 
+from .selective_scan_numba import selective_scan_numba
 from .selective_scan_torch import selective_scan_torch
 
 BACKEND_ENV = "MSVMAMBA_SSM_BACKEND"
-BACKENDS = ("auto", "torch", "triton", "cuda")
+BACKENDS = ("auto", "torch", "numba", "triton", "cuda")
 # Triton's NVIDIA backend needs Turing or newer; older GPUs get the pure-PyTorch scan
 TRITON_MIN_CAPABILITY = (7, 5)
 
@@ -66,6 +69,17 @@ def triton_support() -> SimpleNamespace:
     return SimpleNamespace(available=True, reason="")
 
 
+@functools.lru_cache(maxsize=None)
+def numba_support() -> SimpleNamespace:
+    """Whether the Numba CPU kernels can run (numba imports), or `available=False` with the reason."""
+    try:
+        import numba  # noqa: F401
+    except Exception as error:  # a missing or broken install (numba/numpy mismatch) surfaces as several types
+        return SimpleNamespace(available=False, reason=f"numba does not import ({error!r}); "
+                                                       f"`pip install numba` for the compiled CPU kernels")
+    return SimpleNamespace(available=True, reason="")
+
+
 def requested_backend() -> str:
     value = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
     if value not in BACKENDS:
@@ -97,15 +111,37 @@ def _forced_triton(device: torch.device) -> str:
     return "triton"
 
 
+def _forced_numba(device: torch.device) -> str:
+    if device.type != "cpu":
+        raise RuntimeError(f"{BACKEND_ENV}=numba, but the tensors are on {device}; the Numba kernels need CPU "
+                           f"tensors (unset {BACKEND_ENV} to let the backend follow the device)")
+    support = numba_support()
+    if not support.available:
+        raise RuntimeError(f"{BACKEND_ENV}=numba, but the Numba backend cannot run: {support.reason}")
+    _announce("numba", f"forced by {BACKEND_ENV}=numba")
+    return "numba"
+
+
+def _auto_on_cpu() -> str:
+    support = numba_support()
+    if support.available:
+        _announce("numba", "Numba kernels, CPU tensors")
+        return "numba"
+    _announce("torch", f"pure PyTorch, CPU tensors: {support.reason}")
+    return "torch"
+
+
 def resolve_backend(device: torch.device) -> str:
-    """'cuda', 'triton' or 'torch' for tensors on `device`, following MSVMAMBA_SSM_BACKEND; logged once per
-    choice."""
+    """'cuda', 'triton', 'numba' or 'torch' for tensors on `device`, following MSVMAMBA_SSM_BACKEND; logged once
+    per choice."""
     requested = requested_backend()
     if requested == "torch":
         _announce("torch", f"forced by {BACKEND_ENV}=torch")
         return "torch"
     if requested == "triton":
         return _forced_triton(device)
+    if requested == "numba":
+        return _forced_numba(device)
     kernels = cuda_kernels()
     if requested == "cuda":
         if not kernels.available:
@@ -115,6 +151,8 @@ def resolve_backend(device: torch.device) -> str:
                                f"tensors (unset {BACKEND_ENV} to fall back to the pure-PyTorch scan)")
         _announce("cuda", f"forced by {BACKEND_ENV}=cuda")
         return "cuda"
+    if device.type == "cpu":
+        return _auto_on_cpu()
     if device.type != "cuda":
         _announce("torch", "pure PyTorch: tensors not on CUDA")
         return "torch"
@@ -134,7 +172,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
                    delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
                    return_last_state: bool = False):
     """`mamba_ssm.ops.selective_scan_interface.selective_scan_fn`, on whichever backend fits `u`'s device.
-    Runs in float32 (the torch backend: float64 for float64 input) whatever the autocast state. Under
+    Runs in float32 (the torch and numba backends: float64 for float64 input) whatever the autocast state. Under
     torch.compile it is one opaque custom op, which chooses the backend when it runs."""
     if torch.compiler.is_compiling():
         from .custom_op import selective_scan_op
@@ -150,6 +188,8 @@ def selective_scan_eager(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     backend = resolve_backend(u.device)
     if backend == "torch":
         return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if backend == "numba":
+        return selective_scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if backend == "triton":
         from .selective_scan_triton import selective_scan_triton  # imports triton: only where it runs
         return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

@@ -1,0 +1,263 @@
+"""The Numba kernels of `selective_scan_numba` (imported only where that backend runs: it imports numba).
+
+The functions below are plain Python until `compiled` builds them for one dtype with explicit signatures, so
+that each dtype is compiled once (and cached on disk) whatever the strides of the tensors passed in. Array
+layouts: u, delta, z, dout (batch, dim, L) with any strides; A_log2 = A log2(e) (dim, n); B and C
+(batch or 1, groups, L or 1, n), n innermost (see selective_scan_numba._coefficient_layout); D, delta_bias
+(dim,), empty when absent, as is z.
+
+Constants are float32 so that a float32 kernel stays in float32 (a Python float literal would promote it to
+float64) and a float64 kernel promotes them exactly.
+"""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic, overload
+
+ZERO, HALF, ONE = np.float32(0.0), np.float32(0.5), np.float32(1.0)
+SOFTPLUS_LINEAR_ABOVE = np.float32(20.0)  # torch.nn.functional.softplus's threshold, which mamba_ssm relies on
+LN_2 = np.float32(math.log(2.0))
+# 2^f on [-1/2, 1/2]: Taylor coefficients of exp(f ln 2), degree 6, relative error below 1.3e-7 (~ float32's
+# epsilon); the float32 exponent range clamps the argument (2^-126: the smallest normal number)
+EXP2_COEFFICIENTS = tuple(np.float32(math.log(2.0) ** k / math.factorial(k)) for k in range(7))
+EXP2_LOWEST, EXP2_HIGHEST = np.float32(-126.0), np.float32(127.0)
+MANTISSA_BITS = 23
+# "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise the sums over the states; no assumption
+# about NaN or infinity, so bad inputs still propagate
+FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, bits):
+    """Reinterprets an int32's bits as a float32 (what `view` does for arrays)."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+def exp2(x):
+    """2 ** x; in a compiled float32 kernel a polynomial that vectorises (see the overload)."""
+    return 2.0 ** x
+
+
+@overload(exp2, inline="always", fastmath=FASTMATH)
+def _exp2_compiled(x):
+    if x != types.float32:
+        return lambda x: math.exp2(x)
+
+    def exp2_float32(x):
+        x = min(max(x, EXP2_LOWEST), EXP2_HIGHEST)
+        whole = np.floor(x + HALF)
+        f = x - whole  # in [-1/2, 1/2]
+        c0, c1, c2, c3, c4, c5, c6 = EXP2_COEFFICIENTS
+        power_of_f = c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
+        # multiply by 2^whole by adding whole to the exponent field
+        return _int32_bits_as_float32(np.int32((np.int32(whole) << MANTISSA_BITS) + _float32_bits_as_int32(power_of_f)))
+    return exp2_float32
+
+
+@intrinsic
+def _float32_bits_as_int32(typingctx, value):
+    if value != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
+
+
+@numba.njit(inline="always", fastmath=FASTMATH, cache=True)
+def _sigmoid(x):
+    return ONE / (ONE + math.exp(-x))
+
+
+@numba.njit(inline="always", fastmath=FASTMATH, cache=True)
+def _step_delta(raw, softplus):
+    """The delta the recurrence uses: softplus(raw), linear above the threshold, or raw itself."""
+    if softplus and raw <= SOFTPLUS_LINEAR_ABOVE:
+        return math.log1p(math.exp(raw))
+    return raw
+
+
+def _coefficient_index(coefficient, batch_row, channel, dim):
+    """(batch index, group index, steps per time index: 1, or 0 for one vector for all steps) of a B/C."""
+    return (batch_row if coefficient.shape[0] > 1 else 0, channel // (dim // coefficient.shape[1]),
+            1 if coefficient.shape[2] > 1 else 0)
+
+
+def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, out, last_state, checkpoints):
+    """out = the scan's output, last_state = h_{L-1}, and (when checkpoints has room) checkpoints[..., c, :] = the
+    state before step c * chunk; one (batch, channel) row per parallel iteration."""
+    batch, dim, length = u.shape
+    dstate = A_log2.shape[1]
+    has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
+    save_checkpoints = checkpoints.shape[2] > 0
+    for row in prange(batch * dim):
+        b, d = row // dim, row % dim
+        bB, gB, stepB = coefficient_index(B, b, d, dim)
+        bC, gC, stepC = coefficient_index(C, b, d, dim)
+        D_d = D[d] if has_D else ZERO
+        bias_d = delta_bias[d] if has_bias else ZERO
+        h = np.zeros(dstate, dtype=A_log2.dtype)
+        for t in range(length):
+            if save_checkpoints and t % chunk == 0:
+                checkpoints[b, d, t // chunk, :] = h
+            u_t = u[b, d, t]
+            delta_t = step_delta(delta[b, d, t] + bias_d, softplus)
+            delta_u = delta_t * u_t
+            y = ZERO
+            for k in range(dstate):
+                h_k = exp2(delta_t * A_log2[d, k]) * h[k] + delta_u * B[bB, gB, t * stepB, k]
+                h[k] = h_k
+                y += h_k * C[bC, gC, t * stepC, k]
+            y += D_d * u_t
+            if has_z:
+                z_t = z[b, d, t]
+                y *= z_t * sigmoid(z_t)
+            out[b, d, t] = y
+        last_state[b, d, :] = h
+
+
+def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpoints, dout, block_starts,
+              B_constant, C_constant, du, ddelta, dz, dA_rows, dB_partial, dC_partial, dD_rows, dbias_rows):
+    """Gradients of the scan given dout. Each parallel iteration is one batch row and one block of channels
+    (block_starts): it writes du, ddelta, dz and the per-row dA, dD, ddelta_bias of its channels, and adds the
+    B/C gradients of its channels into its own partial slot, dB_partial[b, block] (input-dependent B:
+    (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)); the same for C."""
+    batch, dim, length = u.shape
+    dstate = A_log2.shape[1]
+    has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
+    blocks = block_starts.shape[0] - 1
+    chunks = checkpoints.shape[2]
+    dtype = A_log2.dtype
+    for task in prange(batch * blocks):
+        b, block = task // blocks, task % blocks
+        states = np.empty((chunk + 1, dstate), dtype=dtype)  # h before the chunk, then h_t of each step
+        decays = np.empty((chunk, dstate), dtype=dtype)
+        deltas = np.empty(chunk, dtype=dtype)
+        raw_deltas = np.empty(chunk, dtype=dtype)
+        ys = np.empty(chunk, dtype=dtype)
+        carry = np.empty(dstate, dtype=dtype)  # exp(delta_{t+1} A) g_{t+1}: what g_t receives from step t + 1
+        dA_d = np.empty(dstate, dtype=dtype)
+        for d in range(block_starts[block], block_starts[block + 1]):
+            bB, gB, stepB = coefficient_index(B, b, d, dim)
+            bC, gC, stepC = coefficient_index(C, b, d, dim)
+            slot_B, partial_step_B = (d, 0) if B_constant else (block, 1)
+            slot_C, partial_step_C = (d, 0) if C_constant else (block, 1)
+            D_d = D[d] if has_D else ZERO
+            bias_d = delta_bias[d] if has_bias else ZERO
+            carry[:] = ZERO
+            dA_d[:] = ZERO
+            dD_d = ZERO
+            dbias_d = ZERO
+            for c in range(chunks - 1, -1, -1):
+                start = c * chunk
+                steps = min(chunk, length - start)
+                states[0, :] = checkpoints[b, d, c, :]
+                for s in range(steps):  # the chunk's states again, from its checkpoint
+                    t = start + s
+                    raw = delta[b, d, t] + bias_d
+                    delta_t = step_delta(raw, softplus)
+                    raw_deltas[s], deltas[s] = raw, delta_t
+                    delta_u = delta_t * u[b, d, t]
+                    y = ZERO
+                    for k in range(dstate):
+                        decay = exp2(delta_t * A_log2[d, k])
+                        decays[s, k] = decay
+                        h_k = decay * states[s, k] + delta_u * B[bB, gB, t * stepB, k]
+                        states[s + 1, k] = h_k
+                        y += h_k * C[bC, gC, t * stepC, k]
+                    ys[s] = y + D_d * u[b, d, t]
+                for s in range(steps - 1, -1, -1):  # the adjoint recurrence, backwards through the chunk
+                    t = start + s
+                    u_t = u[b, d, t]
+                    dy = dout[b, d, t]
+                    if has_z:  # out = y z sigmoid(z)
+                        z_t = z[b, d, t]
+                        sig = sigmoid(z_t)
+                        dz[b, d, t] = dy * ys[s] * sig * (ONE + z_t * (ONE - sig))
+                        dy = dy * z_t * sig
+                    dD_d += dy * u_t
+                    delta_t = deltas[s]
+                    delta_u = delta_t * u_t
+                    d_delta_u = ZERO  # sum_k g_k B_k
+                    d_exponent = ZERO  # sum_k g_k h_{t-1,k} exp(delta_t A_k) A_k log2(e)
+                    for k in range(dstate):
+                        g = dy * C[bC, gC, t * stepC, k] + carry[k]
+                        dC_partial[b, slot_C, t * partial_step_C, k] += dy * states[s + 1, k]
+                        dB_partial[b, slot_B, t * partial_step_B, k] += g * delta_u
+                        d_delta_u += g * B[bB, gB, t * stepB, k]
+                        through_decay = g * decays[s, k] * states[s, k]
+                        d_exponent += through_decay * A_log2[d, k]
+                        dA_d[k] += through_decay * delta_t
+                        carry[k] = decays[s, k] * g
+                    d_delta = d_delta_u * u_t + d_exponent * LN_2
+                    du[b, d, t] = dy * D_d + d_delta_u * delta_t
+                    if softplus and raw_deltas[s] <= SOFTPLUS_LINEAR_ABOVE:
+                        d_delta = d_delta * sigmoid(raw_deltas[s])
+                    ddelta[b, d, t] = d_delta
+                    dbias_d += d_delta
+            dA_rows[b, d, :] = dA_d
+            dD_rows[b, d] = dD_d
+            dbias_rows[b, d] = dbias_d
+
+
+def _arithmetic_limit(rows, steps, A_log2, B, C, y):
+    """The scan's arithmetic and nothing else: per state update one exp2 and two fused multiply-adds
+    (h = exp2(x) h + b; y += h c), over `rows` independent rows of n states, with no memory traffic beyond
+    n-sized arrays. Its updates per second are the limit the benchmark holds the scan against."""
+    dstate = A_log2.shape[0]
+    for row in prange(rows):
+        h = np.zeros(dstate, dtype=A_log2.dtype)
+        total = ZERO
+        scale = ONE / np.float32(steps)
+        for t in range(steps):
+            x = np.float32(t) * scale
+            for k in range(dstate):
+                h_k = exp2(x * A_log2[k]) * h[k] + B[k]
+                h[k] = h_k
+                total += h_k * C[k]
+        y[row] = total
+
+
+# the names the kernels call, bound before compilation (module globals are frozen into the compiled code)
+step_delta, sigmoid = _step_delta, _sigmoid
+coefficient_index = numba.njit(inline="always", cache=True)(_coefficient_index)
+
+
+def _signatures(scalar: types.Float) -> SimpleNamespace:
+    strided3, rows3 = types.Array(scalar, 3, "A"), types.Array(scalar, 3, "C")
+    vector, matrix, array4 = types.Array(scalar, 1, "C"), types.Array(scalar, 2, "C"), types.Array(scalar, 4, "C")
+    flag, count = types.boolean, types.int64
+    return SimpleNamespace(
+        forward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count,
+                           rows3, rows3, array4),
+        backward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count,
+                            array4, strided3, types.Array(types.int64, 1, "C"), flag, flag, rows3, rows3, rows3,
+                            rows3, array4, array4, matrix, matrix),
+        limit=types.void(count, count, vector, vector, vector, vector))
+
+
+def _compile(function, signature):
+    return numba.njit(signature, parallel=True, cache=True, fastmath=FASTMATH, nogil=True)(function)
+
+
+def compiled(float64: bool) -> SimpleNamespace:
+    """The kernels for float64 (else float32), compiled now or loaded from Numba's on-disk cache."""
+    signatures = _signatures(types.float64 if float64 else types.float32)
+    return SimpleNamespace(forward=_compile(_forward, signatures.forward),
+                           backward=_compile(_backward, signatures.backward))
+
+
+def compiled_arithmetic_limit() -> numba.core.registry.CPUDispatcher:
+    """The float32 arithmetic-limit kernel (for the benchmark)."""
+    return _compile(_arithmetic_limit, _signatures(types.float32).limit)

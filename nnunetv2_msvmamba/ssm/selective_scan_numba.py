@@ -1,0 +1,192 @@
+"""Selective scan as fused, multi-threaded CPU kernels compiled by Numba: the CPU path when `numba` imports.
+
+Same contract as `selective_scan_torch` (and `mamba_ssm`'s `selective_scan_fn`, real A only):
+
+    u, delta, z: (batch, dim, L)     A: (dim, n)     D, delta_bias: (dim,)
+    B, C: (dim, n) constant, (batch, n, L), or (batch, groups, n, L) with dim divisible by groups
+
+The forward kernel runs the (batch, channel) rows in parallel (`prange`), each row sequentially over L with its
+n states in a small local array; softplus(delta + delta_bias), D u and the silu(z) gate are computed inside it,
+so no per-element PyTorch work surrounds it. exp(delta A) is taken as exp2(delta A log2(e)) with a polynomial
+exp2 that vectorises over the n states (float32; float64 inputs use the exact exp2 and compute in float64).
+
+The forward keeps the state at the start of every CHUNK steps (only when a gradient is needed); the backward
+walks each row's chunks in reverse, recomputes a chunk's states from its checkpoint into a CHUNK x n scratch and
+runs the adjoint recurrence
+
+    g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}          (g_t = dL/dh_t)
+
+so memory is O(batch * dim * n * L / CHUNK) plus CHUNK x n per thread. The backward runs tasks in parallel, each
+a batch row and a block of channels that read the same B/C group; the gradient of an input-dependent B/C is
+summed over a task's channels into the task's own partial buffer (no two threads write one element), and the
+partial buffers of a group are summed by PyTorch afterwards: deterministic, whatever the number of threads.
+
+Numba follows PyTorch's thread setting (`torch.get_num_threads()`, capped at Numba's maximum) at every call.
+Nothing is compiled at import: the kernels are compiled on first use, for the dtype in use, and kept in Numba's
+on-disk cache (`__pycache__` beside this file, or Numba's user-wide cache directory where that is not writable,
+or NUMBA_CACHE_DIR), so later processes load them.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from types import SimpleNamespace
+from typing import Optional
+
+import torch
+
+from .selective_scan_torch import _groups
+
+CHUNK = 64  # steps between checkpointed states: L / CHUNK + CHUNK states per channel in the backward
+TASKS_PER_THREAD = 2  # backward tasks per thread at least (load balance), where the batch and groups allow
+LOG2_E = math.log2(math.e)
+LN_2 = math.log(2.0)
+# Numba's default (workqueue) threading layer must not be entered by two Python threads at once
+_launch_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(compute_dtype: torch.dtype) -> SimpleNamespace:
+    """The compiled forward and backward kernels for float32 or float64 (compiled, or loaded from Numba's cache,
+    on the first call for that dtype)."""
+    from . import _numba_kernels as kernels  # imports numba: only where the backend runs
+    return kernels.compiled(compute_dtype == torch.float64)
+
+
+def set_threads_from_torch() -> int:
+    """Numba's thread count for the next launch: PyTorch's, capped at the threads Numba started with."""
+    import numba
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
+
+
+def _coefficient_layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """B or C as the kernels read it, a contiguous (batch or 1, groups, L or 1, n) array with n innermost:
+    constant (dim, n) -> (1, dim, 1, n); (batch, n, L) -> (batch, 1, L, n); (batch, G, n, L) -> (batch, G, L, n).
+    No copy for Mamba's B and C, which are (batch, L, n) tensors transposed."""
+    x = x.detach().to(dtype)
+    if x.dim() == 2:
+        return x.reshape(1, x.shape[0], 1, x.shape[1]).contiguous()
+    grouped = x.unsqueeze(1) if x.dim() == 3 else x
+    return grouped.transpose(2, 3).contiguous()
+
+
+def _input_groups(x: torch.Tensor) -> int:
+    """Channel groups whose gradient of B/C is summed over channels (1 for a constant B/C: no such sum)."""
+    return 1 if x.dim() == 2 else (1 if x.dim() == 3 else x.shape[1])
+
+
+def _channel_blocks(batch: int, dim: int, groups: int, threads: int) -> torch.Tensor:
+    """Start channel of each backward block (and `dim` at the end): every group of dim // groups channels split
+    into as many blocks as it takes for batch x blocks to give each thread TASKS_PER_THREAD tasks."""
+    per_group = dim // groups
+    splits = min(per_group, max(1, math.ceil(TASKS_PER_THREAD * threads / (batch * groups))))
+    starts = [group * per_group + (split * per_group) // splits for group in range(groups) for split in range(splits)]
+    return torch.tensor(starts + [dim], dtype=torch.int64)
+
+
+def _as_numpy(x: Optional[torch.Tensor], dtype: torch.dtype, like: torch.Tensor, contiguous: bool = False):
+    """x in the compute dtype as a numpy array sharing its memory (its strides kept unless `contiguous`);
+    an absent input becomes an empty stand-in of `like`'s rank."""
+    if x is None:
+        return like.new_empty((0,) * like.dim(), dtype=dtype).numpy()
+    x = x.detach().to(dtype)
+    return (x.contiguous() if contiguous else x).numpy()
+
+
+def _sum_blocks(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The gradient of B or C from the kernels' partial sums: (batch, blocks, L, n) per channel block for an
+    input-dependent one (summed over each group's blocks), (batch, dim, 1, n) per row for a constant one (summed
+    over the batch); returned in `like`'s layout."""
+    if like.dim() == 2:
+        return partial.sum(dim=0)[:, 0]
+    batch, blocks, length, dstate = partial.shape
+    groups = _input_groups(like)
+    summed = partial.reshape(batch, groups, blocks // groups, length, dstate).sum(dim=2)
+    return summed.transpose(2, 3).reshape(like.shape)
+
+
+class _SelectiveScanNumba(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, return_last_state: bool):
+        if A.is_complex():
+            raise NotImplementedError("the Numba selective scan supports real A only")
+        batch, dim, length = u.shape
+        dstate = A.shape[1]
+        for name, coefficient in (("B", B), ("C", C)):
+            _groups(coefficient, name, dim, dstate)  # the shape checks, with their messages
+        ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
+        dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+        needs_grad = any(ctx.needs_input_grad[:8])
+        with torch.autocast("cpu", enabled=False):
+            A_log2 = (A.detach().to(dtype) * LOG2_E).contiguous()
+            B_k, C_k = _coefficient_layout(B, dtype), _coefficient_layout(C, dtype)
+            out = u.new_empty((batch, dim, length), dtype=dtype)
+            last_state = u.new_empty((batch, dim, dstate), dtype=dtype)
+            chunks = math.ceil(length / CHUNK) if needs_grad else 0
+            checkpoints = u.new_empty((batch, dim, chunks, dstate), dtype=dtype)
+            kernels = _kernels(dtype)
+            with _launch_lock:
+                set_threads_from_torch()
+                kernels.forward(_as_numpy(u, dtype, u), _as_numpy(delta, dtype, u), _as_numpy(z, dtype, u),
+                                A_log2.numpy(), B_k.numpy(), C_k.numpy(), _as_numpy(D, dtype, A[0], True),
+                                _as_numpy(delta_bias, dtype, A[0], True), bool(delta_softplus), CHUNK,
+                                out.numpy(), last_state.numpy(), checkpoints.numpy())
+        ctx.delta_softplus = bool(delta_softplus)
+        if needs_grad:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
+        result = out.to(u.dtype)
+        if return_last_state:
+            ctx.mark_non_differentiable(last_state)
+            return result, last_state
+        return result
+
+    @staticmethod
+    def backward(ctx, dout, *unused_last_state_grad):
+        u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
+        batch, dim, length = u.shape
+        dstate = A.shape[1]
+        dtype = checkpoints.dtype
+        with torch.autocast("cpu", enabled=False):
+            B_k, C_k = _coefficient_layout(B, dtype), _coefficient_layout(C, dtype)
+            groups = math.lcm(_input_groups(B), _input_groups(C))
+            kernels = _kernels(dtype)
+            with _launch_lock:
+                threads = set_threads_from_torch()
+                block_starts = _channel_blocks(batch, dim, groups, threads)
+                blocks = len(block_starts) - 1
+
+                def partial(coefficient: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+                    shape = (batch, dim, 1, dstate) if coefficient.dim() == 2 else (batch, blocks, length, dstate)
+                    return layout.new_zeros(shape)
+                dB_partial, dC_partial = partial(B, B_k), partial(C, C_k)
+                du, ddelta = (u.new_empty((batch, dim, length), dtype=dtype) for _ in range(2))
+                dz = u.new_empty((batch, dim, length) if z is not None else (0, 0, 0), dtype=dtype)
+                dA_rows = u.new_empty((batch, dim, dstate), dtype=dtype)
+                dD_rows, dbias_rows = (u.new_empty((batch, dim), dtype=dtype) for _ in range(2))
+                kernels.backward(_as_numpy(u, dtype, u), _as_numpy(delta, dtype, u), _as_numpy(z, dtype, u),
+                                 (A.detach().to(dtype) * LOG2_E).contiguous().numpy(), B_k.numpy(), C_k.numpy(),
+                                 _as_numpy(D, dtype, A[0], True), _as_numpy(delta_bias, dtype, A[0], True),
+                                 ctx.delta_softplus, CHUNK, checkpoints.numpy(), _as_numpy(dout, dtype, u),
+                                 block_starts.numpy(), B.dim() == 2, C.dim() == 2, du.numpy(), ddelta.numpy(), dz.numpy(), dA_rows.numpy(),
+                                 dB_partial.numpy(), dC_partial.numpy(), dD_rows.numpy(), dbias_rows.numpy())
+            grads = [du, ddelta, dA_rows.sum(dim=0), _sum_blocks(dB_partial, B), _sum_blocks(dC_partial, C),
+                     dD_rows.sum(dim=0) if D is not None else None, dz if z is not None else None,
+                     dbias_rows.sum(dim=0) if delta_bias is not None else None]
+        grads = [g.to(input_dtype) if g is not None else None for g, input_dtype in zip(grads, ctx.input_dtypes)]
+        return (*grads, None, None)
+
+
+def selective_scan_numba(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                         C: torch.Tensor, D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
+                         delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
+                         return_last_state: bool = False):
+    """Selective scan on CPU tensors with the Numba kernels; returns `out` or `(out, last_state)` like upstream's
+    `selective_scan_fn`. Computes in float32 (float64 for float64 `u`) whatever the autocast state; `out` and the
+    gradients come back in the inputs' dtypes, `last_state` in the compute dtype. No gradient flows through
+    `last_state`."""
+    if u.device.type != "cpu":
+        raise RuntimeError(f"the Numba selective scan runs on CPU tensors, got tensors on {u.device}")
+    return _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

@@ -1,0 +1,253 @@
+"""The Numba selective scan (the CPU backend): output, last state and the gradient of every input against the package's
+float64 reference (`selective_scan_ref`, the scan itself running on float64 inputs) and against upstream's
+`selective_scan_ref` (float32), over the options, the B/C layouts and odd shapes; under autocast; in half precision;
+with 1 and 2 threads; through the custom op under torch.compile; and its on-disk compile cache.
+
+The kernels are compiled once per dtype (or loaded from Numba's on-disk cache) by a module fixture that every test
+shares. They checkpoint the state every CHUNK steps; most cases shrink CHUNK (a runtime argument of the kernels,
+so nothing recompiles) so that a few dozen steps cross several chunk boundaries and end inside a chunk.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba, selective_scan_numba
+from test_selective_scan import (FLOAT32_TOLERANCE, FLOAT64_TOLERANCE, INPUT_NAMES, ScanCase, assert_matches,
+                                 outputs_and_gradients, run_float64_reference, run_upstream)
+
+numba_scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba")
+SMALL_CHUNK = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled_kernels():
+    """Both dtypes' kernels, compiled or loaded from the cache once for the whole module."""
+    return {dtype: numba_scan._kernels(dtype) for dtype in (torch.float32, torch.float64)}
+
+
+@pytest.fixture(autouse=True)
+def small_chunk(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(numba_scan, "CHUNK", SMALL_CHUNK)
+
+
+def run_numba(case: ScanCase, inputs: dict, dtype: torch.dtype = torch.float32):
+    return outputs_and_gradients(selective_scan_numba, case, inputs, dtype, return_last_state=case.return_last_state)
+
+
+# every combination of the options, at a length that ends inside a chunk and a batch of 1 for half of them
+OPTION_CASES = [ScanCase(batch=1 + D, dim=5, length=19, with_D=D, with_z=z, with_delta_bias=bias,
+                         delta_softplus=softplus, b_layout="shared", c_layout="grouped", groups=5)
+                for D, z, bias, softplus in itertools.product((False, True), repeat=4)]
+LAYOUT_CASES = [ScanCase(batch=batch, dim=6, length=length, dstate=3, b_layout=b_layout, c_layout=c_layout, groups=3,
+                         return_last_state=length > 1)
+                for (b_layout, c_layout), length, batch in itertools.product(
+                    (("constant", "constant"), ("shared", "shared"), ("grouped", "grouped"), ("shared", "grouped"),
+                     ("constant", "shared"), ("grouped", "constant")),
+                    (1, 8, 17), (1, 3))]
+# Mamba's d_state 16, channels that are no multiple of a vector, and a length of several default chunks
+ODD_CASES = [ScanCase(batch=1, dim=7, length=45, dstate=16, b_layout="shared", c_layout="shared"),
+             ScanCase(batch=2, dim=3, length=33, dstate=5, b_layout="grouped", c_layout="grouped", groups=3)]
+GRID = OPTION_CASES + LAYOUT_CASES + ODD_CASES
+
+
+@pytest.mark.parametrize("case", GRID, ids=str)
+def test_matches_float64_reference_and_upstream(case: ScanCase) -> None:
+    inputs = case.inputs()
+    ours64 = run_numba(case, inputs, torch.float64)
+    assert ours64[0].dtype == torch.float64 and all(g.dtype == torch.float64 for g in ours64[2].values())
+    assert_matches(case, ours64, run_float64_reference(case, inputs), FLOAT64_TOLERANCE)
+    ours32 = run_numba(case, inputs)
+    assert ours32[0].dtype == torch.float32 and all(g.dtype == torch.float32 for g in ours32[2].values())
+    assert_matches(case, ours32, run_upstream(case, inputs), FLOAT32_TOLERANCE)
+
+
+def test_default_chunk_across_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(numba_scan, "CHUNK", 64)
+    case = ScanCase(batch=1, dim=3, length=150, dstate=4, b_layout="shared", c_layout="shared")
+    inputs = case.inputs()
+    assert_matches(case, run_numba(case, inputs), run_upstream(case, inputs), FLOAT32_TOLERANCE)
+
+
+def test_long_sequence_state_is_carried_to_the_end() -> None:
+    """The last output still depends on the first input across 2048 steps (256 chunks)."""
+    case = ScanCase(batch=1, dim=2, length=2048, dstate=4, b_layout="shared", c_layout="shared", with_z=False,
+                    with_D=False)
+    inputs = case.inputs()
+    inputs["A"] = torch.full_like(inputs["A"], -1e-4)  # almost no decay
+    u = inputs["u"].float().requires_grad_()
+    out = selective_scan_numba(u, *(inputs[name].float() for name in ("delta", "A", "B", "C")),
+                               delta_bias=inputs["delta_bias"].float(), delta_softplus=True)
+    (gradient,) = torch.autograd.grad(out[:, :, -1].sum(), u)
+    assert gradient[:, :, 0].abs().min() > 1e-3
+
+
+def test_runs_in_float32_under_autocast() -> None:
+    """Under bfloat16 autocast the scan neither lowers its precision nor changes its results."""
+    case = ScanCase(b_layout="shared", c_layout="shared", length=21)
+    inputs = case.inputs()
+    plain = run_numba(case, inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = run_numba(case, inputs)
+    assert autocast[0].dtype == torch.float32 and autocast[1].dtype == torch.float32
+    assert torch.equal(autocast[0], plain[0]) and torch.equal(autocast[1], plain[1])
+    for name, gradient in plain[2].items():
+        assert torch.equal(autocast[2][name], gradient), name
+
+
+def test_half_precision_inputs_come_back_in_their_dtype_computed_in_float32() -> None:
+    """bfloat16 inputs: out and every gradient in bfloat16, equal to the float32 scan of the same (rounded) inputs
+    rounded to bfloat16; the last state in float32."""
+    case = ScanCase(batch=1, dim=4, length=11, dstate=2, b_layout="shared", c_layout="grouped")
+    rounded = {name: None if value is None else value.to(torch.bfloat16).double() for name, value in
+               case.inputs().items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, last_state, gradients = run_numba(case, rounded, torch.bfloat16)
+    expected_out, expected_last_state, expected_gradients = run_numba(case, rounded, torch.float32)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected_out.to(torch.bfloat16))
+    assert last_state.dtype == torch.float32 and torch.equal(last_state, expected_last_state)
+    for name, gradient in gradients.items():
+        assert gradient.dtype == torch.bfloat16, name
+        # the output gradient itself is rounded to bfloat16 on the half-precision side
+        assert (gradient.float() - expected_gradients[name]).abs().max() <= 2e-2 * expected_gradients[name].abs().max()
+
+
+def test_strided_inputs_as_mamba_passes_them() -> None:
+    """delta, z and B, C arrive as transposed views of (batch, L, ...) tensors: read in place, same results."""
+    case = ScanCase(batch=2, dim=6, length=13, dstate=4, b_layout="shared", c_layout="shared")
+    inputs = case.inputs()
+    strided = {name: None if value is None else
+               (value.transpose(1, 2).contiguous().transpose(1, 2) if value.dim() == 3 else value)
+               for name, value in inputs.items()}
+    assert not strided["delta"].is_contiguous()
+    assert_matches(case, run_numba(case, strided), run_numba(case, inputs), 0.0)
+
+
+def test_threads_follow_pytorch_and_do_not_change_the_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.set_num_threads sets Numba's threads at each call. The backward sums B/C's gradient per block of
+    channels, and the number of blocks follows the threads: other threads or blocks change only the order of
+    that sum (rounding), never a race."""
+    import numba
+    case = ScanCase(batch=1, dim=8, length=20, dstate=4, b_layout="shared", c_layout="grouped", groups=2)
+    inputs = case.inputs()
+    results = {}
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results[threads] = run_numba(case, inputs)
+            assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setattr(numba_scan, "TASKS_PER_THREAD", 64)  # every channel its own backward task
+    results["blocks"] = run_numba(case, inputs)
+    for other in (2, "blocks"):
+        assert_matches(case, results[other], results[1], 1e-6)
+
+
+def test_channel_blocks_stay_inside_a_group_and_cover_every_channel() -> None:
+    starts = numba_scan._channel_blocks(batch=1, dim=12, groups=3, threads=4).tolist()
+    assert starts == [0, 1, 2, 4, 5, 6, 8, 9, 10, 12]  # 3 groups of 4 channels in 3 blocks: 9 tasks >= 2 per thread
+    assert numba_scan._channel_blocks(batch=64, dim=12, groups=1, threads=2).tolist() == [0, 12]
+    assert numba_scan._channel_blocks(batch=1, dim=3, groups=1, threads=16).tolist() == [0, 1, 2, 3]
+
+
+def test_no_gradient_needed_keeps_no_checkpoints_and_gives_the_same_output() -> None:
+    case = ScanCase(batch=1, dim=4, length=9, dstate=2, b_layout="shared", c_layout="shared")
+    inputs = {name: None if value is None else value.float() for name, value in case.inputs().items()}
+    with torch.no_grad():
+        plain = selective_scan_numba(*(inputs[name] for name in INPUT_NAMES), delta_softplus=True,
+                                     return_last_state=True)
+    leaves = {name: value.clone().requires_grad_() for name, value in inputs.items()}
+    with_grad = selective_scan_numba(*(leaves[name] for name in INPUT_NAMES), delta_softplus=True,
+                                     return_last_state=True)
+    assert torch.equal(plain[0], with_grad[0]) and torch.equal(plain[1], with_grad[1])
+    assert with_grad[0].requires_grad and not with_grad[1].requires_grad
+
+
+def test_mamba_mixer_on_the_numba_backend_matches_the_torch_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    mixer = Mamba(d_model=8, d_state=4)
+    x = torch.randn(2, 11, 8)
+    results = {}
+    for backend in ("torch", "numba"):
+        monkeypatch.setenv(BACKEND_ENV, backend)
+        leaf = x.clone().requires_grad_()
+        out = mixer.forward_bidirectional(leaf)
+        results[backend] = (out, *torch.autograd.grad(out.square().sum(), [leaf, *mixer.parameters()]))
+    for ours, reference in zip(results["numba"], results["torch"]):
+        assert (ours - reference).abs().max() <= FLOAT32_TOLERANCE * reference.abs().max()
+
+
+def test_compiled_mixer_runs_the_numba_kernels_through_the_custom_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torch.compile the custom op dispatches to the Numba scan on the CPU: same outputs and gradients as
+    eager, and the Numba scan is what ran."""
+    monkeypatch.setenv(BACKEND_ENV, "numba")
+    calls = []
+    original = numba_scan._SelectiveScanNumba.apply
+    monkeypatch.setattr(numba_scan._SelectiveScanNumba, "apply",
+                        staticmethod(lambda *args: calls.append(args[0].shape) or original(*args)))
+    torch.manual_seed(0)
+    mixer = Mamba(d_model=8, d_state=4)
+    x = torch.randn(2, 7, 8)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(mixer.forward_bidirectional, backend="aot_eager", fullgraph=True)
+        results = []
+        for function in (compiled, mixer.forward_bidirectional):
+            leaf = x.clone().requires_grad_()
+            out = function(leaf)
+            results.append((out, *torch.autograd.grad(out.square().sum(), [leaf, *mixer.parameters()])))
+    finally:
+        torch._dynamo.reset()
+    assert calls, "the compiled mixer did not run the Numba scan"
+    for ours, reference in zip(*results):
+        assert (ours - reference).abs().max() <= 1e-5 * max(reference.abs().max().item(), 1e-12)
+
+
+def test_complex_A_is_refused() -> None:
+    u = torch.zeros(1, 2, 3)
+    with pytest.raises(NotImplementedError, match="real A only"):
+        selective_scan_numba(u, u, torch.zeros(2, 2, dtype=torch.complex64), torch.zeros(1, 2, 3),
+                             torch.zeros(1, 2, 3))
+
+
+def test_malformed_B_is_a_clear_error() -> None:
+    u = torch.zeros(1, 4, 5)
+    with pytest.raises(ValueError, match="3 groups, which does not divide dim=4"):
+        selective_scan_numba(u, u, -torch.ones(4, 3), torch.zeros(1, 3, 3, 5), torch.zeros(1, 3, 5))
+
+
+# A fresh process: importing the package compiles nothing and does not even import numba; the first scan loads
+# the kernels from Numba's on-disk cache (filled by this module's fixture, for the installed package).
+FRESH_PROCESS = r"""
+import importlib, json, sys, torch
+import nnunetv2_msvmamba.ssm as ssm
+imported_numba = "numba" in sys.modules
+numba_scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba")
+u = torch.randn(1, 4, 9, requires_grad=True)
+out = ssm.selective_scan_numba(u, torch.rand(1, 4, 9), -torch.ones(4, 16), torch.randn(1, 16, 9), torch.randn(1, 16, 9))
+out.sum().backward()
+kernels = numba_scan._kernels(torch.float32)
+print(json.dumps({"imported_numba_at_import": imported_numba,
+                  "cache_hits": sum(sum(k.stats.cache_hits.values()) for k in (kernels.forward, kernels.backward)),
+                  "cache_misses": sum(sum(k.stats.cache_misses.values()) for k in (kernels.forward, kernels.backward)),
+                  "cache_path": kernels.forward.stats.cache_path}))
+"""
+
+
+def test_import_compiles_nothing_and_a_new_process_loads_the_kernels_from_the_cache() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_DISABLE_JIT"}
+    completed = subprocess.run([sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True, env=env,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert not report["imported_numba_at_import"]
+    assert report["cache_hits"] == 2 and report["cache_misses"] == 0, report
