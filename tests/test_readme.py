@@ -280,3 +280,13 @@ def test_the_link_check_finds_a_missing_page_and_a_missing_heading():
     assert "no-such-heading" not in anchors_of(ROOT / "docs" / "training.md")
     assert heading_anchor("CAMUS → nnU-Net") == "camus--nnu-net"
     assert heading_anchor("`torch.compile`") == "torchcompile"
+
+
+def test_the_architecture_figure_script_draws_the_network_the_trainer_builds(tmp_path):
+    """docs/architecture.png comes from docs/draw_architecture.py, which builds the network from a plan."""
+    figure = tmp_path / "network.png"
+    drawn = subprocess.run([str(BIN / "python"), str(ROOT / "docs" / "draw_architecture.py"), "-o", str(figure)],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert drawn.returncode == 0, drawn.stderr[-3000:]
+    assert figure.read_bytes().startswith(b"\x89PNG") and (ROOT / "docs" / "architecture.png").is_file()
+    assert "architecture.png" in DOC_PAGES["docs/architecture.md"]
