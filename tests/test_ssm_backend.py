@@ -182,7 +182,7 @@ def test_forced_cuda_without_kernels_names_the_install_command(monkeypatch) -> N
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setitem(sys.modules, "selective_scan_cuda", None)  # makes `import selective_scan_cuda` fail
     monkeypatch.setenv(BACKEND_ENV, "cuda")
-    with pytest.raises(RuntimeError, match=r"kernels do not import .*pip install nnunetv2-msvmamba\[cuda\]"):
+    with pytest.raises(RuntimeError, match=r'kernels do not import .*the cuda extra: `pip install "\.\[cuda\]"` in a clone'):
         resolve_backend(CUDA)
 
 

@@ -36,7 +36,8 @@ def cuda_kernels() -> SimpleNamespace:
         from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
     except Exception as error:  # a missing or broken build surfaces as several exception types
         return SimpleNamespace(available=False, reason=f"mamba_ssm's CUDA kernels do not import ({error!r}); "
-                                                       f"install them with `pip install nnunetv2-msvmamba[cuda]`")
+                                                       f"install them with the cuda extra: `pip install \".[cuda]\"` "
+                                                       f"in a clone of nnunetv2-msvmamba")
     try:
         from causal_conv1d import causal_conv1d_fn  # noqa: F401
         fused_mixer = mamba_inner_fn
