@@ -182,7 +182,8 @@ def test_forced_cuda_without_kernels_names_the_install_command(monkeypatch) -> N
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setitem(sys.modules, "selective_scan_cuda", None)  # makes `import selective_scan_cuda` fail
     monkeypatch.setenv(BACKEND_ENV, "cuda")
-    with pytest.raises(RuntimeError, match=r'kernels do not import .*the cuda extra: `pip install "\.\[cuda\]"` in a clone'):
+    install_line = r'the cuda extra: `pip install "\.\[cuda\]"` in a clone'
+    with pytest.raises(RuntimeError, match=r"kernels do not import .*" + install_line):
         resolve_backend(CUDA)
 
 
