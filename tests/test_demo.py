@@ -122,6 +122,10 @@ def test_report_shows_the_ef_table_of_msvmamba_clinical(tiny_demo, tmp_path, cap
     report.report_clinical(paths, problem=None)
     printed = capsys.readouterr().out
     assert "| series | patients | EDV (mL) | ESV (mL) | EF (%) |" in printed
+    # the synthetic hearts are life-size at the demo's 64 x 64 pixels: an adult's volumes (mL) and EF
+    means = next(line for line in printed.splitlines() if line.startswith("| MSV-Mamba | 1 |")).split("|")
+    edv, esv, ef = (float(means[column]) for column in (3, 4, 5))
+    assert 50 <= edv <= 200 and 20 <= esv <= 100 and 35 <= ef <= 75, means
     assert "| MSV-Mamba | reference | EF | 1 | n/a | +0.00 |" in printed  # one test patient: no r
     assert "| MSV-Mamba | cases.csv | EF | 1 |" in printed
 

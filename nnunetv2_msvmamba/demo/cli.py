@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from nnunetv2.configuration import default_num_processes
 
-from dataset_conversion.synthetic_camus import MIN_IMAGE_SIDE
+from dataset_conversion.synthetic_camus import FIELD_DEPTH_MM, MIN_IMAGE_SIDE
 from nnunetv2_msvmamba.training.trainers import DemoSchedule
 from .report import report
 from .runner import DemoError, DemoState, run_steps
@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patients", type=int, default=DEFAULT_PATIENTS, metavar="N",
                         help="synthetic patients; 70%% train, 10%% validate, 20%% test (default: %(default)s)")
     parser.add_argument("--size", type=int, nargs=2, default=list(DEFAULT_SIZE), metavar=("H", "W"),
-                        help="image rows and columns (default: %(default)s; training time grows with H x W)")
+                        help="image rows and columns (default: %(default)s; training time grows with H x W). The "
+                             "hearts are life-size at any size: the field of view is "
+                             f"{FIELD_DEPTH_MM:.0f} mm deep (pixel spacing {FIELD_DEPTH_MM:.0f} mm / H; more for "
+                             "images narrower than 3/4 of their height)")
     parser.add_argument("--epochs", type=int, default=DemoSchedule.epochs, metavar="E",
                         help="training epochs of both models (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=DemoSchedule.iterations_per_epoch, metavar="I",
