@@ -152,6 +152,26 @@ def test_threads_follow_pytorch_and_do_not_change_the_results(monkeypatch: pytes
         assert_matches(case, results[other], results[1], 1e-6)
 
 
+# Numba's OpenMP threading layer shares PyTorch's OpenMP runtime; starting it sets that runtime to all cores
+PYTORCH_THREADS_KEPT = r"""
+import importlib, torch
+scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba")
+u = torch.randn(1, 4, 9)
+scan.selective_scan_numba(u, torch.rand(1, 4, 9), -torch.ones(4, 16), torch.randn(1, 16, 9), torch.randn(1, 16, 9))
+import numba
+print(torch.get_num_threads(), numba.get_num_threads())
+"""
+
+
+def test_starting_numbas_threads_keeps_pytorchs_thread_setting() -> None:
+    """PyTorch told to use 1 thread (OMP_NUM_THREADS, as nnU-Net's worker processes are) still uses 1 after the
+    first Numba scan started Numba's threads, and so does the scan."""
+    completed = subprocess.run([sys.executable, "-c", PYTORCH_THREADS_KEPT], capture_output=True, text=True,
+                               timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.split() == ["1", "1"]
+
+
 def test_channel_blocks_stay_inside_a_group_and_cover_every_channel() -> None:
     starts = numba_scan._channel_blocks(batch=1, dim=12, groups=3, threads=4).tolist()
     assert starts == [0, 1, 2, 4, 5, 6, 8, 9, 10, 12]  # 3 groups of 4 channels in 3 blocks: 9 tasks >= 2 per thread

@@ -22,7 +22,8 @@ from numba.extending import intrinsic, overload
 
 ZERO, HALF, ONE = np.float32(0.0), np.float32(0.5), np.float32(1.0)
 SOFTPLUS_LINEAR_ABOVE = np.float32(20.0)  # torch.nn.functional.softplus's threshold, which mamba_ssm relies on
-LN_2 = np.float32(math.log(2.0))
+LN_2, LOG2_E = np.float32(math.log(2.0)), np.float32(math.log2(math.e))
+THIRD, FIFTH, SEVENTH, NINTH, ELEVENTH = (np.float32(1.0 / k) for k in (3, 5, 7, 9, 11))
 # 2^f on [-1/2, 1/2]: Taylor coefficients of exp(f ln 2), degree 6, relative error below 1.3e-7 (~ float32's
 # epsilon); the float32 exponent range clamps the argument (2^-126: the smallest normal number)
 EXP2_COEFFICIENTS = tuple(np.float32(math.log(2.0) ** k / math.factorial(k)) for k in range(7))
@@ -75,17 +76,49 @@ def _float32_bits_as_int32(typingctx, value):
     return types.int32(types.float32), codegen
 
 
-@numba.njit(inline="always", fastmath=FASTMATH, cache=True)
-def _sigmoid(x):
-    return ONE / (ONE + math.exp(-x))
+def log1p_small(w):
+    """log(1 + w) for w in [0, 1]; in a compiled float32 kernel a polynomial that vectorises (see the overload)."""
+    return math.log1p(w)
+
+
+@overload(log1p_small, inline="always", fastmath=FASTMATH)
+def _log1p_small_compiled(w):
+    if w != types.float32:
+        return lambda w: math.log1p(w)
+
+    def log1p_float32(w):
+        # log(1 + w) = 2 atanh(s), s = w / (2 + w) in [0, 1/3]: six terms of the series, relative error < 2e-7
+        s = w / (np.float32(2.0) + w)
+        s2 = s * s
+        series = ONE + s2 * (THIRD + s2 * (FIFTH + s2 * (SEVENTH + s2 * (NINTH + s2 * ELEVENTH))))
+        return np.float32(2.0) * s * series
+    return log1p_float32
+
+
+def exp_(x):
+    """exp(x); in a compiled float32 kernel exp2(x log2(e)) with the vectorising polynomial."""
+    return math.exp(x)
+
+
+@overload(exp_, inline="always", fastmath=FASTMATH)
+def _exp_compiled(x):
+    if x != types.float32:
+        return lambda x: math.exp(x)
+    return lambda x: exp2(x * LOG2_E)
 
 
 @numba.njit(inline="always", fastmath=FASTMATH, cache=True)
-def _step_delta(raw, softplus):
-    """The delta the recurrence uses: softplus(raw), linear above the threshold, or raw itself."""
-    if softplus and raw <= SOFTPLUS_LINEAR_ABOVE:
-        return math.log1p(math.exp(raw))
-    return raw
+def sigmoid(x):
+    return ONE / (ONE + exp_(-x))
+
+
+@numba.njit(inline="always", fastmath=FASTMATH, cache=True)
+def step_delta(raw, softplus):
+    """The delta the recurrence uses: softplus(raw) = max(raw, 0) + log(1 + exp(-|raw|)), raw itself above
+    softplus's threshold (as PyTorch), or raw itself when softplus is off. Branch-free, so a loop over steps
+    vectorises."""
+    softplus_value = max(raw, ZERO) + log1p_small(exp_(-abs(raw)))
+    return softplus_value if softplus and raw <= SOFTPLUS_LINEAR_ABOVE else raw
 
 
 def _coefficient_index(coefficient, batch_row, channel, dim):
@@ -96,34 +129,46 @@ def _coefficient_index(coefficient, batch_row, channel, dim):
 
 def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, out, last_state, checkpoints):
     """out = the scan's output, last_state = h_{L-1}, and (when checkpoints has room) checkpoints[..., c, :] = the
-    state before step c * chunk; one (batch, channel) row per parallel iteration."""
+    state before step c * chunk; one (batch, channel) row per parallel iteration, `chunk` steps at a time: the
+    per-step work (softplus, D u, the gate) in loops over the steps, which vectorise, around the recurrence."""
     batch, dim, length = u.shape
     dstate = A_log2.shape[1]
     has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
     save_checkpoints = checkpoints.shape[2] > 0
+    dtype = A_log2.dtype
     for row in prange(batch * dim):
         b, d = row // dim, row % dim
         bB, gB, stepB = coefficient_index(B, b, d, dim)
         bC, gC, stepC = coefficient_index(C, b, d, dim)
         D_d = D[d] if has_D else ZERO
         bias_d = delta_bias[d] if has_bias else ZERO
-        h = np.zeros(dstate, dtype=A_log2.dtype)
-        for t in range(length):
-            if save_checkpoints and t % chunk == 0:
-                checkpoints[b, d, t // chunk, :] = h
-            u_t = u[b, d, t]
-            delta_t = step_delta(delta[b, d, t] + bias_d, softplus)
-            delta_u = delta_t * u_t
-            y = ZERO
-            for k in range(dstate):
-                h_k = exp2(delta_t * A_log2[d, k]) * h[k] + delta_u * B[bB, gB, t * stepB, k]
-                h[k] = h_k
-                y += h_k * C[bC, gC, t * stepC, k]
-            y += D_d * u_t
-            if has_z:
-                z_t = z[b, d, t]
-                y *= z_t * sigmoid(z_t)
-            out[b, d, t] = y
+        h = np.zeros(dstate, dtype=dtype)
+        deltas = np.empty(chunk, dtype=dtype)
+        delta_us = np.empty(chunk, dtype=dtype)
+        ys = np.empty(chunk, dtype=dtype)
+        for start in range(0, length, chunk):
+            steps = min(chunk, length - start)
+            if save_checkpoints:
+                checkpoints[b, d, start // chunk, :] = h
+            for s in range(steps):
+                delta_t = step_delta(delta[b, d, start + s] + bias_d, softplus)
+                deltas[s] = delta_t
+                delta_us[s] = delta_t * u[b, d, start + s]
+            for s in range(steps):  # the recurrence
+                t = start + s
+                delta_t, delta_u = deltas[s], delta_us[s]
+                y = ZERO
+                for k in range(dstate):
+                    h_k = exp2(delta_t * A_log2[d, k]) * h[k] + delta_u * B[bB, gB, t * stepB, k]
+                    h[k] = h_k
+                    y += h_k * C[bC, gC, t * stepC, k]
+                ys[s] = y
+            for s in range(steps):
+                y = ys[s] + D_d * u[b, d, start + s]
+                if has_z:
+                    z_t = z[b, d, start + s]
+                    y *= z_t * sigmoid(z_t)
+                out[b, d, start + s] = y
         last_state[b, d, :] = h
 
 
@@ -132,7 +177,9 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
     """Gradients of the scan given dout. Each parallel iteration is one batch row and one block of channels
     (block_starts): it writes du, ddelta, dz and the per-row dA, dD, ddelta_bias of its channels, and adds the
     B/C gradients of its channels into its own partial slot, dB_partial[b, block] (input-dependent B:
-    (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)); the same for C."""
+    (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)); the same for C.
+    Per chunk: its states again from its checkpoint, the per-step work in loops over the steps (vectorised), and
+    the adjoint recurrence backwards through the chunk."""
     batch, dim, length = u.shape
     dstate = A_log2.shape[1]
     has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
@@ -143,9 +190,12 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
         b, block = task // blocks, task % blocks
         states = np.empty((chunk + 1, dstate), dtype=dtype)  # h before the chunk, then h_t of each step
         decays = np.empty((chunk, dstate), dtype=dtype)
-        deltas = np.empty(chunk, dtype=dtype)
         raw_deltas = np.empty(chunk, dtype=dtype)
-        ys = np.empty(chunk, dtype=dtype)
+        deltas = np.empty(chunk, dtype=dtype)
+        delta_us = np.empty(chunk, dtype=dtype)
+        dys = np.empty(chunk, dtype=dtype)  # dL/dy_t, through the gate; first y_t itself
+        d_delta_us = np.empty(chunk, dtype=dtype)  # dL/d(delta_t u_t) through the input term
+        d_exponents = np.empty(chunk, dtype=dtype)  # sum_k g_k h_{t-1,k} exp(delta_t A_k) A_k log2(e)
         carry = np.empty(dstate, dtype=dtype)  # exp(delta_{t+1} A) g_{t+1}: what g_t receives from step t + 1
         dA_d = np.empty(dstate, dtype=dtype)
         for d in range(block_starts[block], block_starts[block + 1]):
@@ -162,13 +212,15 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
             for c in range(chunks - 1, -1, -1):
                 start = c * chunk
                 steps = min(chunk, length - start)
+                for s in range(steps):
+                    raw = delta[b, d, start + s] + bias_d
+                    delta_t = step_delta(raw, softplus)
+                    raw_deltas[s], deltas[s] = raw, delta_t
+                    delta_us[s] = delta_t * u[b, d, start + s]
                 states[0, :] = checkpoints[b, d, c, :]
                 for s in range(steps):  # the chunk's states again, from its checkpoint
                     t = start + s
-                    raw = delta[b, d, t] + bias_d
-                    delta_t = step_delta(raw, softplus)
-                    raw_deltas[s], deltas[s] = raw, delta_t
-                    delta_u = delta_t * u[b, d, t]
+                    delta_t, delta_u = deltas[s], delta_us[s]
                     y = ZERO
                     for k in range(dstate):
                         decay = exp2(delta_t * A_log2[d, k])
@@ -176,21 +228,23 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
                         h_k = decay * states[s, k] + delta_u * B[bB, gB, t * stepB, k]
                         states[s + 1, k] = h_k
                         y += h_k * C[bC, gC, t * stepC, k]
-                    ys[s] = y + D_d * u[b, d, t]
-                for s in range(steps - 1, -1, -1):  # the adjoint recurrence, backwards through the chunk
+                    dys[s] = y
+                for s in range(steps):  # out = y z sigmoid(z): dz, and dy through the gate
                     t = start + s
                     u_t = u[b, d, t]
                     dy = dout[b, d, t]
-                    if has_z:  # out = y z sigmoid(z)
+                    if has_z:
                         z_t = z[b, d, t]
                         sig = sigmoid(z_t)
-                        dz[b, d, t] = dy * ys[s] * sig * (ONE + z_t * (ONE - sig))
+                        dz[b, d, t] = dy * (dys[s] + D_d * u_t) * sig * (ONE + z_t * (ONE - sig))
                         dy = dy * z_t * sig
+                    dys[s] = dy
                     dD_d += dy * u_t
-                    delta_t = deltas[s]
-                    delta_u = delta_t * u_t
-                    d_delta_u = ZERO  # sum_k g_k B_k
-                    d_exponent = ZERO  # sum_k g_k h_{t-1,k} exp(delta_t A_k) A_k log2(e)
+                for s in range(steps - 1, -1, -1):  # the adjoint recurrence, backwards through the chunk
+                    t = start + s
+                    dy, delta_t, delta_u = dys[s], deltas[s], delta_us[s]
+                    d_delta_u = ZERO
+                    d_exponent = ZERO
                     for k in range(dstate):
                         g = dy * C[bC, gC, t * stepC, k] + carry[k]
                         dC_partial[b, slot_C, t * partial_step_C, k] += dy * states[s + 1, k]
@@ -200,10 +254,16 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
                         d_exponent += through_decay * A_log2[d, k]
                         dA_d[k] += through_decay * delta_t
                         carry[k] = decays[s, k] * g
-                    d_delta = d_delta_u * u_t + d_exponent * LN_2
-                    du[b, d, t] = dy * D_d + d_delta_u * delta_t
-                    if softplus and raw_deltas[s] <= SOFTPLUS_LINEAR_ABOVE:
-                        d_delta = d_delta * sigmoid(raw_deltas[s])
+                    d_delta_us[s] = d_delta_u
+                    d_exponents[s] = d_exponent
+                for s in range(steps):
+                    t = start + s
+                    u_t = u[b, d, t]
+                    du[b, d, t] = dys[s] * D_d + d_delta_us[s] * deltas[s]
+                    d_delta = d_delta_us[s] * u_t + d_exponents[s] * LN_2
+                    raw = raw_deltas[s]
+                    if softplus and raw <= SOFTPLUS_LINEAR_ABOVE:
+                        d_delta *= sigmoid(raw)
                     ddelta[b, d, t] = d_delta
                     dbias_d += d_delta
             dA_rows[b, d, :] = dA_d
@@ -229,8 +289,6 @@ def _arithmetic_limit(rows, steps, A_log2, B, C, y):
         y[row] = total
 
 
-# the names the kernels call, bound before compilation (module globals are frozen into the compiled code)
-step_delta, sigmoid = _step_delta, _sigmoid
 coefficient_index = numba.njit(inline="always", cache=True)(_coefficient_index)
 
 
@@ -248,7 +306,7 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
 
 
 def _compile(function, signature):
-    return numba.njit(signature, parallel=True, cache=True, fastmath=FASTMATH, nogil=True)(function)
+    return numba.njit(signature, parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")(function)
 
 
 def compiled(float64: bool) -> SimpleNamespace:

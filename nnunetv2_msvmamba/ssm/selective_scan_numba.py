@@ -28,6 +28,7 @@ or NUMBA_CACHE_DIR), so later processes load them.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
@@ -51,14 +52,29 @@ def _kernels(compute_dtype: torch.dtype) -> SimpleNamespace:
     """The compiled forward and backward kernels for float32 or float64 (compiled, or loaded from Numba's cache,
     on the first call for that dtype)."""
     from . import _numba_kernels as kernels  # imports numba: only where the backend runs
-    return kernels.compiled(compute_dtype == torch.float64)
+    with _pytorch_threads_kept():
+        return kernels.compiled(compute_dtype == torch.float64)
+
+
+@contextlib.contextmanager
+def _pytorch_threads_kept():
+    """Restores PyTorch's thread count if Numba changed it: Numba's OpenMP threading layer, started when the
+    kernels are first loaded, shares PyTorch's OpenMP runtime and sets its thread count to all cores, which would
+    override nnU-Net's or the user's setting."""
+    torch_threads = torch.get_num_threads()
+    try:
+        yield torch_threads
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
 
 
 def set_threads_from_torch() -> int:
     """Numba's thread count for the next launch: PyTorch's, capped at the threads Numba started with."""
     import numba
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
+    with _pytorch_threads_kept() as torch_threads:
+        threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(threads)
     return threads
 
 
