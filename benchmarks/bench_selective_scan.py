@@ -1,7 +1,16 @@
 """Benchmark: the selective-scan backends against each other and against the references, in the same run.
 
-    --device cpu  (default)  our pure-PyTorch scan ("torch") against upstream's `selective_scan_ref` ("upstream");
-                             targets: forward+backward >= 30x faster, forward not slower, peak memory <= 2x.
+    --device cpu  (default)  the Numba kernels ("numba", the CPU backend) and our pure-PyTorch scan ("torch")
+                             against upstream's `selective_scan_ref` ("upstream"); targets: torch forward+backward
+                             >= 30x faster than upstream, forward not slower, peak memory <= 2x; numba
+                             forward+backward >= 5x torch's (issue 22), also at a full-resolution LMS shape
+                             (1024 x 64 x 256, without upstream, whose backward would take many minutes there).
+                             The Numba worker also measures the arithmetic limit, one exp2 and two fused
+                             multiply-adds per state update, with a tiny Numba kernel (same exp2) in the same
+                             process, on 1 thread and on all, and itself on 1 thread: it prints updates per second
+                             against that limit (targets: forward within 2x of the limit on one thread,
+                             forward+backward within 2x of three forwards at the limit) and the speedup from 1
+                             thread to all (target >= 1.8x, on a 2-core machine; n/a with one thread).
     --device cuda            the Triton scan, the pure-PyTorch scan on CUDA and, where it imports, mamba_ssm's
                              fused kernel ("mamba_ssm"); targets: Triton forward+backward >= 20x faster than the
                              PyTorch scan, and within 3x of mamba_ssm's fused kernel.
@@ -26,6 +35,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -38,14 +48,20 @@ from measure import cpu_and_cores, peak_rise_mib, ratio  # benchmarks/measure.py
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FULL_SHAPES = ((64, 64, 256), (8, 64, 1024), (2, 128, 4096))  # (batch x windows, d_inner, L)
+# a full-resolution LMS stage on the CPU: the compiled scans only (upstream's reference would take many minutes)
+LMS_SHAPE = (1024, 64, 256)
+CPU_SHAPES = FULL_SHAPES + (LMS_SHAPE,)
+SKIPPED_SHAPES = {"upstream": {LMS_SHAPE}}
 # on a GPU also a whole decoder stage's windows at once: 4 images x 2 directions x 64 windows of 16 x 16
 CUDA_SHAPES = FULL_SHAPES + ((512, 64, 256),)
 QUICK_SHAPES = ((4, 32, 128),)
 PARITY_SHAPE = (2, 8, 40)
 D_STATE = 16
 PARITY_TOLERANCE = 1e-4
-IMPLEMENTATIONS = ("torch", "triton", "mamba_ssm", "upstream")
-DEFAULT_IMPLEMENTATIONS = {"cpu": ("torch", "upstream"), "cuda": ("triton", "torch", "mamba_ssm")}
+IMPLEMENTATIONS = ("numba", "torch", "triton", "mamba_ssm", "upstream")
+DEFAULT_IMPLEMENTATIONS = {"cpu": ("numba", "torch", "upstream"), "cuda": ("triton", "torch", "mamba_ssm")}
+# the arithmetic-limit kernel's work: rows x steps updates of D_STATE states (~17 M updates, milliseconds)
+LIMIT_ROWS, LIMIT_STEPS = 256, 4096
 MODES = ("inference", "training")
 UNAVAILABLE = 3  # a worker's exit status when its implementation cannot run here
 MEMORY_NOTE = {
@@ -81,9 +97,31 @@ TARGETS = (
     Target("torch vs upstream fwd+bwd speedup", "torch", "upstream", "fwd+bwd speedup", 30.0, True),
     Target("torch vs upstream fwd speedup", "torch", "upstream", "fwd speedup", 1.0, True),
     Target("torch / upstream peak memory", "torch", "upstream", "peak ratio", 2.0, False),
+    Target("numba vs torch fwd+bwd speedup", "numba", "torch", "fwd+bwd speedup", 5.0, True),
     Target("triton vs torch fwd+bwd speedup", "triton", "torch", "fwd+bwd speedup", 20.0, True),
     # within 3x of the fused kernel: its time over ours at least 1/3
     Target("triton within 3x of mamba_ssm: fwd+bwd speedup", "triton", "mamba_ssm", "fwd+bwd speedup", 1 / 3, True),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitTarget:
+    """A figure of the Numba scan against the arithmetic limit or its own thread scaling (see `limit_metrics`)."""
+    title: str
+    bound: float
+    at_least: bool
+
+    def passes(self, value: float) -> bool:
+        return value >= self.bound if self.at_least else value <= self.bound
+
+    def describe(self) -> str:
+        return f"{self.title} {'>=' if self.at_least else '<='} {self.bound:.2g}x"
+
+
+LIMIT_TARGETS = (
+    LimitTarget("numba fwd (1 thread) / the limit's time", 2.0, False),
+    LimitTarget("numba fwd+bwd (1 thread) / three forwards at the limit", 2.0, False),
+    LimitTarget("numba speedup 1 thread -> all (the worse of fwd and fwd+bwd)", 1.8, True),
 )
 
 
@@ -144,6 +182,13 @@ def load_implementation(name: str) -> Callable:
         return load_upstream_reference()
     if name == "mamba_ssm":
         return load_mamba_ssm_kernel()
+    if name == "numba":
+        try:
+            import numba  # noqa: F401
+        except ImportError as error:
+            unavailable(f"numba does not import ({error})")
+        from nnunetv2_msvmamba.ssm import selective_scan_numba
+        return selective_scan_numba
     if name == "triton":
         try:
             from nnunetv2_msvmamba.ssm.selective_scan_triton import selective_scan_triton
@@ -274,12 +319,69 @@ def measure_training(scan: Callable, batch: int, dim: int, length: int, repeats:
     return dict(forward_training=min(forward_times), backward=min(backward_times), peak_step_mib=peak)
 
 
+def arithmetic_limit(threads: int, repeats: int) -> float:
+    """Updates per second of the arithmetic-limit kernel (`_numba_kernels._arithmetic_limit`: one exp2, the scan's
+    own, and two fused multiply-adds per state update) on `threads` threads, best of `repeats`."""
+    import numba
+    import numpy as np
+    from nnunetv2_msvmamba.ssm._numba_kernels import compiled_arithmetic_limit
+    kernel = compiled_arithmetic_limit()
+    A_log2 = -np.linspace(0.01, 0.2, D_STATE, dtype=np.float32)
+    B, C, y = np.ones(D_STATE, np.float32), np.ones(D_STATE, np.float32), np.empty(LIMIT_ROWS, np.float32)
+    numba.set_num_threads(threads)
+    kernel(LIMIT_ROWS, LIMIT_STEPS, A_log2, B, C, y)
+    times = []
+    for _ in range(max(repeats, 3)):
+        start = time.perf_counter()
+        kernel(LIMIT_ROWS, LIMIT_STEPS, A_log2, B, C, y)
+        times.append(time.perf_counter() - start)
+    return LIMIT_ROWS * LIMIT_STEPS * D_STATE / min(times)
+
+
+def single_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, int, int], repeats: int) -> dict:
+    """The forward (inference) and forward+backward times on one thread, PyTorch's thread count restored after."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        figures = {}
+        if "inference" in modes:
+            figures["forward_inference"] = measure_inference(scan, *shape, repeats, "cpu")["forward_inference"]
+        if "training" in modes:
+            training = measure_training(scan, *shape, repeats, repeats, "cpu")
+            figures["forward_backward"] = training["forward_training"] + training["backward"]
+        return figures
+    finally:
+        torch.set_num_threads(threads)
+
+
+def thread_scaling(scan: Callable, modes: list[str], shapes, figures: dict, repeats: int) -> dict:
+    """The Numba scan's extra figures: the arithmetic limit on 1 and on all threads, and its own times on one
+    thread per shape (the main figures themselves where PyTorch has one thread anyway)."""
+    import torch
+    threads = torch.get_num_threads()
+    single = {}
+    for shape in shapes:
+        name = shape_name(shape)
+        if threads == 1:
+            main = Measurement(**{field.name: figures[name].get(field.name, 0.0)
+                                  for field in dataclasses.fields(Measurement)})
+            single[name] = {"forward_inference": main.forward_inference, "forward_backward": main.forward_backward}
+        else:
+            single[name] = single_thread_figures(scan, modes, shape, repeats)
+    return {"threads": threads, "limit_one": arithmetic_limit(1, repeats),
+            "limit_all": arithmetic_limit(threads, repeats), "single_thread": single}
+
+
 def worker(implementation: str, modes: list[str], device: str, shapes: list[tuple[int, int, int]], repeats: int,
            reference_backward_repeats: int) -> None:
-    """Prints one JSON line: {"parity_error": ..., "figures": {"BxDxL": {...}}, "runtime": ...}."""
+    """Prints one JSON line: {"parity_error": ..., "figures": {"BxDxL": {...}}, "runtime": ...} (the Numba scan:
+    also "scaling", see `thread_scaling`)."""
     scan = load_implementation(implementation)
     backward_repeats = reference_backward_repeats if implementation == "upstream" else repeats
+    started = time.perf_counter()
     warm_up(scan, max(shape[1] for shape in shapes), device)
+    first_call_s = time.perf_counter() - started
     figures = {}
     for shape in shapes:
         shape_figures = {}
@@ -289,8 +391,11 @@ def worker(implementation: str, modes: list[str], device: str, shapes: list[tupl
             shape_figures.update(measure_training(scan, *shape, repeats=repeats, backward_repeats=backward_repeats,
                                                   device=device))
         figures[shape_name(shape)] = shape_figures
-    print(json.dumps({"parity_error": parity_error(scan, device), "figures": figures,
-                      "runtime": runtime_description(device)}))
+    report = {"parity_error": parity_error(scan, device), "figures": figures, "runtime": runtime_description(device)}
+    if implementation == "numba":
+        report["scaling"] = thread_scaling(scan, modes, shapes, figures, repeats)
+        report["scaling"]["first_call_s"] = first_call_s
+    print(json.dumps(report))
 
 
 def runtime_description(device: str) -> str:
@@ -318,6 +423,7 @@ class Measured:
     parity_error: Optional[float] = None
     figures: dict = dataclasses.field(default_factory=dict)
     unavailable: Optional[str] = None
+    scaling: dict = dataclasses.field(default_factory=dict)  # the Numba scan's, merged over its workers
 
 
 def run_worker(implementation: str, modes: str, shapes: tuple[tuple[int, int, int], ...],
@@ -344,11 +450,13 @@ def measure_all(args: argparse.Namespace, shapes, implementations) -> tuple[dict
     memory out of the next one's peak (the smoke run shares one process per implementation); on CUDA the
     allocator's peak is reset per call, and one process per implementation does every shape."""
     from tqdm import tqdm
+    def measured_shapes(implementation: str) -> tuple:
+        return tuple(shape for shape in shapes if shape not in SKIPPED_SHAPES.get(implementation, ()))
     if args.device == "cuda" or args.quick:
-        jobs = [(implementation, ",".join(MODES), tuple(shapes)) for implementation in implementations]
+        jobs = [(implementation, ",".join(MODES), measured_shapes(implementation)) for implementation in implementations]
     else:
         jobs = [(implementation, mode, (shape,)) for shape in shapes for implementation in implementations
-                for mode in MODES]
+                for mode in MODES if shape in measured_shapes(implementation)]
     results = {implementation: Measured() for implementation in implementations}
     runtimes = set()
     with tqdm(jobs, desc="measuring", unit="process", file=sys.stderr) as progress:
@@ -364,8 +472,67 @@ def measure_all(args: argparse.Namespace, shapes, implementations) -> tuple[dict
             measured.parity_error = max(report["parity_error"], measured.parity_error or 0.0)
             for name, figures in report["figures"].items():
                 measured.figures.setdefault(name, {}).update(figures)
+            merge_scaling(measured.scaling, report.get("scaling"))
             runtimes.add(report["runtime"])
     return results, runtimes
+
+
+def merge_scaling(total: dict, report: Optional[dict]) -> None:
+    """Adds one worker's scaling figures: the best limit measured (other processes only ever slow it down), the
+    single-thread times per shape and mode, the slowest first call."""
+    if not report:
+        return
+    total["threads"] = report["threads"]
+    for key in ("limit_one", "limit_all", "first_call_s"):
+        total[key] = max(total.get(key, 0.0), report[key])
+    for name, figures in report["single_thread"].items():
+        total.setdefault("single_thread", {}).setdefault(name, {}).update(figures)
+
+
+def limit_metrics(shape: tuple[int, int, int], numba: Measurement, scaling: dict) -> dict[str, Optional[float]]:
+    """The LIMIT_TARGETS' values at `shape`: the forward's time on one thread over the limit's for the same
+    updates; forward+backward's over three forwards at the limit; the worse speedup from 1 thread to all."""
+    updates = math.prod(shape) * D_STATE
+    single = scaling["single_thread"][shape_name(shape)]
+    limit_time = updates / scaling["limit_one"]
+    speedups = [ratio(single.get("forward_inference"), numba.forward_inference),
+                ratio(single.get("forward_backward"), numba.forward_backward)]
+    titles = [target.title for target in LIMIT_TARGETS]
+    return {titles[0]: ratio(single.get("forward_inference"), limit_time),
+            titles[1]: ratio(single.get("forward_backward"), 3 * limit_time),
+            titles[2]: None if scaling["threads"] == 1 or None in speedups else min(speedups)}
+
+
+def report_limit(shapes, numba: Measured) -> bool:
+    """Prints the Numba scan's updates per second (batch x d x L x n over the time) against the arithmetic limit,
+    on one thread and on all, and the LIMIT_TARGETS' verdicts; True when none is missed."""
+    scaling, threads = numba.scaling, numba.scaling["threads"]
+    print(f"arithmetic limit (one exp2 + two FMAs per state update; a Numba kernel in the same process, best of its "
+          f"workers): {scaling['limit_one']:.3g} updates/s on 1 thread, {scaling['limit_all']:.3g} on {threads}")
+    print(f"numba's first call in a process (kernels compiled, or loaded from Numba's on-disk cache): "
+          f"{scaling['first_call_s']:.1f} s")
+    print(f"numba, updates/s: {'shape (b*w, d, L)':<20} {'fwd 1 thr':>10} {'fwd+bwd 1 thr':>14} "
+          f"{f'fwd {threads} thr':>10} {f'fwd+bwd {threads} thr':>14}")
+    by_shape = {}
+    for shape in shapes:
+        main = Measurement(**numba.figures[shape_name(shape)])
+        single = scaling["single_thread"][shape_name(shape)]
+        updates = math.prod(shape) * D_STATE
+        by_shape[shape] = limit_metrics(shape, main, scaling)
+        rates = (updates / single["forward_inference"], updates / single["forward_backward"],
+                 updates / main.forward_inference, updates / main.forward_backward)
+        print(f"{'':<18}{shape_name(shape):<20} " + " ".join(f"{rate:>{width}.3g}"
+                                                            for rate, width in zip(rates, (10, 14, 10, 14))))
+    print()
+    all_pass = True
+    for target in LIMIT_TARGETS:
+        print(f"target {target.describe()}:")
+        for shape, values in by_shape.items():
+            value = values[target.title]
+            verdict = "n/a" if value is None else ("PASS" if target.passes(value) else "FAIL")
+            all_pass &= verdict != "FAIL"
+            print(f"  {shape_name(shape):<20} {'n/a' if value is None else f'{value:.2f}x':>10} {verdict}")
+    return all_pass
 
 
 def metric(name: str, ours: Measurement, baseline: Measurement) -> Optional[float]:
@@ -396,7 +563,8 @@ def report(shapes, measured: dict[str, Measured]) -> bool:
     print()
 
     available = {name: result for name, result in measured.items() if not result.unavailable}
-    by_shape = {shape: {name: Measurement(**result.figures[shape_name(shape)]) for name, result in available.items()}
+    by_shape = {shape: {name: Measurement(**result.figures[shape_name(shape)]) for name, result in available.items()
+                        if shape_name(shape) in result.figures}
                 for shape in shapes}
     print(f"{'shape (b*w, d, L)':<20} {'impl':<10} {'fwd no_grad s':>13} {'fwd s':>9} {'bwd s':>9} "
           f"{'fwd+bwd s':>10} {'peak fwd MiB':>12} {'peak step MiB':>13}")
@@ -415,10 +583,17 @@ def report(shapes, measured: dict[str, Measured]) -> bool:
             print(f"  n/a (not measured: {'; '.join(missing)})")
             continue
         for shape, by_implementation in by_shape.items():
+            if not {target.implementation, target.baseline} <= set(by_implementation):
+                print(f"  {shape_name(shape):<20} {'n/a':>10} (not measured at this shape)")
+                continue
             value = metric(target.metric, by_implementation[target.implementation], by_implementation[target.baseline])
             verdict = "n/a" if value is None else ("PASS" if target.passes(value) else "FAIL")
             all_pass &= verdict != "FAIL"
             print(f"  {shape_name(shape):<20} {'n/a' if value is None else f'{value:.2f}x':>10} {verdict}")
+    numba = measured.get("numba")
+    if numba is not None and numba.scaling:
+        print()
+        all_pass &= report_limit(shapes, numba)
     return all_pass
 
 
@@ -466,7 +641,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         import torch
         if not torch.cuda.is_available():
             fail("--device cuda", "PyTorch sees no CUDA device")
-    shapes = QUICK_SHAPES if args.quick else (CUDA_SHAPES if args.device == "cuda" else FULL_SHAPES)
+    shapes = QUICK_SHAPES if args.quick else (CUDA_SHAPES if args.device == "cuda" else CPU_SHAPES)
     cpu_at_start = f"{cpu_and_cores()}" + (f", load average {os.getloadavg()[0]:.1f}"
                                            if hasattr(os, "getloadavg") else "")
     measured, runtimes = measure_all(args, shapes, args.implementations)

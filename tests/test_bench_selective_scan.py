@@ -1,5 +1,6 @@
 """benchmarks/bench_selective_scan.py: the `--quick` smoke run prints every figure (parity, times, memory, one
-consistent ratio and verdict per target), and `--strict` turns a missed target into exit status 1. No timing
+consistent ratio and verdict per target; the Numba scan's updates per second against the arithmetic limit and its
+thread scaling), and `--strict` turns a missed target into exit status 1. No timing
 gate: whether a target passes on this machine is not the test's business; the verdicts are checked against
 fabricated measurements instead."""
 from __future__ import annotations
@@ -27,11 +28,11 @@ def test_quick_run_prints_every_figure_with_consistent_ratios() -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     output = completed.stdout
     # the parity check against the package's float64 reference is correctness, not timing: it must pass
-    for implementation in ("torch", "upstream"):
+    for implementation in ("numba", "torch", "upstream"):
         match = re.search(rf"^  {implementation} +(\S+) (PASS|FAIL)$", output, re.MULTILINE)
         assert match and float(match.group(1)) <= 1e-4 and match.group(2) == "PASS", output
     rows = {}
-    for implementation in ("torch", "upstream"):
+    for implementation in ("numba", "torch", "upstream"):
         match = re.search(rf"^4x32x128 +{implementation} +" + " +".join([NUMBER] * 6) + "$", output, re.MULTILINE)
         assert match, f"no figures for {implementation} in:\n{output}"
         rows[implementation] = [float(value) for value in match.groups()]
@@ -41,18 +42,63 @@ def test_quick_run_prints_every_figure_with_consistent_ratios() -> None:
         "torch vs upstream fwd speedup >= 1x": min(rows["upstream"][0] / rows["torch"][0],
                                                    rows["upstream"][1] / rows["torch"][1]),
         "torch / upstream peak memory <= 2x": None,  # peaks may print as 0.0 at this size: only the format
+        "numba vs torch fwd+bwd speedup >= 5x": rows["torch"][3] / rows["numba"][3],
     }
     for title, value in expected.items():
         match = re.search(rf"^target {re.escape(title)}:\n  4x32x128 +{NUMBER}x (PASS|FAIL)$", output, re.MULTILINE)
         assert match, f"no verdict for {title!r} in:\n{output}"
         if value is not None:  # the printed times carry 4 decimals: allow for their rounding
             assert float(match.group(1)) == pytest.approx(value, rel=0.15, abs=0.02), title
+    check_limit_section(output, threads=1)
+
+
+def check_limit_section(output: str, threads: int) -> None:
+    """The Numba scan against the arithmetic limit: the limit on 1 and on all threads, the first call's time, the
+    updates per second at the quick shape, and the three targets' values as the printed figures give them (the
+    thread scaling n/a with one thread)."""
+    rate = r"(\d+(?:\.\d+)?(?:e[+-]\d+)?)"
+    limit = re.search(rf"^arithmetic limit \(.*\): {rate} updates/s on 1 thread, {rate} on {threads}$", output,
+                      re.MULTILINE)
+    assert limit and all(float(value) > 0 for value in limit.groups()), output
+    first_call = re.search(rf"^numba's first call in a process \(.*\): {NUMBER} s$", output, re.MULTILINE)
+    assert first_call and float(first_call.group(1)) > 0, output
+    row = re.search(rf"^ +4x32x128 +{rate} +{rate} +{rate} +{rate}$", output, re.MULTILINE)
+    assert row, output
+    forward_one, step_one, forward_all, step_all = (float(value) for value in row.groups())
+    limit_one = float(limit.group(1))
+    expected = {
+        "numba fwd (1 thread) / the limit's time <= 2x": limit_one / forward_one,
+        "numba fwd+bwd (1 thread) / three forwards at the limit <= 2x": limit_one / (3 * step_one),
+        "numba speedup 1 thread -> all (the worse of fwd and fwd+bwd) >= 1.8x":
+            None if threads == 1 else min(forward_all / forward_one, step_all / step_one),
+    }
+    for title, value in expected.items():
+        match = re.search(rf"^target {re.escape(title)}:\n  4x32x128 +(\S+) (PASS|FAIL|n/a)$", output, re.MULTILINE)
+        assert match, f"no verdict for {title!r} in:\n{output}"
+        if value is None:
+            assert match.groups() == ("n/a", "n/a"), title
+        else:  # the rates are printed with 3 significant digits
+            assert float(match.group(1).rstrip("x")) == pytest.approx(value, rel=0.02, abs=0.01), title
 
 
 def report(forward_backward: float, parity: float = 1e-7) -> dict:
     figures = dict(forward_inference=forward_backward / 4, forward_training=forward_backward / 4,
                    backward=3 * forward_backward / 4, peak_forward_mib=1.0, peak_step_mib=2.0)
     return {"parity_error": parity, "figures": {"4x32x128": figures}, "runtime": "fabricated"}
+
+
+QUICK_UPDATES = 4 * 32 * 128 * 16  # the quick shape's state updates
+
+
+def numba_report(forward_one: float = 0.0015, step_one: float = 0.005, forward_backward: float = 0.001) -> dict:
+    """The Numba worker's report on 2 threads with a limit of one millisecond for the quick shape's updates:
+    by default fwd 1.5x the limit's time, fwd+bwd 1.67x three forwards, 1 -> 2 threads 1.875x (forward) and 5x."""
+    fabricated = report(forward_backward)
+    fabricated["figures"]["4x32x128"]["forward_inference"] = 0.0008
+    fabricated["scaling"] = {"threads": 2, "limit_one": QUICK_UPDATES / 0.001, "limit_all": 2 * QUICK_UPDATES / 0.001,
+                             "first_call_s": 0.5, "single_thread": {
+                                 "4x32x128": {"forward_inference": forward_one, "forward_backward": step_one}}}
+    return fabricated
 
 
 @pytest.mark.parametrize("torch_seconds, parity, strict, status", [
@@ -63,11 +109,29 @@ def report(forward_backward: float, parity: float = 1e-7) -> dict:
 ])
 def test_strict_exits_1_when_a_target_is_missed(bench, monkeypatch, capsys, torch_seconds, parity, strict,
                                                 status) -> None:
-    reports = {"torch": report(torch_seconds, parity), "upstream": report(1.0)}
+    reports = {"numba": numba_report(), "torch": report(torch_seconds, parity), "upstream": report(1.0)}
     monkeypatch.setattr(bench, "run_worker", lambda implementation, *rest: reports[implementation])
     assert bench.main(["--quick"] + (["--strict"] if strict else [])) == status
     output = capsys.readouterr().out
     assert re.search(r"torch vs upstream fwd\+bwd speedup >= 30x:\n  4x32x128 +\d+\.\d\dx (PASS|FAIL)", output)
+
+
+@pytest.mark.parametrize("numba_figures, verdicts, status", [
+    ({}, ("1.50x PASS", "1.67x PASS", "1.88x PASS"), 0),
+    ({"forward_one": 0.0025}, ("2.50x FAIL", "1.67x PASS", "3.12x PASS"), 1),
+    ({"step_one": 0.0075}, ("1.50x PASS", "2.50x FAIL", "1.88x PASS"), 1),
+    ({"forward_one": 0.0012}, ("1.20x PASS", "1.67x PASS", "1.50x FAIL"), 1),
+])
+def test_numba_against_the_arithmetic_limit(bench, monkeypatch, capsys, numba_figures, verdicts, status) -> None:
+    reports = {"numba": numba_report(**numba_figures), "torch": report(0.1)}
+    monkeypatch.setattr(bench, "run_worker", lambda implementation, *rest: reports[implementation])
+    assert bench.main(["--quick", "--strict", "--implementations", "numba", "torch"]) == status
+    output = capsys.readouterr().out
+    for target, verdict in zip(bench.LIMIT_TARGETS, verdicts):
+        assert re.search(rf"^target {re.escape(target.describe())}:\n  4x32x128 +{re.escape(verdict)}$", output,
+                         re.MULTILINE), output
+    assert re.search(r"target numba vs torch fwd\+bwd speedup >= 5x:\n  4x32x128 +100\.00x PASS", output)
+    check_limit_section(output.replace("n/a", "x"), threads=2)
 
 
 def test_cuda_targets_and_an_unavailable_fused_kernel(bench, monkeypatch, capsys) -> None:
