@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_msvmamba.common.errors import InputError, short_reason
-from nnunetv2_msvmamba.common.image_files import check_image_file
+from nnunetv2_msvmamba.common.image_files import PLANE_AXES, check_image_file
 
 LABEL_VALUES = (0, 1, 2, 3)
 LABEL_MEANINGS = "0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium"
@@ -59,7 +59,7 @@ def itk_reason(error: RuntimeError) -> str:
 def read_frames(path: Path) -> tuple[np.ndarray, PlaneGeometry]:
     """The (frames, rows, columns) pixels and in-plane geometry of a 2D image (one frame), of a 3D image with
     one slice, or of a 3D sequence (frames along the third axis, as CAMUS stores its sequences)."""
-    check_image_file(path)
+    check_image_file(path, spatial_axes=PLANE_AXES)  # 2D images, and sequences with frames on the third axis
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunetv2_msvmamba.common.errors import InputError
-from nnunetv2_msvmamba.common.image_files import check_finite_voxels, check_image_file, check_spacing, \
+from nnunetv2_msvmamba.common.image_files import PLANE_AXES, check_finite_voxels, check_image_file, check_spacing, \
     refuse_nifti_twins
 from nnunetv2_msvmamba.common.tables import write_csv
 from .geometry import GeometryError, measure_view
@@ -238,7 +238,7 @@ def read_label_sequence(path: Path, spacing_mm: Optional[float] = None
     the shared image check first (SimpleITK reads a NaN spacing as 1 mm and NaN NIfTI voxels as 0)."""
     import SimpleITK as sitk  # only the sequence reader needs it; nnU-Net depends on it anyway
 
-    check_image_file(path)
+    check_image_file(path, spatial_axes=PLANE_AXES)  # the third axis holds the frames
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:

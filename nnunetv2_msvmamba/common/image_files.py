@@ -27,8 +27,10 @@ METAIMAGE_ENDINGS = (".mhd", ".mha")
 METAIMAGE_ELEMENT_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4,
                            "MET_UINT": 4, "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8,
                            "MET_FLOAT": 4, "MET_DOUBLE": 8}
-# Axes 1-3 are space; a 4th (time, in a few files) has no spacing that a measurement uses.
+# Up to 3 axes are space; a sequence's frames (CAMUS keeps them on the third axis) have no spacing a measurement
+# uses, and real files carry anything there, so a sequence reader asks for 2.
 SPATIAL_AXES = 3
+PLANE_AXES = 2
 
 
 def format_spacing_values(spacing: Sequence[float]) -> str:
@@ -78,9 +80,9 @@ def _read_nifti_bytes(path: Path) -> bytes:
         raise InputError(path, f"unreadable: corrupt or truncated gzip stream ({error})") from None
 
 
-def check_nifti_file(path: Path) -> None:
-    """Whole data, positive finite spacing on every spatial axis the image has (the first two always), and,
-    for floating-point data, finite voxels: read from the file's own bytes, not through ITK."""
+def check_nifti_file(path: Path, spatial_axes: int = SPATIAL_AXES) -> None:
+    """Whole data, positive finite spacing on the spatial axes (`measured_axes`), and, for floating-point data,
+    finite voxels: read from the file's own bytes, not through ITK."""
     content = _read_nifti_bytes(path)
     try:
         header = nib.Nifti1Header.from_fileobj(io.BytesIO(content), check=False)
@@ -88,7 +90,7 @@ def check_nifti_file(path: Path) -> None:
         expected = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
     except Exception:  # not a NIfTI-1 header nibabel understands (NIfTI-2, say): ITK's reader has the last word
         return
-    check_spacing(path, [header["pixdim"][1 + axis] for axis in measured_axes(shape)], "pixdim")
+    check_spacing(path, [header["pixdim"][1 + axis] for axis in measured_axes(shape, spatial_axes)], "pixdim")
     if len(content) < expected:
         raise InputError(path, f"truncated: {len(content)} bytes of NIfTI, but its header describes {expected}")
     if np.issubdtype(header.get_data_dtype(), np.floating):
@@ -117,13 +119,13 @@ def read_metaimage_header(path: Path) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in fields.items()}
 
 
-def measured_axes(shape: Sequence[int]) -> list[int]:
-    """The axes whose spacing a measurement uses: the first two (a plane) always, a further one when the image
-    has more than one slice along it."""
-    return [axis for axis in range(min(len(shape), SPATIAL_AXES)) if axis < 2 or shape[axis] > 1]
+def measured_axes(shape: Sequence[int], spatial_axes: int = SPATIAL_AXES) -> list[int]:
+    """The axes whose spacing a measurement uses: the first two (a plane) always, a further spatial one when
+    the image has more than one slice along it."""
+    return [axis for axis in range(min(len(shape), spatial_axes)) if axis < PLANE_AXES or shape[axis] > 1]
 
 
-def check_metaimage_file(path: Path) -> None:
+def check_metaimage_file(path: Path, spatial_axes: int = SPATIAL_AXES) -> None:
     """Positive finite ElementSpacing, and a .raw beside an .mhd that is as long as the header says (ITK
     reports a missing or short one as an unreadable .mhd)."""
     header = read_metaimage_header(path)
@@ -136,7 +138,7 @@ def check_metaimage_file(path: Path) -> None:
             raise InputError(path, f"ElementSpacing is not numeric: {' '.join(spacing)!r}") from None
         shape = [int(s) for s in sizes] if all(s.isdigit() for s in sizes) and len(sizes) == len(numbers) \
             else [2] * len(numbers)
-        check_spacing(path, [numbers[axis] for axis in measured_axes(shape)], "ElementSpacing")
+        check_spacing(path, [numbers[axis] for axis in measured_axes(shape, spatial_axes)], "ElementSpacing")
     data_name = header.get("ElementDataFile", "")
     if not data_name or data_name == "LOCAL" or " " in data_name:
         return  # data inside the header file, or a list of files: ITK's own checks apply
@@ -155,11 +157,12 @@ def check_metaimage_file(path: Path) -> None:
                                     f"(DimSize {' '.join(sizes)}, {header.get('ElementType')})")
 
 
-def check_image_file(path: Path) -> None:
-    """The shared check every image reader runs before reading `path` (see the module's docstring)."""
+def check_image_file(path: Path, spatial_axes: int = SPATIAL_AXES) -> None:
+    """The shared check every image reader runs before reading `path` (see the module's docstring). A reader of
+    sequences (frames on the third axis) passes `spatial_axes=PLANE_AXES`."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith(NIFTI_ENDINGS):
-        check_nifti_file(path)
+        check_nifti_file(path, spatial_axes)
     elif name.endswith(METAIMAGE_ENDINGS):
-        check_metaimage_file(path)
+        check_metaimage_file(path, spatial_axes)
