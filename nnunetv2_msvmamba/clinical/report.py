@@ -133,10 +133,8 @@ def number(x: Optional[float], decimals: int = 2, signed: bool = False) -> str:
 
 
 def volume(x: Optional[float], signed: bool = False) -> str:
-    """3 significant digits: volumes range from hundredths of a mL (small synthetic images) to hundreds."""
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    return f"{x:+.3g}" if signed else f"{x:.3g}"
+    """A tenth of a mL, as echocardiography reports volumes (an adult LV holds tens to hundreds of mL)."""
+    return number(x, decimals=1, signed=signed)
 
 
 def metric_formats(metric: str):
