@@ -453,7 +453,8 @@ def measure_all(args: argparse.Namespace, shapes, implementations) -> tuple[dict
     def measured_shapes(implementation: str) -> tuple:
         return tuple(shape for shape in shapes if shape not in SKIPPED_SHAPES.get(implementation, ()))
     if args.device == "cuda" or args.quick:
-        jobs = [(implementation, ",".join(MODES), measured_shapes(implementation)) for implementation in implementations]
+        jobs = [(implementation, ",".join(MODES), measured_shapes(implementation))
+                for implementation in implementations]
     else:
         jobs = [(implementation, mode, (shape,)) for shape in shapes for implementation in implementations
                 for mode in MODES if shape in measured_shapes(implementation)]

@@ -1,7 +1,7 @@
-"""Backend choice: MSVMAMBA_SSM_BACKEND=auto|torch|numba|triton|cuda (auto on CUDA tensors: mamba_ssm's kernels, else
-Triton, else PyTorch; on CPU tensors: the Numba kernels, else PyTorch), clear errors where the choice cannot be honoured, one log line per choice, the dispatcher's
-handling of the CUDA kernel's dtypes, and the pure-PyTorch scan's batch slicing per device. A CUDA device is
-mocked: these tests run on the CPU."""
+"""Backend choice: MSVMAMBA_SSM_BACKEND=auto|torch|numba|triton|cuda (auto on CUDA tensors: mamba_ssm's kernels,
+else Triton, else PyTorch; on CPU tensors: the Numba kernels, else PyTorch), clear errors where the choice cannot be
+honoured, one log line per choice, the dispatcher's handling of the CUDA kernel's dtypes, and the pure-PyTorch scan's
+batch slicing per device. A CUDA device is mocked: these tests run on the CPU."""
 from __future__ import annotations
 
 import importlib
@@ -27,8 +27,9 @@ def fresh_backend_state(monkeypatch: pytest.MonkeyPatch):
     """No backend forced, nothing announced yet, and kernel detection redone (it is cached per process)."""
     monkeypatch.delenv(BACKEND_ENV, raising=False)
     monkeypatch.setattr(backend, "_announced", set())
-    detectors = (backend.cuda_kernels, backend.triton_support, backend.numba_support)  # a test may replace them; the cached originals
-    for detect in detectors:                                     # are cleared either way
+    # a test may replace the detectors; the cached originals are cleared either way
+    detectors = (backend.cuda_kernels, backend.triton_support, backend.numba_support)
+    for detect in detectors:
         detect.cache_clear()
     yield
     for detect in detectors:

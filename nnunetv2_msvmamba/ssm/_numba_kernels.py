@@ -306,7 +306,9 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
 
 
 def _compile(function, signature):
-    return numba.njit(signature, parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")(function)
+    # the numpy error model: a float division by zero gives inf as in PyTorch, and no check blocks vectorisation
+    return numba.njit(signature, parallel=True, cache=True, fastmath=FASTMATH, nogil=True,
+                      error_model="numpy")(function)
 
 
 def compiled(float64: bool) -> SimpleNamespace:

@@ -103,13 +103,21 @@ def _channel_blocks(batch: int, dim: int, groups: int, threads: int) -> torch.Te
     return torch.tensor(starts + [dim], dtype=torch.int64)
 
 
-def _as_numpy(x: Optional[torch.Tensor], dtype: torch.dtype, like: torch.Tensor, contiguous: bool = False):
-    """x in the compute dtype as a numpy array sharing its memory (its strides kept unless `contiguous`);
-    an absent input becomes an empty stand-in of `like`'s rank."""
+def _as_numpy(x: Optional[torch.Tensor], dtype: torch.dtype, rank: int, contiguous: bool = False):
+    """x in the compute dtype as a numpy array, sharing its memory where it is in that dtype already (its strides
+    kept unless `contiguous`); an absent input becomes an empty array of the same rank."""
     if x is None:
-        return like.new_empty((0,) * like.dim(), dtype=dtype).numpy()
+        return torch.empty((0,) * rank, dtype=dtype).numpy()
     x = x.detach().to(dtype)
     return (x.contiguous() if contiguous else x).numpy()
+
+
+def _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype: torch.dtype) -> tuple:
+    """The inputs both kernels take first, as numpy arrays in the compute dtype: u, delta, z (strides kept),
+    A log2(e), B, C (in the kernels' layout), D, delta_bias."""
+    return (_as_numpy(u, dtype, 3), _as_numpy(delta, dtype, 3), _as_numpy(z, dtype, 3),
+            (A.detach().to(dtype) * LOG2_E).contiguous().numpy(), _coefficient_layout(B, dtype).numpy(),
+            _coefficient_layout(C, dtype).numpy(), _as_numpy(D, dtype, 1, True), _as_numpy(delta_bias, dtype, 1, True))
 
 
 def _sum_blocks(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -125,6 +133,8 @@ def _sum_blocks(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class _SelectiveScanNumba(torch.autograd.Function):
+    """The forward keeps the state every CHUNK steps (only when a gradient is needed); the backward recomputes the
+    rest from them. Both run the kernels on the inputs' memory where they are in the compute dtype already."""
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, return_last_state: bool):
         if A.is_complex():
@@ -137,8 +147,6 @@ class _SelectiveScanNumba(torch.autograd.Function):
         dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
         needs_grad = any(ctx.needs_input_grad[:8])
         with torch.autocast("cpu", enabled=False):
-            A_log2 = (A.detach().to(dtype) * LOG2_E).contiguous()
-            B_k, C_k = _coefficient_layout(B, dtype), _coefficient_layout(C, dtype)
             out = u.new_empty((batch, dim, length), dtype=dtype)
             last_state = u.new_empty((batch, dim, dstate), dtype=dtype)
             chunks = math.ceil(length / CHUNK) if needs_grad else 0
@@ -146,10 +154,8 @@ class _SelectiveScanNumba(torch.autograd.Function):
             kernels = _kernels(dtype)
             with _launch_lock:
                 set_threads_from_torch()
-                kernels.forward(_as_numpy(u, dtype, u), _as_numpy(delta, dtype, u), _as_numpy(z, dtype, u),
-                                A_log2.numpy(), B_k.numpy(), C_k.numpy(), _as_numpy(D, dtype, A[0], True),
-                                _as_numpy(delta_bias, dtype, A[0], True), bool(delta_softplus), CHUNK,
-                                out.numpy(), last_state.numpy(), checkpoints.numpy())
+                kernels.forward(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype), bool(delta_softplus),
+                                CHUNK, out.numpy(), last_state.numpy(), checkpoints.numpy())
         ctx.delta_softplus = bool(delta_softplus)
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
@@ -166,7 +172,6 @@ class _SelectiveScanNumba(torch.autograd.Function):
         dstate = A.shape[1]
         dtype = checkpoints.dtype
         with torch.autocast("cpu", enabled=False):
-            B_k, C_k = _coefficient_layout(B, dtype), _coefficient_layout(C, dtype)
             groups = math.lcm(_input_groups(B), _input_groups(C))
             kernels = _kernels(dtype)
             with _launch_lock:
@@ -174,19 +179,17 @@ class _SelectiveScanNumba(torch.autograd.Function):
                 block_starts = _channel_blocks(batch, dim, groups, threads)
                 blocks = len(block_starts) - 1
 
-                def partial(coefficient: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+                def partial(coefficient: torch.Tensor) -> torch.Tensor:
                     shape = (batch, dim, 1, dstate) if coefficient.dim() == 2 else (batch, blocks, length, dstate)
-                    return layout.new_zeros(shape)
-                dB_partial, dC_partial = partial(B, B_k), partial(C, C_k)
+                    return torch.zeros(shape, dtype=dtype)
+                dB_partial, dC_partial = partial(B), partial(C)
                 du, ddelta = (u.new_empty((batch, dim, length), dtype=dtype) for _ in range(2))
                 dz = u.new_empty((batch, dim, length) if z is not None else (0, 0, 0), dtype=dtype)
                 dA_rows = u.new_empty((batch, dim, dstate), dtype=dtype)
                 dD_rows, dbias_rows = (u.new_empty((batch, dim), dtype=dtype) for _ in range(2))
-                kernels.backward(_as_numpy(u, dtype, u), _as_numpy(delta, dtype, u), _as_numpy(z, dtype, u),
-                                 (A.detach().to(dtype) * LOG2_E).contiguous().numpy(), B_k.numpy(), C_k.numpy(),
-                                 _as_numpy(D, dtype, A[0], True), _as_numpy(delta_bias, dtype, A[0], True),
-                                 ctx.delta_softplus, CHUNK, checkpoints.numpy(), _as_numpy(dout, dtype, u),
-                                 block_starts.numpy(), B.dim() == 2, C.dim() == 2, du.numpy(), ddelta.numpy(), dz.numpy(), dA_rows.numpy(),
+                kernels.backward(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype), ctx.delta_softplus,
+                                 CHUNK, checkpoints.numpy(), _as_numpy(dout, dtype, 3), block_starts.numpy(),
+                                 B.dim() == 2, C.dim() == 2, du.numpy(), ddelta.numpy(), dz.numpy(), dA_rows.numpy(),
                                  dB_partial.numpy(), dC_partial.numpy(), dD_rows.numpy(), dbias_rows.numpy())
             grads = [du, ddelta, dA_rows.sum(dim=0), _sum_blocks(dB_partial, B), _sum_blocks(dC_partial, C),
                      dD_rows.sum(dim=0) if D is not None else None, dz if z is not None else None,
