@@ -21,7 +21,7 @@ ROWS = (("parameters", "M"), ("train step", "s"), ("inference", "s"), ("peak mem
 
 def tables(output: str) -> dict[str, str]:
     """The comparison tables of the CPU section, by the MSV-Mamba column's title."""
-    section = output.split("cpu (selective scan backend: torch):\n", 1)[1]
+    section = output.split("cpu (selective scan backend: numba):\n", 1)[1]
     found = {}
     for block in section.split("\n\n"):
         header = re.match(r"^ +stock ResEnc-M +(MSV-Mamba(?:, LMS on every stage)?) +MSV-Mamba / stock$", block,
@@ -45,7 +45,7 @@ def test_quick_run_prints_every_figure_for_both_placements():
     assert completed.returncode == 0, completed.stderr[-4000:]
     output = completed.stdout
     assert "patch 32x32, batch 1 (--batch-size)" in output
-    assert re.search(r"^cpu \(selective scan backend: torch\):$", output, re.MULTILINE), output
+    assert re.search(r"^cpu \(selective scan backend: numba\):$", output, re.MULTILINE), output
     found = tables(output)
     assert set(found) == {"MSV-Mamba", "MSV-Mamba, LMS on every stage"}, output
     for table in found.values():
@@ -60,11 +60,15 @@ def test_quick_run_prints_every_figure_for_both_placements():
         assert msvmamba_parameters > stock_parameters
     default = found["MSV-Mamba"]
     for target in ("train step", "inference "):
-        match = re.search(rf"target {target} *<= 1\.5x stock: (PASS|FAIL) \({NUMBER}x\)", default)
+        match = re.search(rf"target {target} *<= 1\.2x stock: (PASS|FAIL) \({NUMBER}x\)", default)
         assert match, default
         title = target.strip()
         assert float(match.group(2)) == table_row(default, title, "s")[2]
-    assert "no target for MSV-Mamba, LMS on every stage on cpu" in found["MSV-Mamba, LMS on every stage"]
+    every_stage = found["MSV-Mamba, LMS on every stage"]
+    match = re.search(rf"target train step <= 2\.5x stock: (PASS|FAIL) \({NUMBER}x\)", every_stage)
+    assert match and float(match.group(2)) == table_row(every_stage, "train step", "s")[2], every_stage
+    match = re.search(rf"every stage within 2\.0x stock \(train step {NUMBER}x\): (.*)$", every_stage, re.MULTILINE)
+    assert match and float(match.group(1)) == table_row(every_stage, "train step", "s")[2], every_stage
 
 
 @pytest.fixture
@@ -84,10 +88,10 @@ def fabricate(bench, monkeypatch, train_ratios: dict[str, float]) -> None:
 
 
 @pytest.mark.parametrize("device_type, ratios, strict, status", [
-    ("cpu", {"msvmamba": 1.4}, True, 0),
-    ("cpu", {"msvmamba": 1.6}, True, 1),
-    ("cpu", {"msvmamba": 1.6}, False, 0),
-    ("cpu", {"msvmamba": 1.4, "msvmamba_every_stage": 9.0}, True, 0),  # no every-stage target on the CPU
+    ("cpu", {"msvmamba": 1.15}, True, 0),
+    ("cpu", {"msvmamba": 1.3}, True, 1),
+    ("cpu", {"msvmamba": 1.3}, False, 0),
+    ("cpu", {"msvmamba": 1.15, "msvmamba_every_stage": 2.6}, True, 1),  # issue 22: every stage <= 2.5x on the CPU
     ("cuda", {"msvmamba": 1.25, "msvmamba_every_stage": 1.9}, True, 0),
     ("cuda", {"msvmamba": 1.4, "msvmamba_every_stage": 1.9}, True, 1),  # 1.3x on CUDA
     ("cuda", {"msvmamba": 1.25, "msvmamba_every_stage": 2.1}, True, 1),
@@ -99,12 +103,24 @@ def test_targets_per_device_and_strict(bench, monkeypatch, capsys, device_type, 
                         report(device, device_type, figures))
     assert bench.main(["--quick", "--devices", "cpu"] + (["--strict"] if strict else [])) == status
     output = capsys.readouterr().out
-    bound = 1.5 if device_type == "cpu" else 1.3
+    bound = 1.2 if device_type == "cpu" else 1.3
     verdict = "PASS" if ratios["msvmamba"] <= bound else "FAIL"
     assert f"target train step <= {bound}x stock: {verdict} ({ratios['msvmamba']:.2f}x)" in output
-    if device_type == "cuda":
-        verdict = "PASS" if ratios["msvmamba_every_stage"] <= 2 else "FAIL"
-        assert f"target train step <= 2.0x stock: {verdict}" in output
+    every_stage_bound = 2.5 if device_type == "cpu" else 2.0
+    every_stage = ratios.get("msvmamba_every_stage", 1.0)
+    verdict = "PASS" if every_stage <= every_stage_bound else "FAIL"
+    assert f"target train step <= {every_stage_bound}x stock: {verdict} ({every_stage:.2f}x)" in output
+
+
+@pytest.mark.parametrize("every_stage, verdict", [
+    (1.9, "the case for the paper's every-stage placement as the default (waits for GPU figures too)"),
+    (2.1, "the default stays"),
+])
+def test_every_stage_within_2x_on_the_cpu_makes_the_case_for_the_default(bench, monkeypatch, capsys, every_stage,
+                                                                         verdict):
+    fabricate(bench, monkeypatch, {"msvmamba_every_stage": every_stage})
+    assert bench.main(["--quick", "--devices", "cpu"]) == 0
+    assert f"every stage within 2.0x stock (train step {every_stage:.2f}x): {verdict}" in capsys.readouterr().out
 
 
 def test_placements_choose_the_networks(bench, monkeypatch, capsys):
