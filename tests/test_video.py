@@ -4,6 +4,12 @@ the outputs; and the bad inputs, each one line and exit status 2 with the finish
 from __future__ import annotations
 
 import csv
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -13,10 +19,13 @@ import SimpleITK as sitk
 
 from conftest import NnUNetFolders, run_command
 from dataset_conversion.echonet_synthetic import write_avi
+from handshake import HANG_BOUND_SECONDS, Handshake
+from image_faults import set_nifti_pixdim, write_float_nifti
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
-from nnunetv2_msvmamba.video import cli
+from nnunetv2_msvmamba.video import cli, overlay
 from nnunetv2_msvmamba.video.sources import find_inputs, read_loop
+from read_only import make_read_only
 from toy_datasets import write_toy_dataset
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +35,7 @@ NIFTI_SPACING = (0.3, 0.33)  # x (columns), y (rows): unequal, so that a swapped
 NIFTI_FRAMES = 5
 AVI_FRAMES = 4
 FAST = ["-device", "cpu", "--disable_tta"]  # one forward pass per frame: the CPU network is the slow part
+TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +167,7 @@ def test_an_unreadable_video_stops_with_one_line_and_keeps_the_finished_outputs(
     summary = read_csv(output / "video_summary.csv")
     assert [row["sequence"] for row in summary] == ["patient0001_4CH_half_sequence"]
     assert (output / summary[0]["labels"]).is_file() and (output / summary[0]["overlay"]).is_file()
-    assert not list(output.glob("zz_broken*")) and not list(output.glob(".partial-*"))
+    assert not list(output.glob("zz_broken*")) and hidden_files(output) == []
 
 
 def test_a_truncated_nifti_sequence_is_named(model, loops, tmp_path, capsys):
@@ -213,7 +223,7 @@ def test_a_folder_gives_its_videos_and_camus_half_sequences_not_their_ground_tru
         (patient / name).write_bytes(loops["nifti"].read_bytes())
     (patient / "Info_4CH.cfg").write_text("ED: 1\nES: 5\nFrameRate: 31\n")
     (tmp_path / "0XVIDEO0001.avi").write_bytes(loops["avi"].read_bytes())
-    found = find_inputs([tmp_path])
+    found = find_inputs([tmp_path], tmp_path / "out").loops
     assert found == [tmp_path / "0XVIDEO0001.avi", patient / "patient0001_4CH_half_sequence.nii.gz"]  # sorted
     loop = read_loop(found[1])
     assert loop.fps == 31 and loop.frames.shape == (NIFTI_FRAMES, 40, 44) and np.allclose(loop.spacing_rc, (0.33, 0.3))
@@ -222,4 +232,194 @@ def test_a_folder_gives_its_videos_and_camus_half_sequences_not_their_ground_tru
     # the same name twice would overwrite one loop's outputs with the other's
     (tmp_path / "patient0001_4CH_half_sequence.avi").write_bytes(loops["avi"].read_bytes())
     with pytest.raises(InputError, match="has the same name as"):
-        find_inputs([tmp_path])
+        find_inputs([tmp_path], tmp_path / "out")
+
+
+# ------------------------------------------------------- inputs, outputs and interruptions through the command
+
+REAL_VIDEO_WRITER = cv2.VideoWriter
+
+
+def hidden_files(folder: Path) -> list[Path]:
+    """Staging or partial files left behind (every temporary name the command uses starts with a dot)."""
+    return sorted(folder.rglob(".*"))
+
+
+def run_video(arguments: list[str], folders: NnUNetFolders) -> subprocess.CompletedProcess:
+    return run_command(["msvmamba_predict_video", *arguments], env=folders.env(), check=False)
+
+
+def only_line(result: subprocess.CompletedProcess) -> str:
+    """The one line a refused run prints on stderr, exit status 2, no traceback."""
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def unloadable_model(model, tmp_path_factory) -> Path:
+    """The trained model's folder with a checkpoint that cannot be loaded: a run that loads the model fails on it."""
+    folder = tmp_path_factory.mktemp("unloadable") / model.name
+    (folder / "fold_0").mkdir(parents=True)
+    for name in ("plans.json", "dataset.json"):
+        shutil.copy(model / name, folder / name)
+    (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
+    return folder
+
+
+@pytest.mark.parametrize("fault", ["nan x spacing", "infinite y spacing", "nan voxel", "infinite voxel"])
+def test_a_nifti_whose_spacing_or_voxels_are_not_finite_is_refused(fault, model, loops, folders, tmp_path):
+    """SimpleITK reads a NaN or infinite spacing as 1 mm and NaN voxels as 0: the shared check reads the file."""
+    sequence = tmp_path / "patient0002_4CH_half_sequence.nii.gz"
+    if "spacing" in fault:
+        shutil.copy(loops["nifti"], sequence)
+        set_nifti_pixdim(sequence, 1 if " x " in fault else 2, float("nan") if "nan" in fault else float("inf"))
+        problem = r"spacing .*(nan|inf).* mm \(pixdim\) is not a positive finite number"
+    else:
+        frame = beating_disc_frames(1, (40, 44))[0].astype(np.float32)
+        frame[10, 12] = np.nan if "nan" in fault else np.inf
+        write_float_nifti(frame, NIFTI_SPACING, sequence)
+        problem = r"contains 1 NaN or infinite voxel value\(s\)"
+    output = tmp_path / "out"
+    line = only_line(run_video(["-i", str(sequence), "-o", str(output), "-m", str(model), "-f", "0", *FAST], folders))
+    assert re.fullmatch(rf"error: {re.escape(str(sequence))}: {problem}.*", line), line
+    assert not output.exists()
+
+
+def test_one_file_given_through_several_paths_is_predicted_once(model, loops, folders, tmp_path):
+    videos = tmp_path / "videos"
+    (videos / "sub").mkdir(parents=True)
+    shutil.copy(loops["avi"], videos / "0XVIDEO0001.avi")
+    output = tmp_path / "out"
+    result = run_video(["-i", str(videos / "0XVIDEO0001.avi"), str(videos / "sub" / ".." / "0XVIDEO0001.avi"),
+                        str(videos), "-o", str(output), "-m", str(model), "-f", "0", *FAST], folders)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [row["sequence"] for row in read_csv(output / "video_summary.csv")] == ["0XVIDEO0001"]
+
+
+@pytest.mark.parametrize("given_as", ["folder", "files"])
+def test_a_nii_beside_a_nii_gz_of_one_name_is_refused_naming_both(given_as, model, loops, folders, tmp_path):
+    folder = tmp_path / "camus"
+    folder.mkdir()
+    compressed, plain = folder / "seq_half_sequence.nii.gz", folder / "seq_half_sequence.nii"
+    shutil.copy(loops["nifti"], compressed)
+    sitk.WriteImage(sitk.ReadImage(str(loops["nifti"])), str(plain))
+    inputs = [str(folder)] if given_as == "folder" else [str(plain), str(compressed)]
+    output = tmp_path / "out"
+    line = only_line(run_video(["-i", *inputs, "-o", str(output), "-m", str(model), "-f", "0", *FAST], folders))
+    assert line.startswith(f"error: {compressed}: has the same name as {plain}"), line
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("spacing", ["nan", "inf", "0", "-1"])
+def test_a_spacing_that_is_not_a_positive_number_is_a_usage_error(spacing, model, loops, folders, tmp_path):
+    output = tmp_path / "out"
+    result = run_video(["-i", str(loops["avi"]), "-o", str(output), "-m", str(model), "-f", "0",
+                        "--spacing", spacing, *FAST], folders)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stderr.startswith("usage:")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"msvmamba_predict_video: error: argument --spacing: must be a positive number, got {spacing}")
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("case", ["existing output folder", "output folder in a read-only folder"])
+def test_a_read_only_output_folder_is_refused_before_the_model_is_loaded(case, model, unloadable_model, loops,
+                                                                         folders, tmp_path, request):
+    """With a model whose checkpoint cannot be loaded, the error about the output folder shows that the model
+    was not loaded first."""
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    make_read_only(read_only, request)
+    output, model_folder = ((read_only, model) if case == "existing output folder"
+                            else (read_only / "out", unloadable_model))
+    line = only_line(run_video(["-i", str(loops["avi"]), "-o", str(output), "-m", str(model_folder), "-f", "0",
+                                *FAST], folders))
+    assert re.fullmatch(rf"error: {re.escape(str(read_only))}: cannot write here: "
+                        rf"(permission denied|operation not permitted.*)", line), line
+    assert list(read_only.iterdir()) == []
+
+
+@pytest.mark.parametrize("kept_fraction", [0.0, 0.5])
+def test_an_overlay_the_encoder_could_not_write_is_an_error_and_nothing_is_left(kept_fraction, model, loops, tmp_path,
+                                                                               monkeypatch, capsys):
+    """A full disk while OpenCV encodes: it warns at most, and its file is empty or cut short."""
+    class EncoderOnAFullDisk:
+        def __init__(self, path, *args):
+            self.path, self.writer = Path(path), REAL_VIDEO_WRITER(path, *args)
+
+        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+            return self.writer.isOpened()
+
+        def write(self, frame) -> None:
+            self.writer.write(frame)
+
+        def release(self) -> None:
+            self.writer.release()
+            with open(self.path, "r+b") as f:
+                f.truncate(int(self.path.stat().st_size * kept_fraction))
+
+    monkeypatch.setattr(overlay.cv2, "VideoWriter", EncoderOnAFullDisk)
+    output = tmp_path / "out"
+    status, error = run_in_process(["-i", str(loops["avi"]), "-o", str(output), "-m", str(model), "-f", "0", *FAST],
+                                   capsys)
+    assert status == 2 and "Traceback" not in error
+    assert error.strip().splitlines()[-1].startswith(
+        f"error: {output / '0XVIDEO0001_overlay.mp4'}: the video encoder wrote a file of ")
+    assert [path for path in output.rglob("*") if path.is_file()] == []
+
+
+def test_an_output_folder_inside_the_input_folder_is_never_taken_as_input(model, loops, folders, tmp_path):
+    """The next run would otherwise find its own label sequence (a CAMUS loop's has the loop's name) and its AVI
+    overlays as new loops."""
+    inputs = tmp_path / "echoes"
+    inputs.mkdir()
+    for path in loops.values():
+        shutil.copy(path, inputs / path.name)
+    output = inputs / "predictions"
+    arguments = ["-i", str(inputs), "-o", str(output), "-m", str(model), "-f", "0", "--spacing", "0.3",
+                 "--overlay-format", "avi", *FAST]
+    for run in ("first", "second"):
+        result = run_video(arguments, folders)
+        assert result.returncode == 0, f"{run} run\n{result.stderr[-3000:]}"
+        assert [row["sequence"] for row in read_csv(output / "video_summary.csv")] == [
+            "0XVIDEO0001", "patient0001_4CH_half_sequence"], f"{run} run"
+    assert "note: 3 output(s) of msvmamba_predict_video not taken as inputs" in result.stderr
+    # an earlier run's outputs are recognised wherever they are, whatever this run's output folder
+    search = find_inputs([inputs], tmp_path / "elsewhere")
+    assert search.loops == [inputs / "0XVIDEO0001.avi", inputs / "patient0001_4CH_half_sequence.nii.gz"]
+    assert search.earlier_outputs == [output / name for name in (
+        "0XVIDEO0001_overlay.avi", "patient0001_4CH_half_sequence.nii.gz", "patient0001_4CH_half_sequence_overlay.avi")]
+    # writing into the input folder itself would replace the CAMUS loop by its own label sequence
+    line = only_line(run_video([*arguments[:2], "-o", str(inputs), *arguments[4:]], folders))
+    assert line.startswith(f"error: {inputs / 'patient0001_4CH_half_sequence.nii.gz'}: would be replaced by an "
+                           f"output of this run"), line
+
+
+def test_ctrl_c_keeps_the_finished_loops_and_says_which_were_not_written(model, loops, folders, tmp_path):
+    """The command predicts its first loop, then holds at the handshake before the second until the test has
+    pressed Ctrl-C: it cannot finish first, however busy the machine."""
+    handshake = Handshake(tmp_path / "handshake")
+    output = tmp_path / "out"
+    env = folders.env(PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **handshake.env())
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "held_video_predictor", "-i", str(loops["nifti"]),
+                                    str(loops["avi"]), "-o", str(output), "-m", str(model), "-f", "0",
+                                    "--spacing", "0.3", *FAST], env=env, stdout=stdout, stderr=stderr)
+        try:
+            handshake.wait_until_waiting(process)
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=HANG_BOUND_SECONDS)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    error = (tmp_path / "stderr").read_text()
+    assert process.returncode == 130 and "Traceback" not in error, error[-3000:]
+    assert error.strip().splitlines()[-1] == (f"interrupted: kept the 1 finished loop(s) in {output} "
+                                              f"(patient0001_4CH_half_sequence); 0XVIDEO0001 was not written")
+    summary = read_csv(output / "video_summary.csv")
+    assert [row["sequence"] for row in summary] == ["patient0001_4CH_half_sequence"]
+    assert (output / summary[0]["labels"]).is_file() and (output / summary[0]["overlay"]).is_file()
+    assert not list(output.glob("0XVIDEO0001*")) and hidden_files(output) == []

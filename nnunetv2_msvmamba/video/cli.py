@@ -4,22 +4,28 @@ an overlay video to look at."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
+from nnunetv2_msvmamba.common.arguments import positive_float
+from nnunetv2_msvmamba.common.atomic import check_writable, staged_files
+from nnunetv2_msvmamba.common.errors import (INTERRUPTED_STATUS, InputError, exit_status_of, from_os_error,
+                                             short_reason)
+from nnunetv2_msvmamba.common.image_files import check_image_file, is_nifti, nifti_stem
 from nnunetv2_msvmamba.common.tables import write_csv
 from .analysis import LoopResult, analyse_loop, write_analysis_reports
-from .overlay import FOURCC, write_overlay
-from .sources import EchoLoop, find_inputs, read_loop
+from .overlay import write_overlay
+from .outputs import OVERLAY_FORMATS, label_sequence_name, overlay_name
+from .sources import EchoLoop, find_inputs, read_loop, stem
 
 SUMMARY_CSV = "video_summary.csv"
+STAGING_NAME = ".msvmamba_predict_video-staging"  # hidden: a folder search never takes what is in it
 SUMMARY_COLUMNS = ("sequence", "source", "frames", "rows", "columns", "spacing_mm", "beats", "ed_frames",
                    "es_frames", "ef_percent", "labels", "overlay", "seconds_per_frame", "note")
 
@@ -59,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sliding-window step as a fraction of the patch (default: %(default)s)")
     model.add_argument("--disable_tta", action="store_true",
                        help="no mirroring test-time augmentation (faster, slightly less accurate)")
-    parser.add_argument("--spacing", type=float, metavar="MM",
+    parser.add_argument("--spacing", type=positive_float, metavar="MM",
                         help="pixel spacing of AVIs, which carry none: the volumes are then in mL, otherwise in "
                              "pixels^3 (NIfTIs use their header's spacing)")
-    parser.add_argument("--overlay-format", choices=sorted(FOURCC), default="mp4",
+    parser.add_argument("--overlay-format", choices=OVERLAY_FORMATS, default="mp4",
                         help="container of the overlay videos (default: %(default)s)")
     return parser
 
@@ -84,17 +90,6 @@ def check_device(device: str) -> None:
                                               f"use -device cpu")
 
 
-def write_then_rename(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(partial)` to a hidden name beside `path`, then renamed into place: a failure never leaves half a
-    file."""
-    partial = path.with_name(f".partial-{path.name}")
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def write_label_sequence(labels: np.ndarray, loop: EchoLoop, spacing_rc: Optional[tuple[float, float]],
                          path: Path) -> None:
     """(frames, rows, columns) labels as a NIfTI with frames on the last axis, with the input's geometry when it
@@ -105,7 +100,10 @@ def write_label_sequence(labels: np.ndarray, loop: EchoLoop, spacing_rc: Optiona
     else:
         row, column = spacing_rc or (1.0, 1.0)
         image.SetSpacing([column, row, 1.0])
-    sitk.WriteImage(image, str(path), useCompression=True)
+    try:
+        sitk.WriteImage(image, str(path), useCompression=True)
+    except RuntimeError as error:  # ITK's error for a full disk or a folder it cannot write
+        raise InputError(path, f"cannot be written: {short_reason(error)}") from None
 
 
 def summary_row(result: LoopResult, output: Path) -> dict:
@@ -123,46 +121,110 @@ def summary_row(result: LoopResult, output: Path) -> dict:
             "seconds_per_frame": f"{result.seconds_per_frame:.3f}", "note": result.note}
 
 
-def process_loop(path: Path, predictor, args: argparse.Namespace) -> LoopResult:
+def process_loop(path: Path, predictor, args: argparse.Namespace, finished: Sequence[LoopResult]) -> LoopResult:
+    """Predicts and analyses one loop, then writes its label sequence and overlay with the reports of every loop
+    so far, all together or none of them."""
     from .predict import predict_frames
     loop = read_loop(path)
-    spacing_rc = loop.spacing_rc or ((args.spacing, args.spacing) if args.spacing else None)
+    spacing_rc = loop.spacing_rc or ((args.spacing, args.spacing) if args.spacing is not None else None)
     started = time.monotonic()
     labels = predict_frames(predictor, loop.frames, spacing_rc, loop.name)
     seconds_per_frame = (time.monotonic() - started) / len(labels)
-    labels_path = args.output / f"{loop.name}.nii.gz"
-    write_then_rename(labels_path, lambda partial: write_label_sequence(labels, loop, spacing_rc, partial))
-    result = analyse_loop(loop, labels, spacing_rc, labels_path, seconds_per_frame)
-    result.overlay_path = args.output / f"{loop.name}_overlay.{args.overlay_format}"
-    write_then_rename(result.overlay_path,
-                      lambda partial: write_overlay(loop.frames, labels, result.phases, loop.fps, partial))
+    result = analyse_loop(loop, labels, spacing_rc, args.output / label_sequence_name(loop.name), seconds_per_frame)
+    result.overlay_path = args.output / overlay_name(loop.name, args.overlay_format)
+    with staged_outputs(args.output) as staging:
+        write_label_sequence(labels, loop, spacing_rc, staging / result.labels_path.name)
+        write_overlay(loop.frames, labels, result.phases, loop.fps, staging / result.overlay_path.name)
+        results = [*finished, result]
+        write_analysis_reports(results, staging)
+        write_csv([summary_row(r, args.output) for r in results], SUMMARY_COLUMNS, staging / SUMMARY_CSV)
     return result
 
 
+@contextmanager
+def staged_outputs(output: Path) -> Iterator[Path]:
+    """A staging folder whose files move into `output` together on success, none of them on a failure
+    (common.atomic.staged_files)."""
+    with staged_files(output, STAGING_NAME) as staging:
+        try:
+            yield staging
+        except OSError as error:
+            raise as_output_error(from_os_error(error, output), staging, output) from None
+        except InputError as error:
+            raise as_output_error(error, staging, output) from None
+
+
+def as_output_error(error: InputError, staging: Path, output: Path) -> InputError:
+    """An error about a file being written in `staging`, as one about the file in `output` it was to become: the
+    user knows the output folder, not its staging copies."""
+    if error.path == staging:
+        return InputError(output, error.problem)
+    if staging in error.path.parents:
+        return InputError(output / error.path.name, error.problem)
+    return error
+
+
+def refuse_overwriting_inputs(loops: Sequence[Path], output: Path, overlay_format: str) -> None:
+    """Refuses an input in the output folder that an output of this run would replace, or sit beside as its
+    .nii/.nii.gz twin (a CAMUS sequence's label sequence has the sequence's own name)."""
+    written = {name for path in loops
+               for name in (label_sequence_name(stem(path)), overlay_name(stem(path), overlay_format))}
+    for path in loops:
+        occupied = label_sequence_name(nifti_stem(path)) if is_nifti(path) else path.name  # x.nii: x.nii.gz's too
+        if path.parent.resolve() == output.resolve() and occupied in written:
+            raise InputError(path, f"would be replaced by an output of this run in {output}; write the outputs "
+                                   f"to another folder (-o)")
+
+
+class InterruptedAfterWork(Exception):
+    """Ctrl-C after some loops were written: the message says which were kept and which were not."""
+
+
+def listing(names: Sequence[str], shown: int = 5) -> str:
+    """`a`, `a and b`, `a, b and c`, or the first `shown` names `and N more`."""
+    if len(names) > shown:
+        return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
+
+
+def interrupted_message(finished: Sequence[LoopResult], inputs: Sequence[Path], output: Path) -> str:
+    unwritten = [stem(path) for path in inputs[len(finished):]]
+    return (f"interrupted: kept the {len(finished)} finished loop(s) in {output} "
+            f"({listing([result.loop.name for result in finished])}); {listing(unwritten)} "
+            f"{'was' if len(unwritten) == 1 else 'were'} not written")
+
+
 def predict_videos(args: argparse.Namespace) -> list[LoopResult]:
-    """Checks the model and the inputs, then predicts, analyses and writes the loops one by one; the reports
-    are rewritten after each, so a file that cannot be read leaves every finished one complete."""
+    """Checks the output folder, the model and the inputs, then predicts, analyses and writes the loops one by
+    one; the reports are rewritten with each, so an error or a Ctrl-C leaves every finished loop complete."""
     from .predict import check_model_folder, load_predictor
+    check_writable(args.output)
     model_folder = resolve_model_folder(args)
     check_model_folder(model_folder, args.f, args.chk)
-    if args.spacing is not None and args.spacing <= 0:
-        raise InputError("--spacing", f"must be positive, got {args.spacing}")
-    inputs = find_inputs(args.input)
+    search = find_inputs(args.input, args.output)
+    refuse_overwriting_inputs(search.loops, args.output, args.overlay_format)
+    for path in search.loops:  # every header before the first loop, not hours into a run
+        check_image_file(path)
+    if search.earlier_outputs:
+        print(f"note: {len(search.earlier_outputs)} output(s) of msvmamba_predict_video not taken as inputs: "
+              f"{listing([str(path) for path in search.earlier_outputs])}", file=sys.stderr)
     check_device(args.device)
     predictor = load_predictor(model_folder, args.f, args.chk, args.device, not args.disable_tta, args.step_size)
-    args.output.mkdir(parents=True, exist_ok=True)
-    print(f"msvmamba_predict_video: {len(inputs)} loop(s) with {model_folder} on {args.device}", flush=True)
+    print(f"msvmamba_predict_video: {len(search.loops)} loop(s) with {model_folder} on {args.device}", flush=True)
     results: list[LoopResult] = []
-    for path in inputs:
-        result = process_loop(path, predictor, args)
-        results.append(result)
-        write_analysis_reports(results, args.output)
-        write_csv([summary_row(r, args.output) for r in results], SUMMARY_COLUMNS, args.output / SUMMARY_CSV)
-        ef = result.analysis.ef_percent if result.analysis is not None else float("nan")
-        print(f"{result.loop.name}: {len(result.loop.frames)} frames, "
-              + (f"EF {ef:.1f} % over {len(result.analysis.beats)} beat(s)" if np.isfinite(ef)
-                 else f"no EF ({result.note})")
-              + f"; {result.overlay_path}", flush=True)
+    try:
+        for path in search.loops:
+            result = process_loop(path, predictor, args, results)
+            results.append(result)
+            ef = result.analysis.ef_percent if result.analysis is not None else float("nan")
+            print(f"{result.loop.name}: {len(result.loop.frames)} frames, "
+                  + (f"EF {ef:.1f} % over {len(result.analysis.beats)} beat(s)" if np.isfinite(ef)
+                     else f"no EF ({result.note})")
+                  + f"; {result.overlay_path}", flush=True)
+    except KeyboardInterrupt:
+        if not results:
+            raise
+        raise InterruptedAfterWork(interrupted_message(results, search.loops, args.output)) from None
     print(f"wrote {SUMMARY_CSV}, sequence_frames.csv and sequence_summary.csv to {args.output}")
     return results
 
@@ -170,7 +232,11 @@ def predict_videos(args: argparse.Namespace) -> list[LoopResult]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """msvmamba_predict_video -i INPUT [INPUT ...] -o OUT (-m MODEL_FOLDER | -d DATASET -c 2d -tr TRAINER -f F)."""
     args = build_parser().parse_args(argv)
-    return exit_status_of(lambda: predict_videos(args))
+    try:
+        return exit_status_of(lambda: predict_videos(args))
+    except InterruptedAfterWork as interrupted:
+        print(interrupted, file=sys.stderr)
+        return INTERRUPTED_STATUS
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def draw_frame(grey: np.ndarray, labels: np.ndarray, factor: int, caption: str) 
 
 def write_overlay(frames: np.ndarray, labels: np.ndarray, phases: Sequence[str], fps: float, path: Path) -> None:
     """Writes the contours of `labels` on `frames` (both (frames, rows, columns)) as an MP4 or AVI (by the
-    suffix of `path`), captioned with the frame number and its phase ("ED", "ES" or "")."""
+    suffix of `path`), captioned with the frame number and its phase ("ED", "ES" or ""), and checks that it can be
+    played back."""
     kind = path.suffix.lower().lstrip(".")
     grey = grey_to_uint8(frames)
     rows, columns = grey.shape[1:]
@@ -65,3 +66,25 @@ def write_overlay(frames: np.ndarray, labels: np.ndarray, phases: Sequence[str],
             writer.write(draw_frame(frame, label_map, factor, caption))
     finally:
         writer.release()
+    check_video_file(path, len(grey))
+
+
+def decodable_frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = 0
+        while capture.isOpened() and capture.grab():
+            count += 1
+        return count
+    finally:
+        capture.release()
+
+
+def check_video_file(path: Path, frames_written: int) -> None:
+    """OpenCV's VideoWriter reports a failed write (a full disk, say) with a warning at most, and leaves an empty or
+    unplayable file: the file is read back, and every frame written must decode."""
+    size = path.stat().st_size if path.is_file() else 0
+    decoded = decodable_frames(path) if size else 0
+    if decoded != frames_written:
+        raise InputError(path, f"the video encoder wrote a file of {size} bytes in which {decoded} of the "
+                               f"{frames_written} frames can be decoded (a full disk?)")

@@ -2,22 +2,20 @@
 (frames on the last axis, in-plane spacing in the header), given as files or found in folders."""
 from __future__ import annotations
 
-import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import cv2
-import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_msvmamba.common.errors import InputError
+from nnunetv2_msvmamba.common.errors import InputError, short_reason
+from nnunetv2_msvmamba.common.image_files import NIFTI_ENDINGS, check_image_file, is_nifti, refuse_nifti_twins
+from .outputs import is_own_output
 
 VIDEO_SUFFIXES = (".avi",)
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-# in a folder, the NIfTIs taken are CAMUS's image sequences, not their _gt or the single ED/ES frames beside them
 FOLDER_NIFTI_PATTERN = "*_half_sequence.nii*"
 DEFAULT_NIFTI_FPS = 25.0  # the overlay's frame rate when neither the file nor a CAMUS Info_<view>.cfg beside it has one
 
@@ -35,7 +33,7 @@ class EchoLoop:
 
 def stem(path: Path) -> str:
     name = path.name
-    for suffix in (*NIFTI_SUFFIXES, *VIDEO_SUFFIXES):
+    for suffix in (*NIFTI_ENDINGS, *VIDEO_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[:-len(suffix)]
     return path.stem
@@ -45,33 +43,78 @@ def is_video(path: Path) -> bool:
     return path.name.lower().endswith(VIDEO_SUFFIXES)
 
 
-def is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
+def is_folder_loop(path: Path) -> bool:
+    """What a folder search takes: AVIs, and CAMUS half sequences (not their _gt nor the single ED/ES frames)."""
+    return is_video(path) or (is_nifti(path) and path.match(FOLDER_NIFTI_PATTERN))
 
 
-def find_inputs(inputs: Sequence[Path]) -> list[Path]:
+@dataclass
+class InputSearch:
+    """The loops to predict, in order, and the files left out because they are outputs of this command."""
+    loops: list[Path]
+    earlier_outputs: list[Path]
+
+
+def find_inputs(inputs: Sequence[Path], output: Path) -> InputSearch:
     """The files to predict, in order: files as given, and in each folder (searched recursively) its AVIs and
-    CAMUS half sequences, sorted. Two inputs with the same name would write the same outputs: refused."""
+    CAMUS half sequences, sorted. A folder search never takes the output folder's contents, this command's own
+    outputs (wherever an earlier run wrote them) or hidden files (a run's partial files, macOS's `._` copies). One
+    file given twice (through two paths, or as a folder and a file in it) is predicted once; two different files
+    of one name would write the same outputs, and one's data would be read under the other's name: refused."""
     found: list[Path] = []
+    earlier_outputs: list[Path] = []
     for path in inputs:
         if path.is_dir():
-            in_folder = sorted({p for p in path.rglob("*") if p.is_file() and is_video(p)}
-                               | set(path.rglob(FOLDER_NIFTI_PATTERN)))
-            if not in_folder:
-                raise InputError(path, "no AVI video and no *_half_sequence.nii.gz in this folder")
-            found += in_folder
+            loops, outputs = loops_in_folder(path, output)
+            if not loops:
+                raise InputError(path, "no AVI video and no *_half_sequence.nii.gz in this folder"
+                                       + (f" (only {len(outputs)} output(s) of msvmamba_predict_video)" if outputs
+                                          else ""))
+            found += loops
+            earlier_outputs += outputs
         elif not path.exists():
             raise InputError(path, "not found")
-        elif is_video(path) or is_nifti(path):
-            found.append(path)
-        else:
+        elif not (is_video(path) or is_nifti(path)):
             raise InputError(path, "not an AVI video or a NIfTI sequence (.avi, .nii.gz, .nii)")
+        elif is_own_output(path):
+            raise InputError(path, "an output of msvmamba_predict_video (a label sequence and its overlay side by "
+                                   "side), not an echo loop")
+        else:
+            found.append(path)
+    unique: dict[Path, Path] = {}
+    for path in found:  # each file once, where it first appears
+        unique.setdefault(path.resolve(), path)
+    loops = list(unique.values())
+    refuse_nifti_twins(loops)
+    refuse_name_collisions(loops)
+    return InputSearch(loops, earlier_outputs)
+
+
+def loops_in_folder(folder: Path, output: Path) -> tuple[list[Path], list[Path]]:
+    """The echo loops in `folder` and its subfolders, sorted, and apart from them the outputs of this command
+    found there (the files of an output folder inside `folder`, and loop outputs written elsewhere)."""
+    output = output.resolve()
+    output_inside = folder.resolve() in output.parents
+    loops, outputs = [], []
+    for path in sorted(folder.rglob("*")):
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if hidden or not path.is_file() or not is_folder_loop(path):
+            continue
+        if (output_inside and output in path.resolve().parents) or is_own_output(path):
+            outputs.append(path)
+        else:
+            loops.append(path)
+    return loops, outputs
+
+
+def refuse_name_collisions(loops: Sequence[Path]) -> None:
+    """Each loop's outputs are named after it: two files of one name (in different folders, or an AVI and a
+    NIfTI) would write the same outputs."""
     names: dict[str, Path] = {}
-    for path in found:
-        if stem(path) in names and names[stem(path)].resolve() != path.resolve():
-            raise InputError(path, f"has the same name as {names[stem(path)]}; their outputs would collide")
-        names[stem(path)] = path
-    return list(dict.fromkeys(found))
+    for path in loops:
+        first = names.setdefault(stem(path), path)
+        if first is not path:
+            raise InputError(path, f"has the same name as {first}: their outputs would collide; rename one of them")
 
 
 def read_video(path: Path) -> EchoLoop:
@@ -111,29 +154,13 @@ def camus_frame_rate(path: Path) -> Optional[float]:
     return None
 
 
-def check_nifti_complete(path: Path) -> None:
-    """ITK reads a truncated NIfTI without complaint, padding the missing pixels with zeros: a partial download
-    would become a loop of blank frames. gzip checks the stream to its end (CRC included), nibabel that the data
-    is as long as the header says."""
-    try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path) as stream:
-                while stream.read(1 << 24):
-                    pass
-        np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as error:  # nibabel's errors for a broken file are of many kinds; the message says which
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        raise InputError(path, f"unreadable: corrupt or truncated NIfTI ({reason})") from None
-
-
 def read_nifti_sequence(path: Path) -> EchoLoop:
     """A 3D NIfTI whose last axis is time (CAMUS half sequences), or a 2D image as a one-frame loop."""
-    check_nifti_complete(path)
+    check_image_file(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "SimpleITK cannot read it"
-        raise InputError(path, f"unreadable: {reason}") from None
+        raise InputError(path, f"unreadable: {short_reason(error)}") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(path, f"expected a grey-level sequence, got {image.GetNumberOfComponentsPerPixel()} "
                                f"components per pixel")
@@ -150,7 +177,4 @@ def read_nifti_sequence(path: Path) -> EchoLoop:
 
 
 def read_loop(path: Path) -> EchoLoop:
-    loop = read_video(path) if is_video(path) else read_nifti_sequence(path)
-    if not np.isfinite(loop.frames).all():
-        raise InputError(path, "contains NaN or infinite pixel values")
-    return loop
+    return read_video(path) if is_video(path) else read_nifti_sequence(path)

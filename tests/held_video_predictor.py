@@ -1,0 +1,23 @@
+"""`python -m held_video_predictor ARGS`: msvmamba_predict_video that, under a test's handshake (tests/handshake.py),
+predicts its first loop and then holds before predicting any other one until the test lets it go on (or
+interrupts it), so that a test can press Ctrl-C after exactly one finished loop on a machine however busy."""
+from __future__ import annotations
+
+import sys
+
+from handshake import Handshake
+from nnunetv2_msvmamba.video import cli, predict
+
+original_predict_frames = predict.predict_frames
+
+
+def held_predict_frames(*args, **kwargs):
+    handshake = Handshake.from_environment()
+    if handshake is not None and not handshake.claim_first():
+        handshake.wait_here()
+    return original_predict_frames(*args, **kwargs)
+
+
+if __name__ == "__main__":
+    predict.predict_frames = held_predict_frames  # cli imports it from predict when a loop starts
+    sys.exit(cli.main(sys.argv[1:]))
