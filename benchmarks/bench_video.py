@@ -24,6 +24,7 @@ per-frame path; with TTA, <= 1.3x its limit; CUDA, the TEST split projected unde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -167,8 +168,9 @@ class Workloads:
         from nnunetv2_msvmamba.video.predict import load_predictor
         self.loops, self.device = loops, device
         self.n_frames = sum(len(loop.frames) for loop in loops)
-        self.plain = load_predictor(model, ["0"], "checkpoint_final.pth", device, False, 0.5)
-        self.mirrored = load_predictor(model, ["0"], "checkpoint_final.pth", device, True, 0.5)
+        with contextlib.redirect_stdout(sys.stderr):  # nnU-Net's messages, kept out of the figures
+            self.plain = load_predictor(model, ["0"], "checkpoint_final.pth", device, False, 0.5)
+            self.mirrored = load_predictor(model, ["0"], "checkpoint_final.pth", device, True, 0.5)
         self.batched = BatchedFramePredictor(self.plain, batch_size)
         self.batched_tta = BatchedFramePredictor(self.mirrored, batch_size)
         self.batch_size = self.batched.batch_size
@@ -251,8 +253,7 @@ def report(device: str, device_type: str, figures: Figures, copies_tta: int) -> 
     limit_ratio, speed_up = ratio(figures.batched, figures.limit), ratio(figures.per_frame, figures.batched)
     line("batched path / limit", f"{limit_ratio:.2f}x")
     line("speed-up of the batched path over the per-frame path", f"{speed_up:.2f}x")
-    line(f"EchoNet-Dynamic TEST ({ECHONET_TEST_VIDEOS:,} videos, {ECHONET_TEST_FRAMES:,} frames), per-frame path",
-         hours(figures.per_frame))
+    line("EchoNet-Dynamic TEST, per-frame path", hours(figures.per_frame))
     line("EchoNet-Dynamic TEST, batched path", hours(figures.batched))
     targets = TARGETS.get((device_type, False), {})
     if "limit" in targets:
@@ -332,6 +333,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows, columns = loops[0].frames.shape[1:]
         print(f"loops: {len(loops)} synthetic EchoNet-Dynamic AVI(s) of {args.frames} frames, {rows}x{columns}, "
               f"{len(loops) * args.frames} frames in all")
+        print(f"projections: EchoNet-Dynamic TEST = {ECHONET_TEST_VIDEOS:,} videos, {ECHONET_TEST_FRAMES:,} frames")
         print(f"times: seconds per frame over all the loops' frames, median of {args.rounds} round(s) after "
               f"{args.warmup} warm-up round(s), the paths alternating (ABBA)")
         print()

@@ -54,13 +54,15 @@ def record_path(output: Path, name: str) -> Path:
 
 
 def write_loop_record(output: Path, name: str, order: int, files: Sequence[Path], video_row: dict,
-                      sequence_row: Optional[dict], frame_rows: Sequence[dict]) -> None:
-    """The record that makes a loop complete; written after every file it names. `order`: the loop's place among
-    all the inputs of the run, so that rebuilt summaries list the loops as one run would."""
+                      sequence_row: Optional[dict], frame_rows: Sequence[dict],
+                      destination: Optional[Path] = None) -> None:
+    """The record that makes a loop complete, naming the loop's `files` in `output`; written after them, into
+    `destination` (a staging folder whose files move into `output` together) or `output`. `order`: the loop's
+    place among all the inputs of the run, so that rebuilt summaries list the loops as one run would."""
     write_json_atomically({"sequence": name, "order": order,
                            "files": [Path(path).relative_to(output).as_posix() for path in files],
                            "video_summary": video_row, "sequence_summary": sequence_row,
-                           "sequence_frames": list(frame_rows)}, record_path(output, name))
+                           "sequence_frames": list(frame_rows)}, record_path(destination or output, name))
 
 
 def read_record(path: Path) -> Optional[dict]:
@@ -88,10 +90,12 @@ def finished_records(output: Path) -> list[dict]:
     return sorted(records, key=lambda record: (record["order"], record["sequence"]))
 
 
-def rebuild_summaries(output: Path, video_columns: Sequence[str]) -> list[dict]:
+def rebuild_summaries(output: Path, video_columns: Sequence[str], destination: Optional[Path] = None) -> list[dict]:
     """video_summary.csv, sequence_summary.csv and sequence_frames.csv of every complete loop in `output`, and the
-    EF agreement where loops have a reference EF; returns the records used."""
+    EF agreement where loops have a reference EF, written to `destination` (default: `output`); returns the
+    records used."""
     records = finished_records(output)
+    output = destination or output
     write_csv([record["video_summary"] for record in records], video_columns, output / "video_summary.csv")
     sequences = [record["sequence_summary"] for record in records if record["sequence_summary"] is not None]
     frames = [row for record in records for row in record["sequence_frames"]]
@@ -100,6 +104,27 @@ def rebuild_summaries(output: Path, video_columns: Sequence[str]) -> list[dict]:
         write_csv(frames, FRAME_COLUMNS, output / "sequence_frames.csv")
     write_ef_agreement(records, output)
     return records
+
+
+def frame_count(path: Path) -> int:
+    """The number of frames a loop's header announces (for the progress bar's total before the loop is read), 0
+    where it cannot tell."""
+    import cv2
+    import SimpleITK as sitk
+    try:
+        if path.name.lower().endswith(".avi"):
+            capture = cv2.VideoCapture(str(path))
+            try:
+                return max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+            finally:
+                capture.release()
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        size = reader.GetSize()
+        return size[2] if len(size) > 2 else 1
+    except (RuntimeError, cv2.error):
+        return 0
 
 
 # ---------------------------------------------------------------------------------------------- reference EF
