@@ -130,6 +130,7 @@ class HeldConversion:
 
 @pytest.fixture
 def start_held_conversion(release, nnunet_folders, tmp_path):
+    """Starts HeldConversions of the release; any still running when the test ends is killed with its workers."""
     conversions: list[HeldConversion] = []
 
     def start(num_processes: int) -> HeldConversion:
