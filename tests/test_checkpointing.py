@@ -11,7 +11,7 @@ from nnunetv2.run.run_training import maybe_load_checkpoint
 
 from network_fixtures import DATASET_JSON, PLAIN_2D, plans
 from nnunetv2_msvmamba.training.checkpointing import AtomicCheckpoints
-from nnunetv2_msvmamba.training.trainers import nnUNetTrainerMSVMamba, nnUNetTrainerMSVMamba_5epochs
+from nnunetv2_msvmamba.training.trainers import nnUNetTrainer_Demo, nnUNetTrainerMSVMamba, nnUNetTrainerMSVMamba_5epochs
 
 
 def new_trainer(trainer_class=nnUNetTrainerMSVMamba):
@@ -43,6 +43,12 @@ def trainer(nnunet_folders):
     return new_trainer()
 
 
+@pytest.fixture(params=[nnUNetTrainerMSVMamba, nnUNetTrainer_Demo], ids=lambda cls: cls.__name__)
+def any_trainer(nnunet_folders, request):
+    """Our trainers, and the stock network the demo trains as its baseline."""
+    return new_trainer(request.param)
+
+
 def test_our_trainers_save_atomically():
     assert issubclass(nnUNetTrainerMSVMamba, AtomicCheckpoints)
     assert issubclass(nnUNetTrainerMSVMamba_5epochs, AtomicCheckpoints)
@@ -67,7 +73,8 @@ def test_a_torn_checkpoint_without_a_whole_one_beside_it_is_a_clear_error(traine
         maybe_load_checkpoint(new_trainer(), continue_training=True, validation_only=False)
 
 
-def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(trainer, monkeypatch):
+def test_a_save_cut_short_leaves_the_previous_checkpoint_whole(any_trainer, monkeypatch):
+    trainer = any_trainer
     latest = save_at_epoch(trainer, 3, "checkpoint_latest.pth")
     before = latest.read_bytes()
     real_save = torch.save

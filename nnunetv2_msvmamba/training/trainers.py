@@ -140,8 +140,9 @@ class nnUNetTrainerMSVMamba_Demo(DemoSchedule, nnUNetTrainerMSVMamba):
     """MSV-Mamba on the demo's short schedule."""
 
 
-class nnUNetTrainer_Demo(DemoSchedule, nnUNetTrainer):
-    """Stock nnU-Net (its plain U-Net) on the demo's short schedule: the demo's baseline."""
+class nnUNetTrainer_Demo(AtomicCheckpoints, DemoSchedule, nnUNetTrainer):
+    """Stock nnU-Net (its plain U-Net) on the demo's short schedule: the demo's baseline. Its checkpoints are
+    saved atomically like our trainers' (the network is stock, the file handling need not be)."""
 
 
 class nnUNetTrainerMSVMambaLMSEveryStage(nnUNetTrainerMSVMamba):
