@@ -34,9 +34,9 @@ import torch
 
 from .predict import PIXEL_SPACING_WITHOUT_HEADER, SLICE_AXIS_SPACING
 
-# Frames (one tile each) per forward pass when --batch-size is not given. CPU: measured with
-# benchmarks/bench_video.py on a 2-core CPU, 112x112 EchoNet frames, where batch 8 reaches the batched-forward
-# limit and larger batches gain nothing; a GPU needs far larger batches to be kept busy.
+# Frames (one tile each) per forward pass when --batch-size is not given. CPU: on a 2-core CPU with 112x112 EchoNet
+# frames, batch 8 reached the batched forward's limit (0.054 s/frame against 0.073 at batch 1; issue 20). GPU: not
+# measured yet (benchmarks/bench_video.py in gpu_check.sh will); a GPU needs far larger batches to be kept busy.
 DEFAULT_BATCH_SIZE = {"cpu": 8, "mps": 16, "cuda": 64}
 PREFETCHED_BATCHES = 2  # preprocessed frames kept ready ahead of the network, in batches
 
@@ -194,6 +194,7 @@ class BatchedFramePredictor:
             return torch.autocast("cuda", enabled=True)
         return torch.autocast("cpu", enabled=False)
 
+    @torch.inference_mode()
     def ensemble_logits(self, chunk: Sequence[PreprocessedFrame]) -> list[torch.Tensor]:
         """The folds' logits summed (float16, as nnU-Net sums them on the CPU) and divided by their number."""
         total: Optional[list[torch.Tensor]] = None
