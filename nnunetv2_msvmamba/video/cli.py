@@ -17,12 +17,12 @@ from nnunetv2_msvmamba.common.arguments import positive_float
 from nnunetv2_msvmamba.common.atomic import check_writable, staged_files
 from nnunetv2_msvmamba.common.errors import (INTERRUPTED_STATUS, InputError, exit_status_of, from_os_error,
                                              short_reason)
-from nnunetv2_msvmamba.common.image_files import check_image_file, is_nifti, nifti_stem
+from nnunetv2_msvmamba.common.image_files import is_nifti, nifti_stem
 from nnunetv2_msvmamba.common.tables import write_csv
 from .analysis import LoopResult, analyse_loop, write_analysis_reports
 from .overlay import write_overlay
 from .outputs import OVERLAY_FORMATS, label_sequence_name, overlay_name
-from .sources import EchoLoop, find_inputs, read_loop, stem
+from .sources import EchoLoop, check_loop_file, find_inputs, read_loop, stem
 
 SUMMARY_CSV = "video_summary.csv"
 STAGING_NAME = ".msvmamba_predict_video-staging"  # hidden: a folder search never takes what is in it
@@ -204,7 +204,7 @@ def predict_videos(args: argparse.Namespace) -> list[LoopResult]:
     search = find_inputs(args.input, args.output)
     refuse_overwriting_inputs(search.loops, args.output, args.overlay_format)
     for path in search.loops:  # every header before the first loop, not hours into a run
-        check_image_file(path)
+        check_loop_file(path)
     if search.earlier_outputs:
         print(f"note: {len(search.earlier_outputs)} output(s) of msvmamba_predict_video not taken as inputs: "
               f"{listing([str(path) for path in search.earlier_outputs])}", file=sys.stderr)

@@ -12,7 +12,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_msvmamba.common.errors import InputError, short_reason
-from nnunetv2_msvmamba.common.image_files import NIFTI_ENDINGS, check_image_file, is_nifti, refuse_nifti_twins
+from nnunetv2_msvmamba.common.image_files import NIFTI_ENDINGS, PLANE_AXES, check_image_file, is_nifti, \
+    refuse_nifti_twins
 from .outputs import is_own_output
 
 VIDEO_SUFFIXES = (".avi",)
@@ -154,9 +155,14 @@ def camus_frame_rate(path: Path) -> Optional[float]:
     return None
 
 
+def check_loop_file(path: Path) -> None:
+    """The shared image check of a loop's file: its frames lie on the third axis, which carries no spacing."""
+    check_image_file(path, spatial_axes=PLANE_AXES)
+
+
 def read_nifti_sequence(path: Path) -> EchoLoop:
     """A 3D NIfTI whose last axis is time (CAMUS half sequences), or a 2D image as a one-frame loop."""
-    check_image_file(path)
+    check_loop_file(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
