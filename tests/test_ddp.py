@@ -84,7 +84,7 @@ def train_steps(trainer_class: type, rank: int) -> dict:
 def worker(rank: int, rendezvous: str, results_folder: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD_SIZE,
-                            timeout=timedelta(seconds=120))
+                            timeout=timedelta(seconds=1800))  # catches a hang only; a starved CPU is slow
     results = {}
     try:
         for trainer_class in our_trainer_classes():

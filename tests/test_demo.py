@@ -37,7 +37,7 @@ def read_csv(path: Path) -> list[dict]:
 
 def run_demo(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "nnunetv2_msvmamba.demo", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1200)
+                          capture_output=True, text=True, timeout=3600)
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,7 @@ sys.exit("the command finished without parsing arguments with argparse")
 
 def parses(invocation: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "python"), "-c", PARSE_ONLY, json.dumps(invocation)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=1800)
 
 
 def test_readme_has_command_lines_of_every_kind():

@@ -112,7 +112,7 @@ def test_every_frame_of_an_avi_and_a_nifti_sequence_is_segmented_and_analysed(pr
     assert [int(row["frames"]) for row in summary] == [NIFTI_FRAMES, AVI_FRAMES]
     assert summary[0]["spacing_mm"] == "0.33 x 0.3" and summary[1]["spacing_mm"] == "0.3 x 0.3"
     for row in summary:
-        assert (output / row["labels"]).is_file() and float(row["seconds_per_frame"]) > 0
+        assert (output / row["labels"]).is_file() and float(row["seconds_per_frame"]) >= 0  # 3 decimals: 0.000 on a fast GPU
         overlay = cv2.VideoCapture(str(output / row["overlay"]))
         assert overlay.isOpened()
         assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == int(row["frames"])
