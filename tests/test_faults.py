@@ -22,6 +22,7 @@ from nnunetv2_msvmamba.common import atomic
 from nnunetv2_msvmamba.common.atomic import atomic_folder, stale_temporaries, write_json_atomically
 from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
 from nnunetv2_msvmamba.common.parallel import parallel_map
+from read_only import make_read_only
 
 DATASET = "Dataset601_CAMUS"
 TESTS = Path(__file__).resolve().parent
@@ -43,20 +44,6 @@ def everything_in(*folders: Path) -> list[str]:
 
 
 # -------------------------------------------------------------------- output folders that cannot be written
-
-def make_read_only(folder: Path, request: pytest.FixtureRequest) -> None:
-    """Really read-only: permissions for an ordinary user; as root, who writes regardless of permissions, the
-    immutable attribute (chattr +i) as well."""
-    folder.chmod(0o555)
-    request.addfinalizer(lambda: folder.chmod(0o755))
-    if os.geteuid() == 0:
-        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
-            pytest.skip("running as root without chattr: cannot make a folder read-only")
-        request.addfinalizer(lambda: subprocess.run(["chattr", "-i", str(folder)]))
-    probe = folder / "probe"
-    with pytest.raises(OSError):
-        probe.mkdir()
-
 
 @pytest.mark.parametrize("variable", ["nnUNet_raw", "nnUNet_preprocessed"])
 def test_read_only_output_folder_is_one_line_exit_2_and_nothing_written(variable, release, nnunet_folders,
