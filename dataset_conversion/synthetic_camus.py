@@ -39,6 +39,7 @@ from nnunetv2.configuration import default_num_processes
 from scipy import ndimage
 
 from dataset_conversion.common import write_image_2d
+from nnunetv2_msvmamba.common.arguments import positive_int
 from nnunetv2_msvmamba.common.atomic import atomic_folder
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.common.parallel import parallel_map
@@ -797,7 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", type=float, nargs=3, default=list(DEFAULT_SPLIT),
                         metavar=("TRAIN", "VAL", "TEST"),
                         help="training/validation/testing fractions, or patient counts (default 0.7 0.1 0.2)")
-    parser.add_argument("-np", "--num-processes", type=int, default=default_num_processes, metavar="N",
+    parser.add_argument("-np", "--num-processes", type=positive_int, default=default_num_processes, metavar="N",
                         help=f"worker processes (default {default_num_processes})")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace ROOT if it holds an earlier output of this command (never anything else)")

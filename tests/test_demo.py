@@ -212,7 +212,6 @@ def test_refuses_a_folder_that_is_not_a_demo_output(tmp_path, capsys):
 
 @pytest.mark.parametrize("arguments, message", [
     (["--patients", "5"], "--patients: needs at least 6 patients"),
-    (["--epochs", "0"], "--epochs: must be at least 1"),
     (["--size", "32", "64"], "--size: rows and columns must be at least 64 pixels"),
     (["--use-nnunet-env"], "--use-nnunet-env: environment variable(s) nnUNet_raw"),
 ])
@@ -221,6 +220,17 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, monkeypatch, argument
         monkeypatch.delenv(name, raising=False)
     assert cli.main(["-o", str(tmp_path / "out"), *arguments]) == 2
     assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+@pytest.mark.parametrize("option", ["--patients", "--epochs", "--iterations", "-np"])
+def test_counts_below_one_are_refused_by_the_shared_argument_type(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["-o", str(tmp_path / "out"), option, "0"])
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: argument {option}/--num-processes: must be "
+                                                             f"at least 1, got 0" if option == "-np" else
+                                                             f"error: argument {option}: must be at least 1, got 0")
+    assert not (tmp_path / "out").exists()
 
 
 def test_use_nnunet_env_never_replaces_a_dataset_the_demo_did_not_write(tmp_path, capsys, nnunet_folders):

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 from nnunetv2.configuration import default_num_processes
 
 from dataset_conversion.synthetic_camus import FIELD_DEPTH_MM, MIN_IMAGE_SIDE
+from nnunetv2_msvmamba.common.arguments import positive_int
 from nnunetv2_msvmamba.training.trainers import DemoSchedule
 from .report import report
 from .runner import DemoError, DemoState, run_steps
@@ -52,23 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
                "--epochs 100 --iterations 250")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT, metavar="OUT",
                         help="output folder (default: ./%(default)s)")
-    parser.add_argument("--patients", type=int, default=DEFAULT_PATIENTS, metavar="N",
+    parser.add_argument("--patients", type=positive_int, default=DEFAULT_PATIENTS, metavar="N",
                         help="synthetic patients; 70%% train, 10%% validate, 20%% test (default: %(default)s)")
     parser.add_argument("--size", type=int, nargs=2, default=list(DEFAULT_SIZE), metavar=("H", "W"),
                         help="image rows and columns (default: %(default)s; training time grows with H x W). The "
                              "hearts are life-size at any size: the field of view is "
                              f"{FIELD_DEPTH_MM:.0f} mm deep (pixel spacing {FIELD_DEPTH_MM:.0f} mm / H; more for "
                              "images narrower than 3/4 of their height)")
-    parser.add_argument("--epochs", type=int, default=DemoSchedule.epochs, metavar="E",
+    parser.add_argument("--epochs", type=positive_int, default=DemoSchedule.epochs, metavar="E",
                         help="training epochs of both models (default: %(default)s)")
-    parser.add_argument("--iterations", type=int, default=DemoSchedule.iterations_per_epoch, metavar="I",
+    parser.add_argument("--iterations", type=positive_int, default=DemoSchedule.iterations_per_epoch, metavar="I",
                         help="training iterations per epoch (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu",
                         help="device for training and prediction (default: %(default)s)")
     parser.add_argument("-d", "--dataset-id", type=int, default=DEFAULT_DATASET_ID, metavar="ID",
                         help="nnU-Net dataset id of the synthetic dataset (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic patients (default: %(default)s)")
-    parser.add_argument("-np", "--num-processes", type=int, default=min(default_num_processes, os.cpu_count() or 1),
+    parser.add_argument("-np", "--num-processes", type=positive_int, default=min(default_num_processes, os.cpu_count() or 1),
                         metavar="N", help="worker processes of the data steps (default: %(default)s)")
     parser.add_argument("--fresh", action="store_true", help="redo every step instead of reusing finished ones")
     parser.add_argument("--use-nnunet-env", action="store_true",
@@ -79,10 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    for option, value in (("--patients", args.patients), ("--epochs", args.epochs),
-                          ("--iterations", args.iterations), ("-np", args.num_processes)):
-        if value < 1:
-            raise DemoError(option, f"must be at least 1, got {value}")
     if args.patients < MIN_PATIENTS:
         raise DemoError("--patients", f"needs at least {MIN_PATIENTS} patients, so that validation and testing get "
                                       f"one each, got {args.patients}")
