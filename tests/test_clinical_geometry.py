@@ -174,3 +174,30 @@ def test_an_island_of_atrium_is_left_out_of_the_annulus_and_reported():
     assert np.linalg.norm(measured.axis.annulus_midpoint - clean.axis.annulus_midpoint) < 1e-9
     assert single_plane_volume(measured) == single_plane_volume(clean)
     assert [(r.structure, r.islands) for r in measured.removed] == [("left atrium (label 3)", 2)]
+
+
+def d_shaped_cavity_on_a_bowed_atrium() -> np.ndarray:
+    """A cavity with one straight wall (column 30, rows 20-86), its other wall an ellipse's arc, and a base that
+    bows down into the atrium below it: the atrial border is curved, and the hull's straightest stretch is the
+    wall, not the valve plane. The apex is the top of the straight wall, (20, 30)."""
+    rows, columns = np.mgrid[0:120, 0:120]
+    cavity = ((((rows - 55) / 35.0) ** 2 + ((columns - 30) / 40.0) ** 2 <= 1) & (columns >= 30)
+              & ((rows - 40) ** 2 + (columns - 50) ** 2 <= 50 ** 2))
+    atrium = (~cavity & ((rows - 40) ** 2 + (columns - 50) ** 2 <= 62 ** 2) & (rows > 70)
+              & (columns >= 30) & (columns <= 70))
+    labels = np.zeros(rows.shape, np.uint8)
+    labels[cavity], labels[atrium] = 1, 3
+    return labels
+
+
+def test_the_atrial_border_decides_the_annulus_where_the_hull_would_take_a_straight_wall():
+    labels = d_shaped_cavity_on_a_bowed_atrium()
+    measured = measure_view(labels, (1.0, 1.0))
+    atrium_pixels = np.argwhere(labels == 3)
+    for hinge in measured.axis.hinges:  # the ends of the border the cavity shares with the atrium
+        assert np.min(np.linalg.norm(atrium_pixels - hinge, axis=1)) <= 1.5, hinge
+    assert np.linalg.norm(measured.axis.apex - (20, 30)) <= 1.5
+    assert measured.axis.length > 55
+    # the premise: without the atrium, the straight wall would be taken for the valve plane
+    without_atrium = measure_view(labels, (1.0, 1.0), atrium_label=None)
+    assert np.linalg.norm(without_atrium.axis.apex - measured.axis.apex) > 20
