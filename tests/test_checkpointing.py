@@ -2,14 +2,17 @@
 maybe_load_checkpoint) survives a checkpoint torn by a kill during saving."""
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
 import pytest
 import torch
 from nnunetv2.run.run_training import maybe_load_checkpoint
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from network_fixtures import DATASET_JSON, PLAIN_2D, plans
+from nnunetv2_msvmamba.training import trainers
 from nnunetv2_msvmamba.training.checkpointing import AtomicCheckpoints
 from nnunetv2_msvmamba.training.trainers import nnUNetTrainer_Demo, nnUNetTrainerMSVMamba, nnUNetTrainerMSVMamba_5epochs
 
@@ -49,9 +52,15 @@ def any_trainer(nnunet_folders, request):
     return new_trainer(request.param)
 
 
-def test_our_trainers_save_atomically():
-    assert issubclass(nnUNetTrainerMSVMamba, AtomicCheckpoints)
-    assert issubclass(nnUNetTrainerMSVMamba_5epochs, AtomicCheckpoints)
+def test_every_trainer_the_package_ships_saves_and_loads_through_the_atomic_checkpoints():
+    """The behaviour is tested below on MSV-Mamba's and the stock demo trainer; every other trainer class must
+    reach the same two methods (a variant that overrode them, or a new trainer without the mixin, would not)."""
+    shipped = [cls for _, cls in inspect.getmembers(trainers, inspect.isclass)
+               if issubclass(cls, nnUNetTrainer) and cls.__module__ == trainers.__name__]
+    assert nnUNetTrainerMSVMamba_5epochs in shipped and nnUNetTrainer_Demo in shipped
+    for cls in shipped:
+        assert cls.save_checkpoint is AtomicCheckpoints.save_checkpoint, cls.__name__
+        assert cls.load_checkpoint is AtomicCheckpoints.load_checkpoint, cls.__name__
 
 
 def test_continue_from_a_torn_latest_checkpoint_falls_back_to_the_best_with_a_warning(trainer, capsys):
