@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 
 from handshake import Handshake
-from nnunetv2_msvmamba.video import cli, predict
+from nnunetv2_msvmamba.video import cli
+from nnunetv2_msvmamba.video.batched_prediction import BatchedFramePredictor
 
-original_predict_frames = predict.predict_frames
+original_predict_frames = BatchedFramePredictor.predict_frames
 
 
 def held_predict_frames(*args, **kwargs):
@@ -19,5 +20,5 @@ def held_predict_frames(*args, **kwargs):
 
 
 if __name__ == "__main__":
-    predict.predict_frames = held_predict_frames  # cli imports it from predict when a loop starts
+    BatchedFramePredictor.predict_frames = held_predict_frames  # what cli predicts each loop's frames with
     sys.exit(cli.main(sys.argv[1:]))

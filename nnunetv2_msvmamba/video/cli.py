@@ -19,15 +19,18 @@ from nnunetv2_msvmamba.common.errors import (INTERRUPTED_STATUS, InputError, exi
                                              short_reason)
 from nnunetv2_msvmamba.common.image_files import is_nifti, nifti_stem
 from nnunetv2_msvmamba.common.tables import write_csv
-from .analysis import LoopResult, analyse_loop, write_analysis_reports
+from .analysis import LoopResult, analyse_loop
 from .overlay import write_overlay
 from .outputs import OVERLAY_FORMATS, label_sequence_name, overlay_name
+from .runs import (check_part, loop_is_complete, part_of, rebuild_summaries, reference_efs,
+                   write_loop_record)
 from .sources import EchoLoop, check_loop_file, find_inputs, read_loop, stem
 
 SUMMARY_CSV = "video_summary.csv"
 STAGING_NAME = ".msvmamba_predict_video-staging"  # hidden: a folder search never takes what is in it
 SUMMARY_COLUMNS = ("sequence", "source", "frames", "rows", "columns", "spacing_mm", "beats", "ed_frames",
-                   "es_frames", "ef_percent", "labels", "overlay", "seconds_per_frame", "note")
+                   "es_frames", "ef_percent", "reference_ef_percent", "labels", "overlay", "seconds_per_frame",
+                   "note")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "the last axis), or folders of them.",
         epilog="Writes to OUT, per input NAME: NAME.nii.gz (the label sequence, frames on the last axis like CAMUS's "
                "_half_sequence_gt), NAME_overlay.mp4 (the contours on the echo), NAME_volume_curve.png (ED/ES marked); "
-               "for all inputs: sequence_frames.csv, sequence_summary.csv and video_summary.csv. Example: "
+               "NAME_loop.json (what makes the loop complete for --continue); for all loops in OUT: "
+               "sequence_frames.csv, sequence_summary.csv and video_summary.csv, rebuilt at the end of every part. "
+               "Example: "
                "msvmamba_predict_video -i echo_videos/ -o video_out -d 602 -c 2d -tr nnUNetTrainerMSVMamba -f 0")
     parser.add_argument("-i", "--input", required=True, nargs="+", type=Path, metavar="INPUT",
                         help="AVI videos, NIfTI sequences, or folders (searched recursively for *.avi and "
@@ -65,6 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sliding-window step as a fraction of the patch (default: %(default)s)")
     model.add_argument("--disable_tta", action="store_true",
                        help="no mirroring test-time augmentation (faster, slightly less accurate)")
+    # the whole numbers below are checked by check_run_options, so that a bad value is a one-line error and a
+    # shell variable in a job script ($SLURM_ARRAY_TASK_ID) is taken as it will be expanded
+    model.add_argument("--batch-size", metavar="B",
+                       help="frames (or tiles of frames larger than the model's patch) per forward pass, TTA's "
+                            "mirrored copies in the same pass (default: 8 on a CPU, 64 on a GPU)")
+    split = parser.add_argument_group("large runs, split and resumed as nnUNetv2_predict")
+    split.add_argument("-num_parts", default=1, metavar="N",
+                       help="split the loops into N parts, one per process or machine, all writing to OUT "
+                            "(default: %(default)s)")
+    split.add_argument("-part_id", default=0, metavar="K",
+                       help="the part this process predicts: loops K, K+N, K+2N, ... of the inputs in order (folders "
+                            "sorted), 0 <= K < N (default: %(default)s)")
+    split.add_argument("--continue", dest="continue_run", action="store_true",
+                       help="skip the loops whose outputs in OUT are complete (a run that stopped, resumed)")
+    parser.add_argument("--file-list", type=Path, metavar="FILELIST_CSV",
+                        help="EchoNet-Dynamic's FileList.csv: every loop's reference EF, compared with its predicted "
+                             "EF in video_summary.csv and ef_agreement.json (r, bias, limits of agreement, MAE) with "
+                             "ef_bland_altman.png; without it, a CAMUS Info_<view>.cfg beside a half sequence gives "
+                             "its LVef")
     parser.add_argument("--spacing", type=positive_float, metavar="MM",
                         help="pixel spacing of AVIs, which carry none: the volumes are then in mL, otherwise in "
                              "pixels^3 (NIfTIs use their header's spacing)")
@@ -106,7 +130,7 @@ def write_label_sequence(labels: np.ndarray, loop: EchoLoop, spacing_rc: Optiona
         raise InputError(path, f"cannot be written: {short_reason(error)}") from None
 
 
-def summary_row(result: LoopResult, output: Path) -> dict:
+def summary_row(result: LoopResult, output: Path, reference_ef: Optional[float]) -> dict:
     loop, analysis = result.loop, result.analysis
     frames, rows, columns = loop.frames.shape
     beats = analysis.beats if analysis is not None else []
@@ -116,29 +140,46 @@ def summary_row(result: LoopResult, output: Path) -> dict:
             "es_frames": " ".join(str(beat.es_frame) for beat in beats),
             "ef_percent": "" if analysis is None or not np.isfinite(analysis.ef_percent)
             else f"{analysis.ef_percent:.2f}",
+            "reference_ef_percent": "" if reference_ef is None else f"{reference_ef:.2f}",
             "labels": result.labels_path.relative_to(output).as_posix(),
             "overlay": result.overlay_path.relative_to(output).as_posix(),
             "seconds_per_frame": f"{result.seconds_per_frame:.3f}", "note": result.note}
 
 
-def process_loop(path: Path, predictor, args: argparse.Namespace, finished: Sequence[LoopResult]) -> LoopResult:
-    """Predicts and analyses one loop, then writes its label sequence and overlay with the reports of every loop
-    so far, all together or none of them."""
-    from .predict import predict_frames
+def process_loop(path: Path, order: int, predictor, args: argparse.Namespace, reference_ef: Optional[float],
+                 progress, expected_frames: int) -> LoopResult:
+    """Predicts and analyses one loop, then writes its label sequence, overlay, volume curve and record (the record
+    says it is complete) all together or none of them, then the summaries of every complete loop in the folder."""
+    from nnunetv2_msvmamba.clinical.plot import write_volume_curve
+    from nnunetv2_msvmamba.clinical.sequence import curve_file_name, frame_rows, summary_row as sequence_row
     loop = read_loop(path)
     spacing_rc = loop.spacing_rc or ((args.spacing, args.spacing) if args.spacing is not None else None)
+    if len(loop.frames) != expected_frames:  # the header's count was off: the bar's total follows the frames read
+        progress.total += len(loop.frames) - expected_frames
+        progress.refresh()
     started = time.monotonic()
-    labels = predict_frames(predictor, loop.frames, spacing_rc, loop.name)
+    labels = predictor.predict_frames(loop.frames, spacing_rc, progress.update)
     seconds_per_frame = (time.monotonic() - started) / len(labels)
     result = analyse_loop(loop, labels, spacing_rc, args.output / label_sequence_name(loop.name), seconds_per_frame)
     result.overlay_path = args.output / overlay_name(loop.name, args.overlay_format)
+    files = [result.labels_path, result.overlay_path]
     with staged_outputs(args.output) as staging:
         write_label_sequence(labels, loop, spacing_rc, staging / result.labels_path.name)
         write_overlay(loop.frames, labels, result.phases, loop.fps, staging / result.overlay_path.name)
-        results = [*finished, result]
-        write_analysis_reports(results, staging)
-        write_csv([summary_row(r, args.output) for r in results], SUMMARY_COLUMNS, staging / SUMMARY_CSV)
+        if result.analysis is not None:
+            files.append(args.output / curve_file_name(result.analysis))
+            write_volume_curve(result.analysis, staging / files[-1].name)
+        write_loop_record(args.output, loop.name, order, files, summary_row(result, args.output, reference_ef),
+                          None if result.analysis is None else sequence_row(result.analysis),
+                          [] if result.analysis is None else frame_rows(result.analysis), destination=staging)
+    write_summaries(args.output)
     return result
+
+
+def write_summaries(output: Path) -> None:
+    """The summaries of every complete loop in `output` (this part's and the others'), all replaced together."""
+    with staged_outputs(output) as staging:
+        rebuild_summaries(output, SUMMARY_COLUMNS, destination=staging)
 
 
 @contextmanager
@@ -194,10 +235,33 @@ def interrupted_message(finished: Sequence[LoopResult], inputs: Sequence[Path], 
             f"{'was' if len(unwritten) == 1 else 'were'} not written")
 
 
+def whole_number(option: str, value) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(option, f"must be a whole number, got {value!r}") from None
+
+
+def check_run_options(args: argparse.Namespace) -> None:
+    """--batch-size, -num_parts and -part_id as whole numbers, in range."""
+    if args.batch_size is not None:
+        args.batch_size = whole_number("--batch-size", args.batch_size)
+    args.num_parts = whole_number("-num_parts", args.num_parts)
+    args.part_id = whole_number("-part_id", args.part_id)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError("--batch-size", f"must be at least 1, got {args.batch_size}")
+    check_part(args.num_parts, args.part_id)
+
+
 def predict_videos(args: argparse.Namespace) -> list[LoopResult]:
-    """Checks the output folder, the model and the inputs, then predicts, analyses and writes the loops one by
-    one; the reports are rewritten with each, so an error or a Ctrl-C leaves every finished loop complete."""
+    """Checks the options, the output folder, the model and the inputs, then predicts, analyses and writes this
+    part's loops one by one, each complete or not at all, and the summaries of every complete loop in the folder
+    after each; an error or a Ctrl-C leaves every finished loop complete."""
+    from tqdm import tqdm
+    from .batched_prediction import BatchedFramePredictor
     from .predict import check_model_folder, load_predictor
+    from .runs import frame_count
+    check_run_options(args)
     check_writable(args.output)
     model_folder = resolve_model_folder(args)
     check_model_folder(model_folder, args.f, args.chk)
@@ -205,27 +269,42 @@ def predict_videos(args: argparse.Namespace) -> list[LoopResult]:
     refuse_overwriting_inputs(search.loops, args.output, args.overlay_format)
     for path in search.loops:  # every header before the first loop, not hours into a run
         check_loop_file(path)
+    references = reference_efs(search.loops, [stem(path) for path in search.loops], args.file_list)
     if search.earlier_outputs:
         print(f"note: {len(search.earlier_outputs)} output(s) of msvmamba_predict_video not taken as inputs: "
               f"{listing([str(path) for path in search.earlier_outputs])}", file=sys.stderr)
     check_device(args.device)
-    predictor = load_predictor(model_folder, args.f, args.chk, args.device, not args.disable_tta, args.step_size)
-    print(f"msvmamba_predict_video: {len(search.loops)} loop(s) with {model_folder} on {args.device}", flush=True)
+    order = {path: index for index, path in enumerate(search.loops)}
+    loops = part_of(search.loops, args.num_parts, args.part_id)
+    complete = [path for path in loops if args.continue_run and loop_is_complete(args.output, stem(path))]
+    loops = [path for path in loops if path not in complete]
+    predictor = BatchedFramePredictor(
+        load_predictor(model_folder, args.f, args.chk, args.device, not args.disable_tta, args.step_size),
+        args.batch_size)
+    part = f" (part {args.part_id} of 0..{args.num_parts - 1})" if args.num_parts > 1 else ""
+    skipped = f", {len(complete)} complete one(s) skipped (--continue)" if complete else ""
+    print(f"msvmamba_predict_video: {len(loops)} loop(s){part}{skipped} with {model_folder} on {args.device}, "
+          f"{predictor.batch_size} frames per forward pass", flush=True)
+    expected = {path: frame_count(path) for path in loops}
     results: list[LoopResult] = []
     try:
-        for path in search.loops:
-            result = process_loop(path, predictor, args, results)
-            results.append(result)
-            ef = result.analysis.ef_percent if result.analysis is not None else float("nan")
-            print(f"{result.loop.name}: {len(result.loop.frames)} frames, "
-                  + (f"EF {ef:.1f} % over {len(result.analysis.beats)} beat(s)" if np.isfinite(ef)
-                     else f"no EF ({result.note})")
-                  + f"; {result.overlay_path}", flush=True)
+        with tqdm(total=sum(expected.values()), unit="frame", desc="frames", smoothing=0.1) as progress:
+            for path in loops:
+                result = process_loop(path, order[path], predictor, args, references.get(stem(path)), progress,
+                                      expected[path])
+                results.append(result)
+                ef = result.analysis.ef_percent if result.analysis is not None else float("nan")
+                progress.write(f"{result.loop.name}: {len(result.loop.frames)} frames, "
+                               + (f"EF {ef:.1f} % over {len(result.analysis.beats)} beat(s)" if np.isfinite(ef)
+                                  else f"no EF ({result.note})")
+                               + f"; {result.overlay_path}", file=sys.stdout)
     except KeyboardInterrupt:
         if not results:
             raise
-        raise InterruptedAfterWork(interrupted_message(results, search.loops, args.output)) from None
-    print(f"wrote {SUMMARY_CSV}, sequence_frames.csv and sequence_summary.csv to {args.output}")
+        raise InterruptedAfterWork(interrupted_message(results, loops, args.output)) from None
+    write_summaries(args.output)  # also when every loop of this part was complete already
+    print(f"wrote {SUMMARY_CSV}, sequence_frames.csv and sequence_summary.csv of every complete loop in "
+          f"{args.output}")
     return results
 
 

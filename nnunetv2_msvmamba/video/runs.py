@@ -193,8 +193,8 @@ def write_ef_agreement(records: Sequence[dict], output: Path) -> Optional[dict]:
     stats = agreement(measured, reference)
     document = {"metric": "EF (%), mean over the beats of each loop, against the dataset's own", **stats,
                 "loops_without_ef": [name for name, ef, _ in pairs if not math.isfinite(ef)],
-                "pairs": [{"sequence": name, "ef_percent": ef if math.isfinite(ef) else None, "reference_ef_percent": ref}
-                          for name, ef, ref in pairs]}
+                "pairs": [{"sequence": name, "ef_percent": ef if math.isfinite(ef) else None,
+                           "reference_ef_percent": ref} for name, ef, ref in pairs]}
     write_json_atomically(document, output / EF_AGREEMENT_JSON)
     both = np.isfinite(measured)
     from nnunetv2_msvmamba.clinical.plot import agreement_grid
