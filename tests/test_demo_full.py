@@ -10,9 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED_LV_ENDO_DICE = 0.85
-MAX_EF_MAE_POINTS = 20.0  # measured 9.3 (README): short training shrinks ED and grows ES masks
+# Measured 8.02 points (2026-12-02, life-size synthetic hearts) and 9.32 before them: short training shrinks ED
+# and grows ES masks. The bound is the larger of the two with a 30 % margin for run-to-run variation of training.
+MAX_EF_MAE_POINTS = 12.0
 
 
 def test_default_demo_reaches_the_required_lv_endo_dice(tmp_path: Path) -> None:
