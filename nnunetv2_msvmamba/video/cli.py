@@ -18,7 +18,6 @@ from nnunetv2_msvmamba.common.atomic import check_writable, staged_files
 from nnunetv2_msvmamba.common.errors import (INTERRUPTED_STATUS, InputError, exit_status_of, from_os_error,
                                              short_reason)
 from nnunetv2_msvmamba.common.image_files import is_nifti, nifti_stem
-from nnunetv2_msvmamba.common.tables import write_csv
 from .analysis import LoopResult, analyse_loop
 from .overlay import write_overlay
 from .outputs import OVERLAY_FORMATS, label_sequence_name, overlay_name
