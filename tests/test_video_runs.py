@@ -12,6 +12,7 @@ import pytest
 
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.video import runs
+from nnunetv2_msvmamba.video.sources import camus_frame_rate
 
 VIDEO_COLUMNS = ("sequence", "ef_percent", "reference_ef_percent", "labels")
 
@@ -121,3 +122,12 @@ def test_camus_info_beside_a_half_sequence_gives_its_ef(tmp_path):
     (tmp_path / "Info_2CH.cfg").write_text("LVef: n/a\n")
     with pytest.raises(InputError, match="Info_2CH.cfg: LVef 'n/a' is not a number"):
         runs.reference_efs([other], ["b"], None)
+
+
+def test_the_2023_release_info_ef_is_read_as_the_converter_reads_it(tmp_path):
+    """CAMUS 2023's Info files (the release that has half sequences) say EF, not the challenge release's LVef."""
+    loop = tmp_path / "patient0003_2CH_half_sequence.nii.gz"
+    (tmp_path / "Info_2CH.cfg").write_text("ED: 1\nES: 17\nNbFrame: 17\nSex: F\nAge: 46\nImageQuality: Medium\n"
+                                           "EF: 49\nFrameRate: 44\n")
+    assert runs.reference_efs([loop], ["patient0003_2CH_half_sequence"], None) == {"patient0003_2CH_half_sequence": 49.0}
+    assert camus_frame_rate(loop) == 44.0

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="EchoNet-Dynamic's FileList.csv: every loop's reference EF, compared with its predicted "
                              "EF in video_summary.csv and ef_agreement.json (r, bias, limits of agreement, MAE) with "
                              "ef_bland_altman.png; without it, a CAMUS Info_<view>.cfg beside a half sequence gives "
-                             "its LVef")
+                             "its EF (EF, or LVef in the challenge release)")
     parser.add_argument("--spacing", type=positive_float, metavar="MM",
                         help="pixel spacing of AVIs, which carry none: the volumes are then in mL, otherwise in "
                              "pixels^3 (NIfTIs use their header's spacing)")

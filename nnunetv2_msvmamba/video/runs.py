@@ -9,13 +9,12 @@ dataset's own.
 * The summaries (`video_summary.csv`, `sequence_summary.csv`, `sequence_frames.csv`, and the EF agreement when a
   reference is known) are rebuilt from all the records in the folder at the end of every part, so the last part to
   finish leaves the summary of every loop.
-* Reference EF: EchoNet-Dynamic's `FileList.csv` (`--file-list`), or the `LVef` of the CAMUS `Info_<view>.cfg`
+* Reference EF: EchoNet-Dynamic's `FileList.csv` (`--file-list`), or the EF (`EF`, or the challenge release's `LVef`) of the CAMUS `Info_<view>.cfg`
   beside a half sequence."""
 from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,6 +25,7 @@ from nnunetv2_msvmamba.clinical.sequence import FRAME_COLUMNS, SUMMARY_COLUMNS a
 from nnunetv2_msvmamba.common.atomic import write_json_atomically
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.common.tables import read_csv_table, write_csv
+from .sources import camus_info
 
 RECORD_SUFFIX = "_loop.json"
 EF_AGREEMENT_JSON = "ef_agreement.json"
@@ -150,21 +150,21 @@ def file_list_ef(path: Path) -> dict[str, float]:
     return efs
 
 
+# The 2023 release's Info files say EF, the challenge release's LVef (as the CAMUS converter reads them).
+CAMUS_EF_KEYS = ("EF", "LVef")
+
+
 def camus_info_ef(loop: Path) -> Optional[float]:
-    """The LVef of the CAMUS Info_<view>.cfg beside `patientNNNN_<view>_half_sequence.nii.gz`, if there is one."""
-    match = re.fullmatch(r".+_(\w+?)_half_sequence\.nii(\.gz)?", loop.name)
-    info = loop.parent / f"Info_{match.group(1)}.cfg" if match else None
-    if info is None or not info.is_file():
+    """The EF of the CAMUS Info_<view>.cfg beside `patientNNNN_<view>_half_sequence.nii.gz`, if there is one."""
+    info, entries = camus_info(loop)
+    key = next((key for key in CAMUS_EF_KEYS if key in entries), None)
+    if key is None:
         return None
-    for line in info.read_text(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "LVef":
-            try:
-                ef = float(value)
-            except ValueError:
-                raise InputError(info, f"LVef {value.strip()!r} is not a number") from None
-            return ef if math.isfinite(ef) else None
-    return None
+    try:
+        ef = float(entries[key])
+    except ValueError:
+        raise InputError(info, f"{key} {entries[key]!r} is not a number") from None
+    return ef if math.isfinite(ef) else None
 
 
 def reference_efs(loops: Sequence[Path], names: Sequence[str], file_list: Optional[Path]) -> dict[str, float]:

@@ -2,6 +2,7 @@
 (frames on the last axis, in-plane spacing in the header), given as files or found in folders."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,20 +140,24 @@ def read_video(path: Path) -> EchoLoop:
     return EchoLoop(stem(path), path, np.stack(frames), None, fps if fps and fps > 0 else DEFAULT_NIFTI_FPS)
 
 
-def camus_frame_rate(path: Path) -> Optional[float]:
-    """The FrameRate of the Info_<view>.cfg beside a CAMUS half sequence `patientNNNN_<view>_half_sequence`."""
-    match = re.fullmatch(r".+_(\w+)_half_sequence", stem(path))
+def camus_info(path: Path) -> tuple[Optional[Path], dict[str, str]]:
+    """The Info_<view>.cfg beside a CAMUS half sequence `patientNNNN_<view>_half_sequence` and its entries
+    (`key: value` lines); (None, {}) when there is none."""
+    match = re.fullmatch(r".+_(\w+?)_half_sequence", stem(path))
     info = path.parent / f"Info_{match.group(1)}.cfg" if match else None
     if info is None or not info.is_file():
+        return None, {}
+    entries = (line.partition(":") for line in info.read_text(errors="replace").splitlines())
+    return info, {key.strip(): value.strip() for key, colon, value in entries if colon}
+
+
+def camus_frame_rate(path: Path) -> Optional[float]:
+    """The FrameRate of the Info_<view>.cfg beside a CAMUS half sequence, when it is a positive number."""
+    try:
+        rate = float(camus_info(path)[1].get("FrameRate", ""))
+    except ValueError:
         return None
-    for line in info.read_text(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "FrameRate":
-            try:
-                return float(value) if float(value) > 0 else None
-            except ValueError:
-                return None
-    return None
+    return rate if math.isfinite(rate) and rate > 0 else None
 
 
 def check_loop_file(path: Path) -> None:
