@@ -75,14 +75,9 @@ MEMORY_NOTE = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """`implementation` against `baseline` on `metric` (a speedup: the baseline's time over ours, or a memory
-    ratio: ours over the baseline's); `at_least` or `at_most` `bound`."""
+class Bounded:
+    """A figure's target: at least or at most `bound` (the dataclasses below give `title`, `bound`, `at_least`)."""
     title: str
-    implementation: str
-    baseline: str
-    metric: str  # "fwd+bwd speedup", "fwd speedup" (the worse of inference and training), "peak ratio"
     bound: float
     at_least: bool
 
@@ -91,6 +86,18 @@ class Target:
 
     def describe(self) -> str:
         return f"{self.title} {'>=' if self.at_least else '<='} {self.bound:.2g}x"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target(Bounded):
+    """`implementation` against `baseline` on `metric` (a speedup: the baseline's time over ours, or a memory
+    ratio: ours over the baseline's); `at_least` or `at_most` `bound`."""
+    title: str
+    implementation: str
+    baseline: str
+    metric: str  # "fwd+bwd speedup", "fwd speedup" (the worse of inference and training), "peak ratio"
+    bound: float
+    at_least: bool
 
 
 TARGETS = (
@@ -105,17 +112,11 @@ TARGETS = (
 
 
 @dataclasses.dataclass(frozen=True)
-class LimitTarget:
+class LimitTarget(Bounded):
     """A figure of the Numba scan against the arithmetic limit or its own thread scaling (see `limit_metrics`)."""
     title: str
     bound: float
     at_least: bool
-
-    def passes(self, value: float) -> bool:
-        return value >= self.bound if self.at_least else value <= self.bound
-
-    def describe(self) -> str:
-        return f"{self.title} {'>=' if self.at_least else '<='} {self.bound:.2g}x"
 
 
 LIMIT_TARGETS = (
