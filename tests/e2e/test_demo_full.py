@@ -10,10 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from helpers.paths import REPOSITORY
 
-pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[1]
 REQUIRED_LV_ENDO_DICE = 0.85
 # Measured 8.02 points (2026-12-02, life-size synthetic hearts) and 9.32 before them: short training shrinks ED
 # and grows ES masks. The bound is the larger of the two with a 30 % margin for run-to-run variation of training.
@@ -22,7 +20,7 @@ MAX_EF_MAE_POINTS = 12.0
 
 def test_default_demo_reaches_the_required_lv_endo_dice(tmp_path: Path) -> None:
     output = tmp_path / "demo_output"
-    result = subprocess.run([sys.executable, "-m", "nnunetv2_msvmamba.demo", "-o", str(output)], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "nnunetv2_msvmamba.demo", "-o", str(output)], cwd=REPOSITORY,
                             capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "nnUNetTrainerMSVMamba_Demo: 25 epochs x 10 iterations, cpu" in result.stdout

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import BIN, NnUNetFolders, run_command
-from handshake import HANG_BOUND_SECONDS, Handshake
+from helpers.handshake import HANG_BOUND_SECONDS, Handshake
+from helpers.nnunet import NnUNetFolders, run_command
+from helpers.paths import TESTS, pythonpath_with_tests
+from helpers.toy_datasets import write_toy_dataset
+from nnunetv2_msvmamba.common.commands import BIN
 from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
-from toy_datasets import write_toy_dataset
 
-pytestmark = pytest.mark.e2e
 TRAINER = "nnUNetTrainerMSVMamba_Debug"
-HELD_TRAINER = "nnUNetTrainerMSVMamba_DebugHeld"  # test-only: see tests/held_trainers
-TESTS = Path(__file__).resolve().parent
-HELD_TRAINERS = TESTS / "held_trainers"
+HELD_TRAINER = "nnUNetTrainerMSVMamba_DebugHeld"  # test-only: see tests/helpers/held_trainers
+HELD_TRAINERS = TESTS / "helpers" / "held_trainers"
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +58,15 @@ def dataset_2d(folders) -> Path:
 
 
 def held_training_env(folders: NnUNetFolders, handshake: Handshake | None = None) -> dict:
-    """training_env, with the test-only trainers (tests/held_trainers) findable and, if given, the handshake."""
+    """training_env, with the test-only trainers (tests/helpers/held_trainers) findable and, if given, the handshake."""
     return training_env(folders, nnUNet_extTrainer=os.pathsep.join([str(trainer_folder()), str(HELD_TRAINERS)]),
-                        PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+                        PYTHONPATH=pythonpath_with_tests(),
                         **(handshake.env() if handshake else {}))
 
 
 def test_train_interrupt_resume_and_predict_2d(folders, dataset_2d, tmp_path):
     """Killed in the middle of training, after the first epoch's checkpoint, and resumed with --c. The trainer
-    (nnUNetTrainerMSVMamba_Debug holding at the start of its second epoch, tests/held_trainers) cannot reach its
+    (nnUNetTrainerMSVMamba_Debug holding at the start of its second epoch, tests/helpers/held_trainers) cannot reach its
     end before the kill, however busy the machine."""
     trainer = HELD_TRAINER
     output = folders.results / dataset_2d.name / f"{trainer}__nnUNetPlans__2d" / "fold_0"

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import torch
 
-from conftest import NnUNetFolders, run_command
+from helpers.nnunet import NnUNetFolders, run_command
+from helpers.toy_datasets import write_toy_dataset
 from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
-from toy_datasets import write_toy_dataset
 
-pytestmark = pytest.mark.e2e
 TRAINER = "nnUNetTrainerMSVMamba_Debug"
 TRANSFER_PLANS = "nnUNetPlans_from601"
 

@@ -3,8 +3,6 @@ a tiny EchoNet-style AVI and a tiny CAMUS-style NIfTI sequence, frame for frame 
 the outputs; and the bad inputs, each one line and exit status 2 with the finished outputs kept."""
 from __future__ import annotations
 
-import csv
-import os
 import re
 import shutil
 import signal
@@ -17,25 +15,25 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import NnUNetFolders, run_command
 from dataset_conversion.echonet_synthetic import write_avi
-from handshake import HANG_BOUND_SECONDS, Handshake
-from image_faults import set_nifti_pixdim, write_float_nifti
+from helpers.handshake import HANG_BOUND_SECONDS, Handshake
+from helpers.image_faults import set_nifti_pixdim, write_float_nifti
+from helpers.nnunet import NnUNetFolders, run_command
+from helpers.paths import pythonpath_with_tests
+from helpers.read_only import make_read_only
+from helpers.tables import read_rows
+from helpers.toy_models import train_toy_model
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
 from nnunetv2_msvmamba.video import cli, overlay
 from nnunetv2_msvmamba.video.sources import find_inputs, read_loop
-from read_only import make_read_only
-from toy_datasets import write_toy_dataset
 
-pytestmark = pytest.mark.e2e
 TRAINER = "nnUNetTrainerMSVMamba_Debug"
 DATASET_ID = 931
 NIFTI_SPACING = (0.3, 0.33)  # x (columns), y (rows): unequal, so that a swapped axis shows
 NIFTI_FRAMES = 5
 AVI_FRAMES = 4
 FAST = ["-device", "cpu", "--disable_tta"]  # one forward pass per frame: the CPU network is the slow part
-TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +44,7 @@ def folders(tmp_path_factory) -> NnUNetFolders:
 @pytest.fixture(scope="module")
 def model(folders) -> Path:
     """A 2D MSV-Mamba model trained (two tiny epochs) through the real nnU-Net commands."""
-    dataset = write_toy_dataset(folders.raw, DATASET_ID, (48, 48), n_train=5, n_test=0)
-    run_command(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1", "-npfp", "1"],
-                env=folders.env())
-    run_command(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", TRAINER, "-device", "cpu"],
-                env=folders.env(nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0"))
-    return folders.results / dataset.name / f"{TRAINER}__nnUNetPlans__2d"
+    return train_toy_model(folders, DATASET_ID, TRAINER)
 
 
 def beating_disc_frames(n_frames: int, shape: tuple[int, int]) -> np.ndarray:
@@ -80,11 +73,6 @@ def loops(tmp_path_factory) -> dict[str, Path]:
     return {"nifti": nifti, "avi": avi}
 
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 @pytest.fixture(scope="module")
 def predicted(model, loops, tmp_path_factory, folders):
     output = tmp_path_factory.mktemp("video") / "out"
@@ -107,7 +95,7 @@ def test_every_frame_of_an_avi_and_a_nifti_sequence_is_segmented_and_analysed(pr
     avi_labels = sitk.ReadImage(str(output / "0XVIDEO0001.nii.gz"))
     assert avi_labels.GetSize() == (44, 40, AVI_FRAMES) and np.allclose(avi_labels.GetSpacing(), (0.3, 0.3, 1))
 
-    summary = read_csv(output / "video_summary.csv")
+    summary = read_rows(output / "video_summary.csv")
     assert [row["sequence"] for row in summary] == ["patient0001_4CH_half_sequence", "0XVIDEO0001"]
     assert [int(row["frames"]) for row in summary] == [NIFTI_FRAMES, AVI_FRAMES]
     assert summary[0]["spacing_mm"] == "0.33 x 0.3" and summary[1]["spacing_mm"] == "0.3 x 0.3"
@@ -122,7 +110,7 @@ def test_every_frame_of_an_avi_and_a_nifti_sequence_is_segmented_and_analysed(pr
         # analysed, or the reason it could not be stated
         assert row["ef_percent"] or row["note"]
     # sequence_frames.csv has every frame of every sequence that could be measured; the others say which frame not
-    frames = read_csv(output / "sequence_frames.csv") if (output / "sequence_frames.csv").exists() else []
+    frames = read_rows(output / "sequence_frames.csv") if (output / "sequence_frames.csv").exists() else []
     for row in summary:
         measured = [frame for frame in frames if frame["sequence"] == row["sequence"]]
         assert len(measured) == int(row["frames"]) or "frame" in row["note"]
@@ -164,7 +152,7 @@ def test_an_unreadable_video_stops_with_one_line_and_keeps_the_finished_outputs(
                                     "-f", "0", *FAST], capsys)
     assert status == 2
     assert error.strip().splitlines()[-1] == f"error: {broken}: unreadable video: OpenCV cannot open it"
-    summary = read_csv(output / "video_summary.csv")
+    summary = read_rows(output / "video_summary.csv")
     assert [row["sequence"] for row in summary] == ["patient0001_4CH_half_sequence"]
     assert (output / summary[0]["labels"]).is_file() and (output / summary[0]["overlay"]).is_file()
     assert not list(output.glob("zz_broken*")) and hidden_files(output) == []
@@ -296,7 +284,7 @@ def test_one_file_given_through_several_paths_is_predicted_once(model, loops, fo
     result = run_video(["-i", str(videos / "0XVIDEO0001.avi"), str(videos / "sub" / ".." / "0XVIDEO0001.avi"),
                         str(videos), "-o", str(output), "-m", str(model), "-f", "0", *FAST], folders)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [row["sequence"] for row in read_csv(output / "video_summary.csv")] == ["0XVIDEO0001"]
+    assert [row["sequence"] for row in read_rows(output / "video_summary.csv")] == ["0XVIDEO0001"]
 
 
 @pytest.mark.parametrize("given_as", ["folder", "files"])
@@ -383,7 +371,7 @@ def test_an_output_folder_inside_the_input_folder_is_never_taken_as_input(model,
     for run in ("first", "second"):
         result = run_video(arguments, folders)
         assert result.returncode == 0, f"{run} run\n{result.stderr[-3000:]}"
-        assert [row["sequence"] for row in read_csv(output / "video_summary.csv")] == [
+        assert [row["sequence"] for row in read_rows(output / "video_summary.csv")] == [
             "0XVIDEO0001", "patient0001_4CH_half_sequence"], f"{run} run"
     assert "note: 3 output(s) of msvmamba_predict_video not taken as inputs" in result.stderr
     # an earlier run's outputs are recognised wherever they are, whatever this run's output folder
@@ -402,9 +390,9 @@ def test_ctrl_c_keeps_the_finished_loops_and_says_which_were_not_written(model, 
     pressed Ctrl-C: it cannot finish first, however busy the machine."""
     handshake = Handshake(tmp_path / "handshake")
     output = tmp_path / "out"
-    env = folders.env(PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **handshake.env())
+    env = folders.env(PYTHONPATH=pythonpath_with_tests(), **handshake.env())
     with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "held_video_predictor", "-i", str(loops["nifti"]),
+        process = subprocess.Popen([sys.executable, "-m", "helpers.held_video_predictor", "-i", str(loops["nifti"]),
                                     str(loops["avi"]), "-o", str(output), "-m", str(model), "-f", "0",
                                     "--spacing", "0.3", *FAST], env=env, stdout=stdout, stderr=stderr)
         try:
@@ -419,7 +407,7 @@ def test_ctrl_c_keeps_the_finished_loops_and_says_which_were_not_written(model, 
     assert process.returncode == 130 and "Traceback" not in error, error[-3000:]
     assert error.strip().splitlines()[-1] == (f"interrupted: kept the 1 finished loop(s) in {output} "
                                               f"(patient0001_4CH_half_sequence); 0XVIDEO0001 was not written")
-    summary = read_csv(output / "video_summary.csv")
+    summary = read_rows(output / "video_summary.csv")
     assert [row["sequence"] for row in summary] == ["patient0001_4CH_half_sequence"]
     assert (output / summary[0]["labels"]).is_file() and (output / summary[0]["overlay"]).is_file()
     assert not list(output.glob("0XVIDEO0001*")) and hidden_files(output) == []

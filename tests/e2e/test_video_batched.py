@@ -12,13 +12,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import NnUNetFolders, run_command
+from helpers.nnunet import NnUNetFolders, run_command
+from helpers.toy_models import train_toy_model
 from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
 from nnunetv2_msvmamba.video.batched_prediction import BatchedFramePredictor, default_batch_size
 from nnunetv2_msvmamba.video.predict import load_predictor
-from toy_datasets import write_toy_dataset
 
-pytestmark = pytest.mark.e2e
 TRAINER = "nnUNetTrainerMSVMamba_Demo"
 DATASET_ID = 932
 TRAINING_SCHEDULE = {"MSVMAMBA_DEMO_EPOCHS": "3", "MSVMAMBA_DEMO_ITERATIONS": "10"}  # pseudo Dice ~0.99 by epoch 3
@@ -43,12 +42,7 @@ def model(folders) -> Path:
     """A 2D MSV-Mamba model that has learned the toy dataset's disc (LV cavity) and ring, trained through nnU-Net's
     commands; and a second fold for the ensemble: the same network with its weights perturbed by 5 % (a different
     model that still works; training a second fold would double the test's time)."""
-    dataset = write_toy_dataset(folders.raw, DATASET_ID, (48, 48), n_train=10, n_test=0)
-    run_command(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1", "-npfp", "1"],
-                env=folders.env())
-    run_command(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", TRAINER, "-device", "cpu"],
-                env=folders.env(nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0", **TRAINING_SCHEDULE))
-    folder = folders.results / dataset.name / f"{TRAINER}__nnUNetPlans__2d"
+    folder = train_toy_model(folders, DATASET_ID, TRAINER, n_train=10, **TRAINING_SCHEDULE)
     checkpoint = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     generator = torch.Generator().manual_seed(1)
     for name, weights in checkpoint["network_weights"].items():

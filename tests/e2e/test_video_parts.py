@@ -4,7 +4,6 @@ reference EF of CAMUS's Info files and EchoNet-Dynamic's FileList.csv with its a
 errors of the new options."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -16,18 +15,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import NnUNetFolders, run_command
 from dataset_conversion.echonet_synthetic import write_avi
-from handshake import Handshake
-from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
+from helpers.handshake import Handshake
+from helpers.nnunet import NnUNetFolders, run_command
+from helpers.paths import TESTS, pythonpath_with_tests
+from helpers.tables import read_rows
+from helpers.toy_models import train_toy_model
 from nnunetv2_msvmamba.video import cli
-from toy_datasets import write_toy_dataset
 
-pytestmark = pytest.mark.e2e
-TRAINER = "nnUNetTrainerMSVMamba_Debug"  # speed and bookkeeping are tested here; tests/test_video_batched.py
+TRAINER = "nnUNetTrainerMSVMamba_Debug"  # speed and bookkeeping are tested here; tests/e2e/test_video_batched.py
 DATASET_ID = 933                         # compares labels with a model that has learned
 FAST = ["-device", "cpu", "--disable_tta", "-f", "0"]
-TESTS = Path(__file__).resolve().parent
 REFERENCE_EF = {"patient0001": 61.0, "patient0002": 48.5, "patient0003": 55.0}
 
 
@@ -38,12 +36,7 @@ def folders(tmp_path_factory) -> NnUNetFolders:
 
 @pytest.fixture(scope="module")
 def model(folders) -> Path:
-    dataset = write_toy_dataset(folders.raw, DATASET_ID, (48, 48), n_train=5, n_test=0)
-    run_command(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1", "-npfp", "1"],
-                env=folders.env())
-    run_command(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", TRAINER, "-device", "cpu"],
-                env=folders.env(nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0"))
-    return folders.results / dataset.name / f"{TRAINER}__nnUNetPlans__2d"
+    return train_toy_model(folders, DATASET_ID, TRAINER)
 
 
 def beating_disc_frames(n_frames: int, shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -77,11 +70,6 @@ def predict(inputs: list[Path], output: Path, model: Path, *options: str, check:
                         *FAST, *options], check=check)
 
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def without_timing(rows: list[dict]) -> list[dict]:
     return [{key: value for key, value in row.items() if key != "seconds_per_frame"} for row in rows]
 
@@ -92,7 +80,7 @@ def test_two_parts_give_exactly_the_outputs_of_one_run(model, camus_loops, tmp_p
     first = predict([camus_loops], parts, model, "-num_parts", "2", "-part_id", "0")
     assert "2 loop(s) (part 0 of 0..1)" in first.stdout
     # after the first part, the summary has its loops only: patients 1 and 3 (loops 0 and 2 of the sorted inputs)
-    assert [row["sequence"] for row in read_csv(parts / "video_summary.csv")] == [
+    assert [row["sequence"] for row in read_rows(parts / "video_summary.csv")] == [
         "patient0001_4CH_half_sequence", "patient0003_4CH_half_sequence"]
     predict([camus_loops], parts, model, "-num_parts", "2", "-part_id", "1")
 
@@ -102,8 +90,8 @@ def test_two_parts_give_exactly_the_outputs_of_one_run(model, camus_loops, tmp_p
                               sitk.GetArrayFromImage(sitk.ReadImage(str(parts / labels.name)))), labels.name
     for table in ("sequence_frames.csv", "sequence_summary.csv"):
         assert (whole / table).read_bytes() == (parts / table).read_bytes(), table
-    summary = read_csv(whole / "video_summary.csv")
-    assert without_timing(summary) == without_timing(read_csv(parts / "video_summary.csv"))
+    summary = read_rows(whole / "video_summary.csv")
+    assert without_timing(summary) == without_timing(read_rows(parts / "video_summary.csv"))
     # the reference EF of each loop's Info_4CH.cfg, beside its predicted EF, and the agreement over the loops
     assert [float(row["reference_ef_percent"]) for row in summary] == list(REFERENCE_EF.values())
     agreement = json.loads((whole / "ef_agreement.json").read_text())
@@ -116,10 +104,9 @@ def test_two_parts_give_exactly_the_outputs_of_one_run(model, camus_loops, tmp_p
 def test_continue_after_a_kill_redoes_only_the_unfinished_loop(model, camus_loops, tmp_path):
     output = tmp_path / "out"
     handshake = Handshake(tmp_path / "handshake")
-    command = [sys.executable, "-m", "held_video_predictor", "-i", str(camus_loops), "-o", str(output),
+    command = [sys.executable, "-m", "helpers.held_video_predictor", "-i", str(camus_loops), "-o", str(output),
                "-m", str(model), *FAST]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-               **handshake.env())
+    env = dict(os.environ, PYTHONPATH=pythonpath_with_tests(), **handshake.env())
     process = subprocess.Popen(command, cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         handshake.wait_until_waiting(process)  # the first loop is written, the second is being predicted
@@ -135,7 +122,7 @@ def test_continue_after_a_kill_redoes_only_the_unfinished_loop(model, camus_loop
     assert "2 loop(s), 1 complete one(s) skipped (--continue)" in resumed.stdout
     assert f"{first}:" not in resumed.stdout  # not predicted again
     assert {path.name: path.stat().st_mtime_ns for path in output.glob(f"{first}*")} == kept
-    assert [row["sequence"] for row in read_csv(output / "video_summary.csv")] == [
+    assert [row["sequence"] for row in read_rows(output / "video_summary.csv")] == [
         f"{patient}_4CH_half_sequence" for patient in REFERENCE_EF]
     again = predict([camus_loops], output, model, "--continue")  # nothing left: the summary is rebuilt, no loop
     assert "0 loop(s), 3 complete one(s) skipped (--continue)" in again.stdout
@@ -151,7 +138,7 @@ def test_file_list_gives_echonet_videos_their_reference_ef(model, tmp_path):
                          "0X1A,62.5,1,2,40,44,50,9,TEST\n0X2B,41,1,2,40,44,50,9,TEST\n0X3C,50,1,2,40,44,50,9,TEST\n")
     output = tmp_path / "out"
     predict([videos], output, model, "--file-list", str(file_list), "--batch-size", "3")
-    summary = read_csv(output / "video_summary.csv")
+    summary = read_rows(output / "video_summary.csv")
     assert [(row["sequence"], row["reference_ef_percent"]) for row in summary] == [("0X1A", "62.50"),
                                                                                      ("0X2B", "41.00")]
     assert json.loads((output / "ef_agreement.json").read_text())["pairs"][1]["reference_ef_percent"] == 41.0

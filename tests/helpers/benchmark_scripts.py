@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from helpers.paths import REPOSITORY
+
+BENCHMARKS = REPOSITORY / "benchmarks"
 
 
 def load_benchmark(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:

@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+DATASET = "Dataset601_CAMUS"  # what the converter writes by default
 VIEWS = ("2CH", "4CH")
 PHASES = ("ED", "ES")
 CHALLENGE_SLICE_SPACING = 1.54  # the third ElementSpacing entry of the challenge's one-slice 3D images
@@ -208,3 +209,11 @@ def patients_challenge(n_training: int = 11, n_testing: int = 2) -> list[Patient
                                     writer="sitk-2d" if name == "patient0002" else "sitk",
                                     has_ground_truth=training))
     return patients
+
+
+def release_2023_under(folder: Path) -> tuple[Path, dict[str, PatientData]]:
+    """The 2023 release of patients_2023 written under `folder`: its root, and its patients by name."""
+    root = folder / "CAMUS_public"
+    patients = patients_2023()
+    write_2023_release(root, patients)
+    return root, {p.name: p for p in patients}

@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+import pytest
 
+from dataset_conversion.camus import convert_camus
 from dataset_conversion.common import write_image_2d
+from dataset_conversion.synthetic_camus import generate_synthetic_camus
 
 LV, MYOCARDIUM, ATRIUM = 1, 2, 3
+CONVERTED_CAMUS_PATIENTS = 8
 
 
 def half_ellipse(shape: tuple[int, int], base_rc: tuple[float, float], length: float, half_width: float,
@@ -130,3 +134,19 @@ def badly_segmented_ed_frame() -> np.ndarray:
     labels[5] = half_ellipse(labels.shape[1:], (labels.shape[1] - 10.0, labels.shape[2] / 2.0), 30.0, 10.0,
                              atrium=False)
     return labels
+
+
+def converted_synthetic_camus(folder: Path) -> Path:
+    """Synthetic CAMUS release -> CAMUS converter, under `folder`: Dataset601_CAMUS of CONVERTED_CAMUS_PATIENTS
+    patients with labelsTr, labelsTs, cases.csv and a link `release` to the release it was converted from."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("nnUNet_raw", str(folder / "raw"))
+        patch.setenv("nnUNet_preprocessed", str(folder / "preprocessed"))
+        (folder / "raw").mkdir()
+        (folder / "preprocessed").mkdir()
+        generate_synthetic_camus(folder / "release", n_patients=CONVERTED_CAMUS_PATIENTS, seed=5, n_frames=(4, 6),
+                                 split=(6, 1, 1), num_processes=1)
+        convert_camus(folder / "release", num_processes=1)
+    dataset = folder / "raw" / "Dataset601_CAMUS"
+    dataset.joinpath("release").symlink_to(folder / "release")
+    return dataset

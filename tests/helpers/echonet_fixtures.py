@@ -9,6 +9,8 @@ import numpy as np
 
 from dataset_conversion.echonet_synthetic import LeftVentricle, SyntheticVideo, write_release
 
+DATASET = "Dataset602_EchoNetDynamic"  # what the converter writes by default
+PHASES = ("ED", "ES")
 PERIOD = 20  # frames per cardiac cycle: ED (largest LV) at multiples of 20, ES (smallest) halfway between
 N_FRAMES = 36
 EDGE_VENTRICLE = LeftVentricle(12, 60, 16, 30, 0.0)  # at ED the left wall lies left of the frame
@@ -89,3 +91,15 @@ def write_fixture_release(root: Path) -> list[SyntheticVideo]:
     write_release(root, videos, names, [("0XNOTLISTED.avi", frame, not_listed.tracing_at(frame))
                                         for frame in not_listed.traced_frames])
     return videos
+
+
+def fixture_release_under(folder: Path) -> tuple[Path, dict[str, SyntheticVideo]]:
+    """The quirky release written under `folder`: its root, and its videos by name."""
+    root = folder / "EchoNet-Dynamic"
+    videos = write_fixture_release(root)
+    return root, {video.name: video for video in videos}
+
+
+def cases_of(split: str) -> set[str]:
+    """The nnU-Net case ids (`<video>_ED`, `<video>_ES`) a correct conversion gives the videos of `split`."""
+    return {f"{video}_{phase}" for video, e in EXPECTED.items() if e.split == split for phase in PHASES}

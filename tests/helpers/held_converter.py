@@ -1,14 +1,14 @@
-"""`python -m held_converter ARGS`: msvmamba_convert_camus that, under a test's handshake (tests/handshake.py),
-converts its first patient and then holds every other one at the handshake until the test lets it go on, so
-that a test can kill or interrupt a real conversion in the middle of its work on a machine however busy. A
-module of its own (not a function of a test) so that worker processes import it by name whatever their start
-method."""
+"""`python -m helpers.held_converter ARGS`: msvmamba_convert_camus that, under a test's handshake
+(tests/helpers/handshake.py), converts its first patient and then holds every other one at the handshake until the
+test lets it go on, so that a test can kill or interrupt a real conversion in the middle of its work on a machine
+however busy. A module of its own (not a function of a test) so that worker processes import it by name whatever
+their start method."""
 from __future__ import annotations
 
 import sys
 
 from dataset_conversion import camus
-from handshake import Handshake
+from helpers.handshake import Handshake
 
 original_convert_patient = camus.convert_patient
 
@@ -21,6 +21,6 @@ def held_convert_patient(task: camus.PatientTask) -> camus.PatientResult:
 
 
 if __name__ == "__main__":
-    import held_converter  # pickled by this name, not as __main__'s
+    from helpers import held_converter  # pickled by this name, not as __main__'s
     camus.convert_patient = held_converter.held_convert_patient
     sys.exit(camus.main(sys.argv[1:]))

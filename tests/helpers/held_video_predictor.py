@@ -1,11 +1,11 @@
-"""`python -m held_video_predictor ARGS`: msvmamba_predict_video that, under a test's handshake (tests/handshake.py),
-predicts its first loop and then holds before predicting any other one until the test lets it go on (or
+"""`python -m helpers.held_video_predictor ARGS`: msvmamba_predict_video that, under a test's handshake
+(tests/helpers/handshake.py), predicts its first loop and then holds before predicting any other one until the test lets it go on (or
 interrupts it), so that a test can press Ctrl-C after exactly one finished loop on a machine however busy."""
 from __future__ import annotations
 
 import sys
 
-from handshake import Handshake
+from helpers.handshake import Handshake
 from nnunetv2_msvmamba.video import cli
 from nnunetv2_msvmamba.video.batched_prediction import BatchedFramePredictor
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from handshake import Handshake
+from helpers.handshake import Handshake
 from nnunetv2_msvmamba.training.trainers import nnUNetTrainerMSVMamba_Debug
 
 

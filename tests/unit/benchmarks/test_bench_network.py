@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark_scripts import BENCHMARKS, load_benchmark
+from helpers.benchmark_scripts import BENCHMARKS, load_benchmark
 
 BENCHMARK = BENCHMARKS / "bench_network.py"
 NUMBER = r"(\d+(?:\.\d+)?)"

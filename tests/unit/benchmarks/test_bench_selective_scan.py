@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from benchmark_scripts import BENCHMARKS, load_benchmark
+from helpers.benchmark_scripts import BENCHMARKS, load_benchmark
 
 SCRIPT = BENCHMARKS / "bench_selective_scan.py"
 NUMBER = r"(\d+(?:\.\d+)?)"

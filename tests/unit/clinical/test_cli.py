@@ -2,7 +2,6 @@
 converter; EchoNet-Dynamic-style cases), on label sequences, and on every kind of bad input."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -14,19 +13,19 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from clinical_fixtures import (CAMUS_LIKE_SPACING, badly_segmented_ed_frame, beating_sequence, camus_like_cases,
-                               half_ellipse, half_ellipsoid_volume, set_nifti_pixdim, with_island,
-                               write_label_folder, write_sequence)
-from conftest import run_command
-from dataset_conversion.camus import convert_camus
 from dataset_conversion.echonet import convert_echonet
 from dataset_conversion.echonet_synthetic import ejection_fraction as file_list_ef
 from dataset_conversion.echonet_synthetic import random_release_videos, write_release
-from dataset_conversion.synthetic_camus import generate_synthetic_camus
+from helpers.clinical_fixtures import (CAMUS_LIKE_SPACING, CONVERTED_CAMUS_PATIENTS, badly_segmented_ed_frame,
+                                       beating_sequence, camus_like_cases, converted_synthetic_camus, half_ellipse,
+                                       half_ellipsoid_volume, set_nifti_pixdim, with_island, write_label_folder,
+                                       write_sequence)
+from helpers.nnunet import run_command
+from helpers.tables import read_rows
 from nnunetv2_msvmamba.clinical import report
 from nnunetv2_msvmamba.clinical.cli import main
 
-N_PATIENTS = 8
+N_PATIENTS = CONVERTED_CAMUS_PATIENTS
 REPORT_FILES = {"clinical_per_patient.csv", "clinical_summary.json", "clinical_summary.md", "bland_altman.png",
                 "scatter.png"}
 # The generator's Info EF is the biplane area-length EF (exact for ellipsoids) of the true cavity lengths,
@@ -40,23 +39,7 @@ MAX_EF_MAE_TO_INFO = 0.75
 @pytest.fixture(scope="module")
 def camus(tmp_path_factory) -> Path:
     """Synthetic CAMUS release -> CAMUS converter: Dataset601_CAMUS with labelsTr, labelsTs and cases.csv."""
-    root = tmp_path_factory.mktemp("clinical_camus")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("nnUNet_raw", str(root / "raw"))
-        patch.setenv("nnUNet_preprocessed", str(root / "preprocessed"))
-        (root / "raw").mkdir()
-        (root / "preprocessed").mkdir()
-        generate_synthetic_camus(root / "release", n_patients=N_PATIENTS, seed=5, n_frames=(4, 6), split=(6, 1, 1),
-                                 num_processes=1)
-        convert_camus(root / "release", num_processes=1)
-    dataset = root / "raw" / "Dataset601_CAMUS"
-    dataset.joinpath("release").symlink_to(root / "release")
-    return dataset
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return converted_synthetic_camus(tmp_path_factory.mktemp("clinical_camus"))
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -350,19 +333,6 @@ def test_a_failure_while_writing_leaves_no_half_written_reports(camus, tmp_path,
     assert status == 2 and "disk full" in stderr
     assert [p.name for p in out.iterdir()] == ["clinical_summary.md"]
     assert (out / "clinical_summary.md").read_text() == "an earlier run"
-
-
-@pytest.mark.e2e
-def test_console_script(camus, tmp_path):
-    """The installed command, as a user runs it (its --help is checked with every README command)."""
-    result = run_command(["msvmamba_clinical", "--pred", f"x={tmp_path / 'missing'}", "-o", str(tmp_path / "o")],
-                         check=False)
-    assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {tmp_path / 'missing'}: prediction folder of model x does not exist"
-    result = run_command(["msvmamba_clinical", "--reference", str(camus / "labelsTs"), "-o", str(tmp_path / "o"),
-                          "-np", "1"])
-    assert "wrote clinical_per_patient.csv" in result.stdout
-    assert not math.isnan(float(read_rows(tmp_path / "o" / "clinical_per_patient.csv")[0]["ef_percent"]))
 
 
 # ------------------------------------------------- untrustworthy input, through the installed command

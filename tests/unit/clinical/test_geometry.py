@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from clinical_fixtures import apex_of, half_ellipse, half_ellipsoid_volume, with_island
+from helpers.clinical_fixtures import apex_of, half_ellipse, half_ellipsoid_volume, with_island
 from nnunetv2_msvmamba.clinical.agreement import agreement
 from nnunetv2_msvmamba.clinical.geometry import DEFAULT_DISCS, GeometryError, measure_view
 from nnunetv2_msvmamba.clinical.volumes import biplane_volume, ejection_fraction, single_plane_volume

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from clinical_fixtures import (badly_segmented_ed_frame, beating_sequence, half_ellipse, with_island,
-                               write_sequence)
+from helpers.clinical_fixtures import (badly_segmented_ed_frame, beating_sequence, half_ellipse, with_island,
+                                       write_sequence)
+from helpers.tables import read_rows
 from nnunetv2_msvmamba.clinical.sequence import (analyse_label_sequence, detect_beats, list_sequences,
                                                  read_label_sequence, write_sequence_reports)
 from nnunetv2_msvmamba.common.errors import InputError
@@ -165,11 +166,6 @@ def test_atrium_border_is_used_when_the_sequence_has_one():
     volumes = [analyse_label_sequence(np.stack([labels] * 2), None, "x").lv_volume[0] for labels in (with_atrium,
                                                                                                    without)]
     assert volumes[0] == pytest.approx(volumes[1], rel=0.03)
-
-
-def read_rows(path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def test_an_island_in_a_frame_changes_no_volume_and_the_frame_says_so(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_command
+from helpers.nnunet import run_command
 
 COMMANDS_WITH_NP = ["msvmamba_evaluate", "msvmamba_clinical", "msvmamba_convert_camus", "msvmamba_convert_echonet",
                     "msvmamba_make_synthetic_camus", "msvmamba_demo"]

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from camus_fixtures import patients_2023, write_2023_release
-from handshake import HANG_BOUND_SECONDS, Handshake
 from dataset_conversion import camus
+from helpers.camus_fixtures import patients_2023, write_2023_release
+from helpers.handshake import HANG_BOUND_SECONDS, Handshake
+from helpers.paths import pythonpath_with_tests
+from helpers.read_only import make_read_only
 from nnunetv2_msvmamba.common import atomic
 from nnunetv2_msvmamba.common.atomic import atomic_folder, stale_temporaries, write_json_atomically
 from nnunetv2_msvmamba.common.errors import InputError, exit_status_of
 from nnunetv2_msvmamba.common.parallel import parallel_map
-from read_only import make_read_only
 
 DATASET = "Dataset601_CAMUS"
-TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture
@@ -91,8 +91,8 @@ def test_operating_system_errors_of_any_command_are_one_line(tmp_path, capsys):
 @dataclass
 class HeldConversion:
     """A real conversion in its own process group (as a command started from a shell) that converts its first
-    patient and then holds every process at the handshake (tests/held_converter.py) until the test lets it go on:
-    whatever the machine's load, it is still at work when the test stops it."""
+    patient and then holds every process at the handshake (tests/helpers/held_converter.py) until the test lets it go
+    on: whatever the machine's load, it is still at work when the test stops it."""
     process: subprocess.Popen
     handshake: Handshake
     num_processes: int
@@ -121,9 +121,9 @@ def start_held_conversion(release, nnunet_folders, tmp_path):
 
     def start(num_processes: int) -> HeldConversion:
         handshake = Handshake(tmp_path / "handshake")
-        env = nnunet_folders.env(PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-                                 **handshake.env())
-        process = subprocess.Popen([sys.executable, "-m", "held_converter", str(release), "-np", str(num_processes)],
+        env = nnunet_folders.env(PYTHONPATH=pythonpath_with_tests(), **handshake.env())
+        process = subprocess.Popen([sys.executable, "-m", "helpers.held_converter", str(release),
+                                    "-np", str(num_processes)],
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True)
         conversions.append(HeldConversion(process, handshake, num_processes, nnunet_folders.raw))

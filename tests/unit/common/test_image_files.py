@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from image_faults import set_nifti_pixdim
+from helpers.image_faults import set_nifti_pixdim
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.common.image_files import PLANE_AXES, check_image_file, refuse_nifti_twins
 

@@ -15,22 +15,18 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from camus_fixtures import (CHALLENGE_EFS, CHALLENGE_QUALITIES, PHASES, PatientData, patients_2023,
-                            patients_challenge, write_2023_release, write_challenge_release, write_with_sitk)
-from conftest import NnUNetFolders, run_command
 from dataset_conversion import camus
 from dataset_conversion.camus import main
+from helpers.camus_fixtures import (CHALLENGE_EFS, CHALLENGE_QUALITIES, DATASET, PHASES, PatientData,
+                                    patients_challenge, release_2023_under, write_challenge_release, write_with_sitk)
+from helpers.nnunet import NnUNetFolders
 
-DATASET = "Dataset601_CAMUS"
 LABELS = {"background": 0, "LV_cavity": 1, "LV_myocardium": 2, "left_atrium": 3}
 
 
 @pytest.fixture
 def release_2023(tmp_path: Path) -> tuple[Path, dict[str, PatientData]]:
-    root = tmp_path / "CAMUS_public"
-    patients = patients_2023()
-    write_2023_release(root, patients)
-    return root, {p.name: p for p in patients}
+    return release_2023_under(tmp_path)
 
 
 @pytest.fixture
@@ -646,31 +642,3 @@ def test_dataset_id_used_by_another_dataset(release_2023, nnunet_folders, capsys
     assert capsys.readouterr().err == (f"error: {other}: dataset id 601 is already used by this dataset; "
                                        f"choose another id with -d\n")
     assert list(nnunet_folders.raw.iterdir()) == [other] and list(nnunet_folders.preprocessed.iterdir()) == []
-
-
-# ------------------------------------------------------------------------------------- installed + nnU-Net
-
-@pytest.mark.e2e
-def test_installed_command_and_nnunet_verify_dataset_integrity(release_2023, nnunet_folders):
-    help_text = run_command(["msvmamba_convert_camus", "--help"]).stdout
-    assert all(option in help_text for option in ("--half-sequence", "--overwrite", "-np", "-d"))
-
-    env = nnunet_folders.env()
-    converted = run_command(["msvmamba_convert_camus", str(release_2023[0]), "--half-sequence", "-np", "2"],
-                            env=env)
-    assert "cases: 35 in imagesTr/labelsTr, 4 in imagesTs/labelsTs" in converted.stdout
-    splits_file = nnunet_folders.preprocessed / DATASET / "splits_final.json"
-    splits = splits_file.read_text()
-
-    planned = run_command(["nnUNetv2_plan_and_preprocess", "-d", "601", "-c", "2d", "--verify_dataset_integrity",
-                           "-np", "1", "-npfp", "1"], env=env)
-    assert "verify_dataset_integrity Done" in planned.stdout
-    assert not re.search(r"^(warning|error)\b", planned.stdout, re.IGNORECASE | re.MULTILINE), planned.stdout
-    preprocessed = nnunet_folders.preprocessed / DATASET
-    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
-    # the 2D configuration's target spacing is the median of the source spacings (y, x), not 1 x 1
-    assert plans["configurations"]["2d"]["spacing"] == pytest.approx([0.25, 0.154])
-    trained = {p.name for p in (nnunet_folders.raw / DATASET / "imagesTr").iterdir()}
-    assert sorted(p.name for p in (preprocessed / "nnUNetPlans_2d").glob("*_seg.b2nd")) == sorted(
-        name.replace("_0000.nii.gz", "_seg.b2nd") for name in trained)
-    assert splits_file.read_text() == splits

@@ -13,21 +13,17 @@ import pytest
 import SimpleITK as sitk
 import skimage.draw
 
-from conftest import NnUNetFolders, run_command
 from dataset_conversion.echonet import QuirkCounts, main
 from dataset_conversion.echonet_synthetic import SyntheticVideo, write_avi, write_release
-from echonet_fixtures import (EXPECTED, EXPECTED_QUIRKS, N_FRAMES, PERIOD, RECTANGLE_COLUMNS, RECTANGLE_ROWS,
-                              write_fixture_release)
+from helpers.echonet_fixtures import (DATASET, EXPECTED, EXPECTED_QUIRKS, N_FRAMES, PERIOD, PHASES, RECTANGLE_COLUMNS,
+                                      RECTANGLE_ROWS, cases_of, fixture_release_under)
+from helpers.nnunet import NnUNetFolders, run_command
 
-DATASET = "Dataset602_EchoNetDynamic"
-PHASES = ("ED", "ES")
 
 
 @pytest.fixture
 def release(tmp_path: Path) -> tuple[Path, dict[str, SyntheticVideo]]:
-    root = tmp_path / "EchoNet-Dynamic"
-    videos = write_fixture_release(root)
-    return root, {video.name: video for video in videos}
+    return fixture_release_under(tmp_path)
 
 
 @pytest.fixture
@@ -40,10 +36,6 @@ def converted(release, nnunet_folders: NnUNetFolders, capsys: pytest.CaptureFixt
 def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     image = sitk.ReadImage(str(path))
     return sitk.GetArrayFromImage(image), image.GetSpacing()
-
-
-def cases_of(split: str) -> set[str]:
-    return {f"{video}_{phase}" for video, e in EXPECTED.items() if e.split == split for phase in PHASES}
 
 
 def all_cases() -> list[tuple[str, str, str]]:
@@ -467,24 +459,3 @@ def test_frames_with_13_31_and_42_rows_are_drawn_from_all_rows_as_the_authors_lo
         area = {frame: authors_mask(rows_of[(video, frame)], (112, 112)).sum() for frame in (10, 20)}
         assert (cases.loc[f"{video}_ED", "frame"], cases.loc[f"{video}_ES", "frame"]) == (
             max(area, key=area.get), min(area, key=area.get)), (video, area)
-
-
-@pytest.mark.e2e
-def test_installed_command_and_nnunet_verify_dataset_integrity(release, nnunet_folders):
-    help_text = run_command(["msvmamba_convert_echonet", "--help"]).stdout
-    assert all(option in help_text for option in ("--overwrite", "--spacing", "--skip-missing", "--skip-unreadable",
-                                                  "-np", "-d"))
-
-    env = nnunet_folders.env()
-    converted = run_command(["msvmamba_convert_echonet", str(release[0]), "-np", "2"], env=env)
-    assert "converted: 4 TRAIN, 2 VAL, 2 TEST" in converted.stdout
-    splits_file = nnunet_folders.preprocessed / DATASET / "splits_final.json"
-    splits = splits_file.read_text()
-
-    run_command(["nnUNetv2_plan_and_preprocess", "-d", "602", "-c", "2d", "--verify_dataset_integrity",
-                 "-np", "1", "-npfp", "1"], env=env)
-    preprocessed = nnunet_folders.preprocessed / DATASET
-    assert (preprocessed / "nnUNetPlans.json").is_file() and (preprocessed / "dataset_fingerprint.json").is_file()
-    assert sorted(p.name for p in (preprocessed / "nnUNetPlans_2d").glob("*_seg.b2nd")) == sorted(
-        f"{case}_seg.b2nd" for case in cases_of("TRAIN") | cases_of("VAL"))
-    assert splits_file.read_text() == splits

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from dataset_conversion import synthetic_camus
 from dataset_conversion.synthetic_camus import generate_synthetic_camus, main
+from helpers.paths import REPOSITORY
 from nnunetv2_msvmamba.clinical.geometry import measure_view
 from nnunetv2_msvmamba.clinical.volumes import MM3_PER_ML, biplane_volume, ejection_fraction
 from nnunetv2_msvmamba.common.errors import InputError
@@ -325,14 +326,13 @@ def test_a_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_command_line_help_and_error_in_a_real_process(tmp_path: Path):
     module = [sys.executable, "-m", "dataset_conversion.synthetic_camus"]
-    repository = Path(__file__).resolve().parents[1]
-    shown = subprocess.run([*module, "--help"], capture_output=True, text=True, cwd=repository)
+    shown = subprocess.run([*module, "--help"], capture_output=True, text=True, cwd=REPOSITORY)
     assert shown.returncode == 0
     for option in ("ROOT", "--seed", "--size", "-np", "--overwrite", "--frames", "--split", "--spacing"):
         assert option in shown.stdout
     assert "life-size" in shown.stdout and "160 mm deep" in shown.stdout
     (tmp_path / "occupied").mkdir()
     (tmp_path / "occupied" / "notes.txt").write_text("mine")
-    refused = subprocess.run([*module, str(tmp_path / "occupied")], capture_output=True, text=True, cwd=repository)
+    refused = subprocess.run([*module, str(tmp_path / "occupied")], capture_output=True, text=True, cwd=REPOSITORY)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'occupied'}: ")

@@ -2,7 +2,6 @@
 its orchestration in process (what reruns when a setting changes, failures, refusals, the trainers it uses)."""
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -12,13 +11,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from network_fixtures import DATASET_JSON, PLAIN_2D, plans
-from conftest import run_command
+from helpers.network_fixtures import DATASET_JSON, PLAIN_2D, plans
+from helpers.nnunet import run_command
+from helpers.paths import REPOSITORY
+from helpers.tables import read_rows
 from nnunetv2_msvmamba.demo import cli, report, runner, steps
 from nnunetv2_msvmamba.training.trainers import (DemoSchedule, nnUNetTrainer_Demo, nnUNetTrainerMSVMamba_Debug,
                                                  nnUNetTrainerMSVMamba_Demo)
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--patients", "6", "--size", "64", "64", "--epochs", "1", "--iterations", "2", "-np", "1"]
 STEP_TITLES = ["Generate 6 synthetic patients", "Convert them", "Plan and preprocess", "Train MSV-Mamba",
                "Train nnU-Net", "Predict the test patients with MSV-Mamba", "Predict the test patients with nnU-Net",
@@ -28,13 +28,8 @@ CLINICAL_AGREEMENT = [("nnU-Net", "reference"), ("MSV-Mamba", "reference"), ("nn
                       ("MSV-Mamba", "cases.csv"), ("reference", "cases.csv")]
 
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def run_demo(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nnunetv2_msvmamba.demo", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "nnunetv2_msvmamba.demo", *args], cwd=REPOSITORY, env=env,
                           capture_output=True, text=True, timeout=3600)
 
 
@@ -83,7 +78,7 @@ def test_tiny_demo_runs_every_step_and_reports_the_comparison(tiny_demo):
         assert ef_report.startswith(": not measured")
         assert "msvmamba_clinical could not measure the predictions (error: " in ef_report
 
-    videos = read_csv(output / "video" / "video_summary.csv")
+    videos = read_rows(output / "video" / "video_summary.csv")
     patient = steps.first_test_patient(6, 0)
     assert [row["sequence"] for row in videos] == [f"{patient}_{view}_half_sequence" for view in ("2CH", "4CH")]
     for row in videos:

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, run_command
+from helpers.nnunet import run_command
+from helpers.paths import REPOSITORY
+from nnunetv2_msvmamba.common.commands import BIN
 
-ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+README = (REPOSITORY / "README.md").read_text()
 # The documentation pages besides README: one per task in docs/, and the contributor's guide.
-DOC_PAGES = {path.relative_to(ROOT).as_posix(): path.read_text()
-             for path in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "CONTRIBUTING.md"]}
+DOC_PAGES = {path.relative_to(REPOSITORY).as_posix(): path.read_text()
+             for path in [*sorted((REPOSITORY / "docs").glob("*.md")), REPOSITORY / "CONTRIBUTING.md"]}
 OUR_COMMANDS = sorted(set(re.findall(r"\b(msvmamba_[a-z_]+)\b(?!\.py)", "\n".join([README, *DOC_PAGES.values()]))))
 
 
@@ -37,14 +38,14 @@ def ci_copy(tmp_path: Path, readme: str) -> Path:
     """A folder with the real .ci/run and .ci/test_command, a no-op .ci/setup and the given README.md."""
     (tmp_path / ".ci").mkdir()
     for script in ("run", "test_command"):
-        shutil.copy2(ROOT / ".ci" / script, tmp_path / ".ci" / script)
+        shutil.copy2(REPOSITORY / ".ci" / script, tmp_path / ".ci" / script)
     (tmp_path / ".ci" / "setup").write_text("echo '[stub setup]'\n")
     (tmp_path / "README.md").write_text(readme)
     return tmp_path
 
 
 def test_ci_test_command_prints_the_readme_test_command():
-    printed = subprocess.run(["bash", ".ci/test_command"], cwd=ROOT, capture_output=True, text=True, check=True)
+    printed = subprocess.run(["bash", ".ci/test_command"], cwd=REPOSITORY, capture_output=True, text=True, check=True)
     assert printed.stdout == setup_commands()[1] + "\n"
 
 
@@ -180,7 +181,7 @@ sys.exit("the command finished without parsing arguments with argparse")
 
 
 def parses(invocation: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "python"), "-c", PARSE_ONLY, json.dumps(invocation)], cwd=ROOT,
+    return subprocess.run([str(BIN / "python"), "-c", PARSE_ONLY, json.dumps(invocation)], cwd=REPOSITORY,
                           capture_output=True, text=True, timeout=1800)
 
 
@@ -250,7 +251,7 @@ def local_links(page: str, text: str) -> list[tuple[str, Path, str]]:
         if re.match(r"[a-z]+:", target):
             continue  # https:, mailto:
         file_part, _, anchor = target.partition("#")
-        path = (ROOT / page).parent / file_part if file_part else ROOT / page
+        path = (REPOSITORY / page).parent / file_part if file_part else REPOSITORY / page
         links.append((target, path, anchor))
     return links
 
@@ -261,8 +262,8 @@ LINKS = [(page, *link) for page, text in ALL_PAGES.items() for link in local_lin
 
 def test_readme_links_every_docs_page_and_the_reliability_page():
     linked = {path.resolve() for page, _, path, _ in LINKS if page == "README.md"}
-    assert {path.resolve() for path in (ROOT / "docs").glob("*.md")} <= linked
-    assert (ROOT / "docs" / "reliability.md").resolve() in linked
+    assert {path.resolve() for path in (REPOSITORY / "docs").glob("*.md")} <= linked
+    assert (REPOSITORY / "docs" / "reliability.md").resolve() in linked
 
 
 @pytest.mark.parametrize("page, link, path, anchor", LINKS, ids=[f"{page} -> {link}" for page, link, _, _ in LINKS])
@@ -277,7 +278,7 @@ def test_the_link_check_finds_a_missing_page_and_a_missing_heading():
                                      "[c](https://example.org/x.md)")
     assert [(link, path.exists()) for link, path, _ in links] == [
         ("docs/no_such_page.md", False), ("docs/training.md#no-such-heading", True)]
-    assert "no-such-heading" not in anchors_of(ROOT / "docs" / "training.md")
+    assert "no-such-heading" not in anchors_of(REPOSITORY / "docs" / "training.md")
     assert heading_anchor("CAMUS → nnU-Net") == "camus--nnu-net"
     assert heading_anchor("`torch.compile`") == "torchcompile"
 
@@ -285,8 +286,8 @@ def test_the_link_check_finds_a_missing_page_and_a_missing_heading():
 def test_the_architecture_figure_script_draws_the_network_the_trainer_builds(tmp_path):
     """docs/architecture.png comes from docs/draw_architecture.py, which builds the network from a plan."""
     figure = tmp_path / "network.png"
-    drawn = subprocess.run([str(BIN / "python"), str(ROOT / "docs" / "draw_architecture.py"), "-o", str(figure)],
+    drawn = subprocess.run([str(BIN / "python"), str(REPOSITORY / "docs" / "draw_architecture.py"), "-o", str(figure)],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert drawn.returncode == 0, drawn.stderr[-3000:]
-    assert figure.read_bytes().startswith(b"\x89PNG") and (ROOT / "docs" / "architecture.png").is_file()
+    assert figure.read_bytes().startswith(b"\x89PNG") and (REPOSITORY / "docs" / "architecture.png").is_file()
     assert "architecture.png" in DOC_PAGES["docs/architecture.md"]

@@ -19,9 +19,10 @@ import SimpleITK as sitk
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 from scipy.spatial.distance import cdist
 
-from conftest import run_command
-from image_faults import set_nifti_pixdim, write_float_nifti
 from dataset_conversion.common import write_image_2d
+from helpers.image_faults import set_nifti_pixdim, write_float_nifti
+from helpers.nnunet import run_command
+from helpers.tables import read_rows
 from nnunetv2_msvmamba.evaluation.case_metadata import load_case_metadata, subset_value
 from nnunetv2_msvmamba.evaluation.cli import main
 from nnunetv2_msvmamba.evaluation.metrics import compare_masks
@@ -69,11 +70,6 @@ def evaluate(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, 
     status = main([*args, "-np", "1"])
     captured = capsys.readouterr()
     return status, captured.out, captured.err
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # ---------------------------------------------------------------- metrics

@@ -9,7 +9,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
-from network_fixtures import PLAIN_2D, PLAIN_3D, RESENC_2D, plans
+from helpers.network_fixtures import PLAIN_2D, PLAIN_3D, RESENC_2D, plans
 from nnunetv2_msvmamba.network import LMSBlock, MSVMambaUNet, decoder_output_sizes, lms_stages_within
 from nnunetv2_msvmamba.network.lms import window_partition, window_unpartition
 from nnunetv2_msvmamba.ssm import mamba as mamba_module

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 import nnunetv2_msvmamba.ssm.custom_op as custom_op
-from network_fixtures import PLAIN_2D, plans
+from helpers.network_fixtures import PLAIN_2D, plans
+from helpers.scan_cases import INPUT_NAMES, ScanCase
 from nnunetv2_msvmamba.ssm import Mamba, selective_scan_torch
 from nnunetv2_msvmamba.training.network_from_plans import msvmamba_from_plans
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-from test_selective_scan import INPUT_NAMES, ScanCase
 
 TOLERANCE = 1e-5  # relative to the largest magnitude: compiled graphs may reorder float32 arithmetic
 

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 import nnunetv2_msvmamba.ssm.mamba as mamba_module
+from helpers.upstream_mamba import mamba_simple, selective_scan_interface
 from nnunetv2_msvmamba.ssm import Mamba
 from nnunetv2_msvmamba.ssm.selective_scan_ref import relative_error
-from upstream_mamba import mamba_simple, selective_scan_interface
 
 PARITY_TOLERANCE = 1e-4  # both compute in float32, in different orders
 # the projections and the convolution around the scan run in the autocast dtype: bfloat16 keeps 8 significant

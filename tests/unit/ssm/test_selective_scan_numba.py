@@ -19,9 +19,9 @@ import sys
 import pytest
 import torch
 
+from helpers.scan_cases import (FLOAT32_TOLERANCE, FLOAT64_TOLERANCE, INPUT_NAMES, ScanCase, assert_matches,
+                                outputs_and_gradients, run_float64_reference, run_upstream)
 from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba, selective_scan_numba
-from test_selective_scan import (FLOAT32_TOLERANCE, FLOAT64_TOLERANCE, INPUT_NAMES, ScanCase, assert_matches,
-                                 outputs_and_gradients, run_float64_reference, run_upstream)
 
 numba_scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba")
 SMALL_CHUNK = 8

@@ -16,9 +16,9 @@ import sys
 import pytest
 import torch
 
+from helpers.scan_cases import (FLOAT32_TOLERANCE, INPUT_NAMES, ScanCase, assert_matches, outputs_and_gradients,
+                                run_ours, run_upstream)
 from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba
-from test_selective_scan import (FLOAT32_TOLERANCE, INPUT_NAMES, ScanCase, assert_matches, outputs_and_gradients,
-                                 run_ours, run_upstream)
 
 triton_scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_triton")
 SMALL_CHUNK = 4

@@ -11,7 +11,7 @@ import torch
 from nnunetv2.run.run_training import maybe_load_checkpoint
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from network_fixtures import DATASET_JSON, PLAIN_2D, plans
+from helpers.network_fixtures import DATASET_JSON, PLAIN_2D, plans
 from nnunetv2_msvmamba.training import trainers
 from nnunetv2_msvmamba.training.checkpointing import AtomicCheckpoints
 from nnunetv2_msvmamba.training.trainers import nnUNetTrainer_Demo, nnUNetTrainerMSVMamba, nnUNetTrainerMSVMamba_5epochs
@@ -19,7 +19,7 @@ from nnunetv2_msvmamba.training.trainers import nnUNetTrainer_Demo, nnUNetTraine
 
 def new_trainer(trainer_class=nnUNetTrainerMSVMamba):
     p = plans(PLAIN_2D)
-    p["continue_training"] = False  # as in tests/test_trainer.py
+    p["continue_training"] = False  # as in tests/unit/training/test_trainers.py
     trainer = trainer_class(p, "2d", 0, dict(DATASET_JSON), torch.device("cpu"))
     # initialize() picks the dataset class from the preprocessed files' ending; no data is read here
     os.makedirs(trainer.preprocessed_dataset_folder, exist_ok=True)

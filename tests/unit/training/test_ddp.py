@@ -19,7 +19,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from torch.nn.parallel import DistributedDataParallel
 
-from network_fixtures import DATASET_JSON, RESENC_2D, plans
+from helpers.network_fixtures import DATASET_JSON, RESENC_2D, plans
 from nnunetv2_msvmamba.training import trainers
 
 WORLD_SIZE = 2

@@ -1,15 +1,15 @@
 """nnunetv2_msvmamba/video/runs.py: nnU-Net's -num_parts/-part_id split, loop records that make --continue and
 rebuilt summaries possible, and the reference EF of EchoNet-Dynamic's FileList.csv and CAMUS's Info files with
-its agreement over loops. (The command itself, run in parts, killed and continued: tests/test_video_parts.py.)"""
+its agreement over loops. (The command itself, run in parts, killed and continued: tests/e2e/test_video_parts.py.)"""
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from helpers.tables import read_rows
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.video import runs
 from nnunetv2_msvmamba.video.sources import camus_frame_rate
@@ -44,11 +44,6 @@ def record(output: Path, name: str, order: int, ef: str, reference: str = "") ->
                             "labels": labels.name},
                            {"sequence": name, "frames": 2, "ef_percent": float(ef) if ef else math.nan},
                            [{"sequence": name, "frame": frame, "lv_area": 1.5 * frame} for frame in range(2)])
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_a_loop_is_complete_when_its_record_and_every_file_it_names_are_there(tmp_path):

@@ -1,0 +1,1 @@
+"""What the tests share besides pytest fixtures: data makers, nnU-Net folders and commands, subprocess helpers."""
