@@ -161,7 +161,7 @@ else
     run_step 4 bench_network "$((LIMITS[3] * 2))" "$PYTHON" benchmarks/bench_network.py --devices cpu --quick \
         --placements default
     # step 5 is GPU only: Inductor takes ~10 minutes for the two networks on a 2-core CPU; the compiled path on the
-    # CPU is covered by tests/test_compile.py
+    # CPU is covered by tests/unit/ssm/test_custom_op.py
     echo "== step 5: bench_network_compiled: GPU only" | tee -a "$SUMMARY"
     run_step 6 bench_video "$((LIMITS[5] * 5))" "$PYTHON" benchmarks/bench_video.py --devices cpu --quick
 fi

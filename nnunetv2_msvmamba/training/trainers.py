@@ -79,8 +79,9 @@ class nnUNetTrainerMSVMamba(AtomicCheckpoints, TrainingSchedule, nnUNetTrainer):
 
     def _do_i_compile(self) -> bool:
         # The scan is a torch.library custom op, so a compiled MSV-Mamba network runs and matches eager
-        # (tests/test_compile.py); whether compiling pays off on a GPU is to be measured (benchmarks/gpu_check.sh,
-        # step 5) before following nnU-Net's compile-by-default on CUDA. Until then: only with nnUNet_compile=1.
+        # (tests/unit/ssm/test_custom_op.py); whether compiling pays off on a GPU is to be measured
+        # (benchmarks/gpu_check.sh, step 5) before following nnU-Net's compile-by-default on CUDA. Until then: only
+        # with nnUNet_compile=1.
         return compile_opted_in() and super()._do_i_compile()
 
     def _build_loss(self):

@@ -19,7 +19,7 @@ a worker thread) and runs one tile per forward pass. Here:
     `convert_predicted_logits_to_segmentation_with_correct_shape`.
 The only difference from nnUNetv2_predict is the batched network itself: a convolution over a batch may round
 differently from the same convolution over one image, which changes a label only where two classes are within
-rounding of each other (tests/test_video_batched.py measures it)."""
+rounding of each other (tests/e2e/test_video_batched.py measures it)."""
 from __future__ import annotations
 
 import copy

@@ -1,6 +1,7 @@
 """`python -m helpers.held_video_predictor ARGS`: msvmamba_predict_video that, under a test's handshake
-(tests/helpers/handshake.py), predicts its first loop and then holds before predicting any other one until the test lets it go on (or
-interrupts it), so that a test can press Ctrl-C after exactly one finished loop on a machine however busy."""
+(tests/helpers/handshake.py), predicts its first loop and then holds before predicting any other one until the
+test lets it go on (or interrupts it), so that a test can press Ctrl-C after exactly one finished loop on a machine
+however busy."""
 from __future__ import annotations
 
 import sys
