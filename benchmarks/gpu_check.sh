@@ -121,7 +121,7 @@ end_to_end() {  # a tiny dataset through nnU-Net's own commands on $DEVICE
     export nnUNet_extTrainer="$REPOSITORY/nnunetv2_msvmamba/training/ext_trainers"
     mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
     "$PYTHON" -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path
-from toy_datasets import write_toy_dataset
+from helpers.toy_datasets import write_toy_dataset
 print(write_toy_dataset(Path('$nnUNet_raw'), 901, ($size, $size), n_train=$train, n_test=2))" &&
     nnUNetv2_plan_and_preprocess -d 901 -c 2d -np 2 -npfp 2 &&
     nnUNetv2_train 901 2d 0 -tr nnUNetTrainerMSVMamba_Debug -device "$DEVICE" &&

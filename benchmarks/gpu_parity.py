@@ -24,7 +24,7 @@ from typing import Optional
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
-sys.path.insert(1, str(REPOSITORY / "tests"))  # network_fixtures: nnU-Net plans of a small 2D network
+sys.path.insert(1, str(REPOSITORY / "tests"))  # helpers.network_fixtures: nnU-Net plans of a small 2D network
 
 import torch  # noqa: E402
 
@@ -126,7 +126,7 @@ def network_outputs_and_gradients(network: torch.nn.Module, x: torch.Tensor, dev
 
 def check_network(device: str, quick: bool) -> bool:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from network_fixtures import RESENC_2D, plans
+    from helpers.network_fixtures import RESENC_2D, plans
     from nnunetv2_msvmamba.training.network_from_plans import msvmamba_from_plans
 
     size = 32 if quick else 128
