@@ -4,6 +4,7 @@ sequences."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -126,8 +127,9 @@ def run_sequences(args: argparse.Namespace) -> None:
     write_sequence_reports(list(analyses.values()), args.output)
     for path, analysis in analyses.items():
         beats = ", ".join(f"{b.describe()}: EF {b.ef_percent:.1f}%" + (" (ESV > EDV!)" if b.implausible else "")
-                          for b in analysis.beats)
-        ef = f"EF {analysis.ef_percent:.1f}%" if analysis.beats else "no beat found"
+                          + (" (left out: unresolved)" if b.unresolved else "") for b in analysis.beats)
+        ef = (f"EF {analysis.ef_percent:.1f}%" if not math.isnan(analysis.ef_percent)
+              else "no EF" if analysis.beats else "no beat found")
         print(f"{analysis.name}: {len(analysis.lv_volume)} frames, {ef}" + (f" ({beats})" if beats else ""))
         if analysis.note:
             prefix = "warning" if analysis.implausible_beats else "note"

@@ -34,11 +34,12 @@ def write_volume_curve(analysis: "SequenceAnalysis", path: Path) -> None:
         marked = [f for f, p in enumerate(analysis.phases) if p == phase]
         ax.scatter(marked, analysis.lv_volume[marked], marker=marker, s=60, color=color, zorder=3, label=phase)
     for beat in analysis.beats:
-        ax.annotate(f"EF {beat.ef_percent:.1f}%", (0.5 * (beat.ed_frame + beat.es_frame),
-                                                   0.5 * (beat.edv + beat.esv)),
+        ax.annotate(f"EF {beat.ef_percent:.1f}%" + (" (left out)" if beat.unresolved else ""),
+                    (0.5 * (beat.ed_frame + beat.es_frame), 0.5 * (beat.edv + beat.esv)),
                     ha="center", fontsize=8, color="dimgray")
-    ef = "no beat found" if math.isnan(analysis.ef_percent) else f"EF {analysis.ef_percent:.1f}% " \
-                                                                  f"(mean of {len(analysis.beats)} beat(s))"
+    counted = [beat for beat in analysis.beats if not beat.unresolved]
+    ef = (f"EF {analysis.ef_percent:.1f}% (mean of {len(counted)} beat(s))" if counted
+          else "no EF: no beat resolved" if analysis.beats else "no beat found")
     ax.set_title(f"{analysis.name}: {ef}", fontsize=10)
     ax.set_xlabel("frame (0-based)")
     ax.set_ylabel(f"LV volume ({analysis.volume_unit}, single plane)")

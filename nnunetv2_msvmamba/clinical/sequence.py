@@ -57,6 +57,8 @@ class Beat:
     edv: float
     esv: float
     ef_percent: float
+    # the volume goes beyond EDV or ESV between them: the frames do not resolve this beat (see unresolved_beat)
+    unresolved: bool = False
 
     @property
     def implausible(self) -> bool:
@@ -88,6 +90,8 @@ class SequenceAnalysis:
         """What the user should know about this sequence's numbers: implausible beats, frames with islands."""
         notes = [f"beat {beat.describe()}: ESV > EDV (EF {beat.ef_percent:.1f} %), physiologically implausible "
                  f"({IMPLAUSIBLE_CAUSES})" for beat in self.implausible_beats]
+        notes += [f"beat {beat.describe()}: the volume swings beyond its ED and ES volumes in between (too few frames "
+                  f"per beat, or badly segmented frames): left out of the EF" for beat in self.beats if beat.unresolved]
         islands = [str(frame) for frame, note in enumerate(self.frame_notes) if note]
         if islands:
             notes.append(f"islands left out of the measurement in frame(s) {' '.join(islands)} (see "
@@ -172,10 +176,25 @@ def detect_beats(volumes: np.ndarray, hysteresis: float = DEFAULT_HYSTERESIS,
     extremes = without_partial_ends(turning_points(smoothed, threshold), smoothed)
     for frame, phase in extremes:
         phases[frame] = phase
+    volumes = np.asarray(volumes, dtype=float)
     beats = [Beat(ed, es, float(volumes[ed]), float(volumes[es]),
-                  float(ejection_fraction(float(volumes[ed]), float(volumes[es]))))
+                  float(ejection_fraction(float(volumes[ed]), float(volumes[es]))),
+                  unresolved_beat(volumes, ed, es, threshold))
              for (ed, first), (es, second) in zip(extremes, extremes[1:]) if first == ED and second == ES]
     return phases, beats
+
+
+def unresolved_beat(volumes: np.ndarray, ed: int, es: int, threshold: float) -> bool:
+    """True when at least two frames between ED and ES lie above EDV or below ESV by more than the detection
+    threshold: the smoothed curve's turning points are then not the heart's (a loop sampled at 3-4 frames per
+    beat gives "beats" from one ED to the next, EF 0, or across several beats), and the beat's EF cannot be
+    trusted. One such frame is a badly segmented frame, which the smoothing is there to ride out. A beat with
+    ESV > EDV is flagged as implausible instead (Beat.implausible)."""
+    if is_implausible(float(volumes[ed]), float(volumes[es])):
+        return False
+    between = volumes[ed + 1:es]
+    beyond = (between > volumes[ed] + threshold) | (between < volumes[es] - threshold)
+    return int(np.count_nonzero(beyond)) >= 2
 
 
 def analyse_label_sequence(labels: np.ndarray, spacing_rc: Optional[tuple[float, float]], name: str,
@@ -203,7 +222,8 @@ def analyse_label_sequence(labels: np.ndarray, spacing_rc: Optional[tuple[float,
     if spacing_rc is not None:
         volumes /= MM3_PER_ML
     phases, beats = detect_beats(volumes, hysteresis, min_stroke_fraction, smoothing_frames)
-    ef = float(np.mean([beat.ef_percent for beat in beats])) if beats else math.nan
+    resolved = [beat.ef_percent for beat in beats if not beat.unresolved]
+    ef = float(np.mean(resolved)) if resolved else math.nan
     return SequenceAnalysis(name, areas, volumes, phases, beats, ef, physical=spacing_rc is not None,
                             frame_notes=frame_notes)
 

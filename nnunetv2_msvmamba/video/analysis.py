@@ -38,8 +38,9 @@ def analyse_loop(loop: EchoLoop, labels: np.ndarray, spacing_rc: Optional[tuple[
         analysis, note = analyse_label_sequence(labels, spacing_rc, loop.name), ""
     except InputError as error:
         analysis, note = None, error.problem
-    if analysis is not None and not analysis.beats:
-        note = "no complete beat (an ED maximum then an ES minimum) in the LV volume curve"
+    if analysis is not None:  # what the sequence's own note says (flagged beats, islands), beside the EF
+        no_beat = "" if analysis.beats else "no complete beat (an ED maximum then an ES minimum) in the LV volume curve"
+        note = "; ".join(part for part in (no_beat, analysis.note) if part)
     return LoopResult(loop, labels_path, spacing_rc, seconds_per_frame, analysis, note)
 
 

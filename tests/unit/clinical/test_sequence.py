@@ -213,3 +213,35 @@ def test_nii_beside_nii_gz_in_a_sequence_folder_is_refused(tmp_path):
     assert error.value.path == tmp_path / "b.nii.gz" and str(tmp_path / "b.nii") in error.value.problem
     (tmp_path / "b.nii").unlink()
     assert list_sequences(tmp_path) == [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"]
+
+
+@pytest.mark.parametrize("period, n_frames", [(3, 7), (4, 9), (4, 12)])
+def test_a_loop_with_too_few_frames_per_beat_reports_no_ef_and_says_why(period, n_frames):
+    """Sampled at 3 or 4 frames per beat, the smoothed curve's turning points are not the heart's: beats were found
+    from ED to a frame that is another ED (EF 0.0) or across several beats (EF 26 for a true 46), with nothing
+    said. Such a beat is left out of the EF and named in the note. (At 3 frames per beat over 9 frames the one
+    beat found runs from a true ED to the lowest frame of the loop: its EF, 38, is that of the frames, which
+    miss the true ES; nothing in the curve tells it apart from a well-sampled beat.)"""
+    labels, _ = beating_sequence(n_frames, period, 0.0, noise=0.0)
+    analysis = analyse_label_sequence(labels, (0.3, 0.3), "coarse")
+    assert analysis.beats and all(beat.unresolved for beat in analysis.beats)
+    assert math.isnan(analysis.ef_percent)
+    for beat in analysis.beats:
+        assert (f"beat {beat.describe()}: the volume swings beyond its ED and ES volumes in between (too few frames "
+                f"per beat, or badly segmented frames): left out of the EF") in analysis.note
+
+
+@pytest.mark.parametrize("period", [5, 6, 8, 16])
+def test_a_loop_with_enough_frames_per_beat_has_every_beat_in_its_ef(period):
+    labels, _ = beating_sequence(3 * period, period, 0.0, noise=0.01)
+    analysis = analyse_label_sequence(labels, (0.3, 0.3), "fine")
+    assert analysis.beats and not any(beat.unresolved for beat in analysis.beats)
+    assert analysis.ef_percent == pytest.approx(np.mean([beat.ef_percent for beat in analysis.beats]))
+    assert "left out of the EF" not in analysis.note
+
+
+def test_one_bad_frame_inside_a_systole_leaves_the_beat_in_the_ef():
+    volumes = 100 - 40 * 0.5 * (1 - np.cos(2 * np.pi * np.arange(55) / 30))
+    volumes[7] = 40.0  # one badly segmented frame between ED 0 and ES 15, below the ES volume
+    _, beats = detect_beats(volumes)
+    assert [(beat.ed_frame, beat.es_frame) for beat in beats][0] == (0, 15) and not beats[0].unresolved
