@@ -13,6 +13,9 @@ paths alternating round by round (ABBA) so that load on the machine hits all ali
     and with TTA (the mirrored copies in the same forward pass);
   * the limit: the network's forward alone on a batch of that many patches (times the mirrored copies with TTA),
     inference mode (autocast on CUDA), per frame;
+  * the command: `msvmamba_predict_video` itself on the same loops and model, no TTA, in a fresh process each
+    round: its whole run per frame (start-up, reading, overlays, plots and summaries included), and the seconds
+    per frame it reports in video_summary.csv (prediction alone, frame-weighted over the loops);
 then their ratios and the projection to EchoNet-Dynamic's TEST split (1,277 videos, ~223,000 frames), with and
 without TTA. Targets (issue 20): CPU without TTA, batched path <= 1.2x its limit and >= 1.6x faster than the
 per-frame path; with TTA, <= 1.3x its limit; CUDA, the TEST split projected under 30 minutes without TTA.
@@ -20,11 +23,13 @@ per-frame path; with TTA, <= 1.3x its limit; CUDA, the TEST split projected unde
 
     python benchmarks/bench_video.py                  # 3 loops of 48 frames, 3 rounds; a few minutes on 2 cores
     python benchmarks/bench_video.py --quick          # 1 loop of 8 frames, 1 round, no warm-up: a smoke run
+    python benchmarks/bench_video.py --batch-sizes 1 2 4 8 16   # + the batched path and its limit per batch size
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import dataclasses
 import math
 import os
@@ -143,6 +148,8 @@ class Figures:
     limit: Optional[float] = None  # the batched forward alone, no TTA
     batched_tta: Optional[float] = None
     limit_tta: Optional[float] = None
+    command: Optional[float] = None  # msvmamba_predict_video's whole run, no TTA
+    command_reported: Optional[float] = None  # the seconds per frame it reports in video_summary.csv
 
 
 def synchronize(device) -> None:
@@ -162,11 +169,13 @@ def seconds(run: Callable[[], None], device: str) -> float:
 class Workloads:
     """The paths to time on one device, each a function that processes every frame of the loops once."""
 
-    def __init__(self, model: Path, loops: list, device: str, batch_size: Optional[int]):
+    def __init__(self, model: Path, loops: list, device: str, batch_size: Optional[int],
+                 loops_folder: Optional[Path] = None):
         import torch
         from nnunetv2_msvmamba.video.batched_prediction import BatchedFramePredictor
         from nnunetv2_msvmamba.video.predict import load_predictor
-        self.loops, self.device = loops, device
+        self.loops, self.device, self.model, self.loops_folder = loops, device, model, loops_folder
+        self.reported: list[float] = []  # the command's own seconds per frame, one per run
         self.n_frames = sum(len(loop.frames) for loop in loops)
         with contextlib.redirect_stdout(sys.stderr):  # nnU-Net's messages, kept out of the figures
             self.plain = load_predictor(model, ["0"], "checkpoint_final.pth", device, False, 0.5)
@@ -182,6 +191,8 @@ class Workloads:
             "per_frame": self.per_frame, "batched": lambda: self.run_batched(self.batched),
             "limit": lambda: self.forward(1), "batched_tta": lambda: self.run_batched(self.batched_tta),
             "limit_tta": lambda: self.forward(self.copies_tta)}
+        if loops_folder is not None:
+            self.paths["command"] = self.run_command
 
     def per_frame(self) -> None:
         from nnunetv2_msvmamba.video.predict import predict_frames
@@ -192,16 +203,39 @@ class Workloads:
         for loop in self.loops:
             predictor.predict_frames(loop.frames, loop.spacing_rc)
 
-    def forward(self, copies: int) -> None:
-        """The network alone over as many patches as the batched path puts in a forward pass, for every batch of
-        the loops' frames (so that its time per frame is comparable)."""
+    def forward(self, copies: int, batch_size: Optional[int] = None) -> None:
+        """The network alone over as many patches as the batched path puts in a forward pass (`batch_size`
+        frames, default the workloads' own), for every batch of the loops' frames (so that its time per frame is
+        comparable)."""
         import torch
+        batch_size = batch_size or self.batch_size
         network = self.batched.networks[0]
-        inputs = self.patches.repeat(copies, 1, 1, 1)
+        inputs = self.patches[:1].repeat(copies * batch_size, 1, 1, 1)
         with torch.inference_mode(), self.batched.autocast():
             for loop in self.loops:
-                for _ in range(math.ceil(len(loop.frames) / self.batch_size)):
+                for _ in range(math.ceil(len(loop.frames) / batch_size)):
                     network(inputs)
+
+    def run_command(self) -> None:
+        """msvmamba_predict_video on the loops' folder with this model, no TTA, into a fresh output folder;
+        keeps the seconds per frame it reports (video_summary.csv, weighted by each loop's frames)."""
+        import torch
+        from nnunetv2_msvmamba.common.commands import command_path
+        with tempfile.TemporaryDirectory(prefix="bench_video_command_") as output:
+            command = [command_path("msvmamba_predict_video"), "-i", str(self.loops_folder), "-o", output,
+                       "-m", str(self.model), "-f", "0", "-device", torch.device(self.device).type,
+                       "--disable_tta", "--batch-size", str(self.batch_size)]
+            # this checkout's package, and this process's thread count
+            checkout_first = os.pathsep.join([str(REPOSITORY), os.environ.get("PYTHONPATH", "")])
+            environment = dict(os.environ, PYTHONPATH=checkout_first, OMP_NUM_THREADS=str(torch.get_num_threads()))
+            completed = subprocess.run(command, capture_output=True, text=True, env=environment)
+            if completed.returncode != 0:
+                raise SystemExit(f"error: msvmamba_predict_video exited {completed.returncode}:\n"
+                                 f"{completed.stderr[-3000:]}")
+            with open(Path(output) / "video_summary.csv", newline="") as summary:
+                rows = list(csv.DictReader(summary))
+        frames = sum(int(row["frames"]) for row in rows)
+        self.reported.append(sum(float(row["seconds_per_frame"]) * int(row["frames"]) for row in rows) / frames)
 
     def per_frame_seconds(self, name: str) -> float:
         return seconds(self.paths[name], self.device) / self.n_frames
@@ -219,7 +253,45 @@ def measure(workloads: Workloads, names: list[str], rounds: int, warmup: int) ->
                 if round_index >= warmup:
                     times[name].append(elapsed)
                 progress.update()
-    return Figures(workloads.batch_size, **{name: statistics.median(values) for name, values in times.items()})
+    figures = Figures(workloads.batch_size, **{name: statistics.median(values) for name, values in times.items()})
+    if workloads.reported:
+        figures.command_reported = statistics.median(workloads.reported[warmup:] or workloads.reported)
+    return figures
+
+
+@dataclasses.dataclass
+class BatchSizeFigures:
+    """The batched path (no TTA) and its limit at one batch size, seconds per frame (medians over the rounds)."""
+    batch_size: int
+    batched: float
+    limit: float
+
+
+def sweep_batch_sizes(workloads: Workloads, sizes: list[int], rounds: int) -> list[BatchSizeFigures]:
+    """The batched path and its limit at each batch size (no TTA), the sizes alternating round by round."""
+    from nnunetv2_msvmamba.video.batched_prediction import BatchedFramePredictor
+    predictors = {size: BatchedFramePredictor(workloads.plain, size) for size in sizes}
+    runs = {(size, kind): (lambda size=size: workloads.run_batched(predictors[size])) if kind == "batched"
+            else (lambda size=size: workloads.forward(1, size))
+            for size in sizes for kind in ("batched", "limit")}
+    times: dict[tuple[int, str], list[float]] = {key: [] for key in runs}
+    for round_index in range(rounds + 1):  # the first round warms up
+        for key in (list(runs) if round_index % 2 == 0 else list(runs)[::-1]):
+            elapsed = seconds(runs[key], workloads.device) / workloads.n_frames
+            if round_index > 0:
+                times[key].append(elapsed)
+    return [BatchSizeFigures(size, statistics.median(times[size, "batched"]), statistics.median(times[size, "limit"]))
+            for size in sizes]
+
+
+def report_batch_sizes(device: str, sweep: list[BatchSizeFigures]) -> None:
+    print(f"{device}, no TTA, by batch size (the batched path and its limit, seconds per frame):")
+    fastest = min(sweep, key=lambda figures: figures.batched)
+    for figures in sweep:
+        line(f"--batch-size {figures.batch_size}: batched / limit",
+             f"{figures.batched:.4f} / {figures.limit:.4f} s/frame ({ratio(figures.batched, figures.limit):.2f}x)")
+    print(f"  fastest batched path: --batch-size {fastest.batch_size}")
+    print()
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -255,6 +327,11 @@ def report(device: str, device_type: str, figures: Figures, copies_tta: int) -> 
     line("speed-up of the batched path over the per-frame path", f"{speed_up:.2f}x")
     line("EchoNet-Dynamic TEST, per-frame path", hours(figures.per_frame))
     line("EchoNet-Dynamic TEST, batched path", hours(figures.batched))
+    if figures.command is not None:
+        line("msvmamba_predict_video, whole run (start-up included)", f"{figures.command:.4f} s/frame")
+        line("msvmamba_predict_video, as it reports (video_summary.csv)", f"{figures.command_reported:.4f} s/frame")
+        line("msvmamba_predict_video as it reports / limit", f"{ratio(figures.command_reported, figures.limit):.2f}x")
+        line("EchoNet-Dynamic TEST, msvmamba_predict_video as it reports", hours(figures.command_reported))
     targets = TARGETS.get((device_type, False), {})
     if "limit" in targets:
         all_pass &= verdict("batched path / limit", limit_ratio, targets["limit"], True)
@@ -291,6 +368,10 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="frames per forward pass (default: the batched path's default for the device)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, metavar="B",
+                        help="also time the batched path and its limit (no TTA) at each of these batch sizes")
+    parser.add_argument("--no-command", action="store_true",
+                        help="do not time msvmamba_predict_video itself (it runs in a fresh process each round)")
     parser.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
                         help="devices to measure on (default: cpu, and cuda when PyTorch sees one)")
     parser.add_argument("--threads", type=int, default=None,
@@ -299,8 +380,10 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
     args = parser.parse_args(argv)
     if min(args.loops, args.frames, args.rounds) < 1 or args.warmup < 0 or (
-            args.batch_size is not None and args.batch_size < 1) or (args.threads is not None and args.threads < 1):
-        parser.error("--loops, --frames, --rounds, --batch-size and --threads must be at least 1, --warmup at least 0")
+            args.batch_size is not None and args.batch_size < 1) or min(args.batch_sizes or [1]) < 1 or (
+            args.threads is not None and args.threads < 1):
+        parser.error("--loops, --frames, --rounds, --batch-size, --batch-sizes and --threads must be at least 1, "
+                     "--warmup at least 0")
     if args.quick:
         args.loops, args.frames, args.rounds, args.warmup = 1, 8, 1, 0
     return args
@@ -324,7 +407,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"training: nnUNetv2_plan_and_preprocess + nnUNetv2_train -tr {TRAINER} on {TRAINING_IMAGES} synthetic "
               f"EchoNet frames ({train_device}) ...", file=sys.stderr, flush=True)
         model = train_model(Path(workspace), train_device)
-        loops = [read_loop(path) for path in write_loops(Path(workspace) / "loops", args.loops, args.frames)]
+        loops_folder = Path(workspace) / "loops"
+        loops = [read_loop(path) for path in write_loops(loops_folder, args.loops, args.frames)]
         print(f"machine: {machine_description()}")
         if args.note:
             print(f"note: {args.note}")
@@ -339,12 +423,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         print()
         all_pass = True
         for device in devices:
-            workloads = Workloads(model, loops, device, args.batch_size)
+            workloads = Workloads(model, loops, device, args.batch_size, None if args.no_command else loops_folder)
             patch = "x".join(map(str, workloads.plain.configuration_manager.patch_size))
             print(f"{device}: patch {patch}, batch size {workloads.batch_size} "
                   f"({'--batch-size' if args.batch_size else 'the default for ' + torch.device(device).type})")
             figures = measure(workloads, list(workloads.paths), args.rounds, args.warmup)
             all_pass &= report(device, torch.device(device).type, figures, workloads.copies_tta)
+            if args.batch_sizes:
+                report_batch_sizes(device, sweep_batch_sizes(workloads, args.batch_sizes, args.rounds))
         print(f"at end: {load_line()}")
     return 1 if args.strict and not all_pass else 0
 

@@ -1,6 +1,7 @@
 """benchmarks/bench_video.py --quick for real: it trains a Debug model with nnU-Net's commands, times one synthetic
-EchoNet-Dynamic loop through the per-frame and the batched path and the batched forward alone, and prints every
-figure with consistent ratios and projections. No timing gate: the figures are checked against each other."""
+EchoNet-Dynamic loop through the per-frame and the batched path, the batched forward alone and msvmamba_predict_video
+itself, sweeps two batch sizes, and prints every figure with consistent ratios and projections. No timing gate:
+the figures are checked against each other."""
 from __future__ import annotations
 
 import re
@@ -31,8 +32,8 @@ def projected_hours(output: str, section: str, title: str) -> float:
 
 
 def test_quick_run_prints_every_figure():
-    completed = subprocess.run([sys.executable, str(BENCHMARK), "--quick", "--devices", "cpu"], capture_output=True,
-                               text=True, timeout=1800)
+    command = [sys.executable, str(BENCHMARK), "--quick", "--devices", "cpu", "--batch-sizes", "1", "2"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert completed.returncode == 0, completed.stderr[-4000:]
     output = completed.stdout
     assert re.search(r"^machine: .+CPU cores available", output, re.MULTILINE), output
@@ -53,6 +54,20 @@ def test_quick_run_prints_every_figure():
             ("EchoNet-Dynamic TEST, per-frame path", per_frame),
             ("EchoNet-Dynamic TEST, batched path", batched)):
         assert projected_hours(output, plain, title) == pytest.approx(seconds_per_frame * 223_000 / 3600, rel=0.05)
+    whole_run = figure(output, plain, "msvmamba_predict_video, whole run (start-up included)", "s/frame")
+    reported = figure(output, plain, "msvmamba_predict_video, as it reports (video_summary.csv)", "s/frame")
+    assert whole_run > reported > 0  # the whole run includes start-up and writing, which the reported figure leaves out
+    assert figure(output, plain, "msvmamba_predict_video as it reports / limit", "x") == pytest.approx(
+        reported / limit, rel=0.05, abs=0.01)
+    assert projected_hours(output, plain, "EchoNet-Dynamic TEST, msvmamba_predict_video as it reports") == (
+        pytest.approx(reported * 223_000 / 3600, rel=0.05))
+    sweep = output.split("\ncpu, no TTA, by batch size", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(rf"^  --batch-size (\d+): batched / limit +{NUMBER} / {NUMBER} s/frame \({NUMBER}x\)$", sweep,
+                      re.MULTILINE)
+    assert [int(size) for size, *_ in rows] == [1, 2], sweep
+    for _, batched_at, limit_at, shown in rows:
+        assert float(shown) == pytest.approx(float(batched_at) / float(limit_at), rel=0.05, abs=0.01)
+    assert re.search(r"^  fastest batched path: --batch-size [12]$", sweep, re.MULTILINE), sweep
     tta = "cpu, TTA (4 mirrored copies of each frame in the same forward pass):"
     batched_tta = figure(output, tta, f"batched path (--batch-size {batch})", "s/frame")
     limit_tta = figure(output, tta, f"batched forward alone, batch {batch} x 4 copies (the limit)", "s/frame")

@@ -56,7 +56,7 @@ def test_targets_per_device(bench, capsys, device_type, figures, passes):
 def test_strict_turns_a_missed_target_into_status_1(bench, monkeypatch, tmp_path):
     """No training or timing: the model, the loops and the figures are fabricated."""
     class FakeWorkloads:
-        def __init__(self, model, loops, device, batch_size):
+        def __init__(self, model, loops, device, batch_size, loops_folder=None):
             self.batch_size, self.copies_tta, self.paths = 8, 4, {}
             self.plain = type("Predictor", (), {"configuration_manager": type("C", (), {"patch_size": [112, 112]})})
 
