@@ -6,6 +6,7 @@ started by other programs (nnUNetv2_train) find it. The time bounds below only c
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +16,13 @@ VARIABLE = "MSVMAMBA_TEST_HANDSHAKE"
 HANG_BOUND_SECONDS = 1800.0  # far beyond any healthy wait, even a training epoch on a loaded machine
 POLL_SECONDS = 0.01
 WAITING_PREFIX = "waiting-"
+
+
+def handle_ctrl_c_as_from_a_terminal() -> None:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt in this process, as in any Python program started from a terminal,
+    even where the test run itself was started with SIGINT ignored (a background job of a shell without job
+    control), which a child process inherits and Python then leaves as it is. For the processes a test interrupts."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Handshake:

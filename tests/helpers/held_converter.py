@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from dataset_conversion import camus
-from helpers.handshake import Handshake
+from helpers.handshake import Handshake, handle_ctrl_c_as_from_a_terminal
 
 original_convert_patient = camus.convert_patient
 
@@ -21,6 +21,7 @@ def held_convert_patient(task: camus.PatientTask) -> camus.PatientResult:
 
 
 if __name__ == "__main__":
+    handle_ctrl_c_as_from_a_terminal()
     from helpers import held_converter  # pickled by this name, not as __main__'s
     camus.convert_patient = held_converter.held_convert_patient
     sys.exit(camus.main(sys.argv[1:]))

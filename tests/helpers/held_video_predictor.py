@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from helpers.handshake import Handshake
+from helpers.handshake import Handshake, handle_ctrl_c_as_from_a_terminal
 from nnunetv2_msvmamba.video import cli
 from nnunetv2_msvmamba.video.batched_prediction import BatchedFramePredictor
 
@@ -21,5 +21,6 @@ def held_predict_frames(*args, **kwargs):
 
 
 if __name__ == "__main__":
+    handle_ctrl_c_as_from_a_terminal()
     BatchedFramePredictor.predict_frames = held_predict_frames  # what cli predicts each loop's frames with
     sys.exit(cli.main(sys.argv[1:]))
