@@ -3,6 +3,7 @@ README, docs/*.md or CONTRIBUTING.md names exists, every command line in their c
 installed program's own argument parser, and every link between them points at an existing file and heading."""
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
@@ -139,7 +140,9 @@ INVOCATIONS = invocations_in(README)
 DOC_INVOCATIONS = [(page, invocation) for page, text in DOC_PAGES.items() for invocation in invocations_in(text)
                    if is_checked_in_docs(invocation) and invocation not in INVOCATIONS]
 
-# Runs a command's entry point (console script or `python script.py`) up to the end of its argument parsing.
+# Runs command entry points (console scripts or `python script.py`) up to the end of their argument parsing: the
+# invocations come as a JSON list on stdin, each is run in a child forked after the heavy imports they share
+# (torch, nnU-Net), so that a hundred command lines cost one start-up; prints one JSON result per invocation.
 PARSE_ONLY = r"""
 import argparse, json, os, runpy, sys
 from importlib.metadata import entry_points
@@ -161,28 +164,76 @@ def stop_after(method):
         return result
     return parse_then_stop
 
+def parse(program, arguments):
+    if program in ("python", "python3"):
+        sys.argv = arguments
+        sys.path.insert(0, os.path.dirname(os.path.abspath(arguments[0])))  # as `python script.py` does
+        run = lambda: runpy.run_path(arguments[0], run_name="__main__")
+    else:
+        sys.argv = [program, *arguments]
+        run = {ep.name: ep for ep in entry_points(group="console_scripts")}[program].load()
+    try:
+        run()
+    except Parsed:
+        return 0
+    except SystemExit as exit:
+        if exit.code is None or isinstance(exit.code, int):
+            return exit.code or 0
+        print(exit.code, file=sys.stderr)
+        return 1
+    print("the command finished without parsing arguments with argparse", file=sys.stderr)
+    return 1
+
+def parse_in_a_child(invocation):
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(reading)
+        os.dup2(writing, 1)
+        os.dup2(writing, 2)
+        status = 1
+        try:
+            status = parse(invocation[0], invocation[1:])
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(writing)
+    with os.fdopen(reading, errors="replace") as output:
+        text = output.read()
+    _, wait_status = os.waitpid(child, 0)
+    return {"returncode": os.waitstatus_to_exitcode(wait_status), "output": text}
+
+import torch, nnunetv2.run.run_training, nnunetv2.inference.predict_from_raw_data  # shared by most commands
 argparse.ArgumentParser.parse_args = stop_after(argparse.ArgumentParser.parse_args)
 argparse.ArgumentParser.parse_known_args = stop_after(argparse.ArgumentParser.parse_known_args)
-
-program, *arguments = json.loads(sys.argv[1])
-if program in ("python", "python3"):
-    sys.argv = arguments
-    sys.path.insert(0, os.path.dirname(os.path.abspath(arguments[0])))  # as `python script.py` does
-    run = lambda: runpy.run_path(arguments[0], run_name="__main__")
-else:
-    sys.argv = [program, *arguments]
-    run = {ep.name: ep for ep in entry_points(group="console_scripts")}[program].load()
-try:
-    run()
-except Parsed:
-    sys.exit(0)
-sys.exit("the command finished without parsing arguments with argparse")
+results = [parse_in_a_child(invocation) for invocation in json.load(sys.stdin)]
+sys.stdout.write(json.dumps(results))
 """
 
 
+def parse_all(invocations: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Each invocation run by its program up to the end of its argument parsing: the exit status (0 when it
+    parsed) and what it printed (as stderr)."""
+    completed = subprocess.run([str(BIN / "python"), "-c", PARSE_ONLY], input=json.dumps(invocations), cwd=REPOSITORY,
+                               capture_output=True, text=True, timeout=3600)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return [subprocess.CompletedProcess(invocation, result["returncode"], "", result["output"])
+            for invocation, result in zip(invocations, json.loads(completed.stdout))]
+
+
 def parses(invocation: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "python"), "-c", PARSE_ONLY, json.dumps(invocation)], cwd=REPOSITORY,
-                          capture_output=True, text=True, timeout=1800)
+    return parse_all([invocation])[0]
+
+
+@functools.lru_cache(maxsize=None)
+def parsed_documentation() -> dict[str, subprocess.CompletedProcess]:
+    """Every command line of README, docs/ and CONTRIBUTING.md, parsed in one run (see PARSE_ONLY)."""
+    invocations = [*INVOCATIONS, *(invocation for _, invocation in DOC_INVOCATIONS)]
+    return {json.dumps(invocation): result for invocation, result in zip(invocations, parse_all(invocations))}
 
 
 def test_readme_has_command_lines_of_every_kind():
@@ -200,7 +251,7 @@ def test_the_parse_check_rejects_a_wrong_option_and_a_missing_argument():
 def test_every_readme_command_line_is_accepted_by_its_program(invocation):
     """Options and arguments as README writes them parse with the installed program's own parser (nnU-Net's
     commands included), so a renamed option or a wrong argument count cannot go unnoticed."""
-    result = parses(invocation)
+    result = parsed_documentation()[json.dumps(invocation)]
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -225,7 +276,7 @@ def test_the_docs_check_skips_only_shell_and_packaging_lines():
                          ids=[f"{page}: {' '.join(i)}"[:90] for page, i in DOC_INVOCATIONS])
 def test_every_docs_command_line_is_accepted_by_its_program(page, invocation):
     """As for README: each command line of docs/*.md and CONTRIBUTING.md parses with its program's own parser."""
-    result = parses(invocation)
+    result = parsed_documentation()[json.dumps(invocation)]
     assert result.returncode == 0, f"{page}: {' '.join(invocation)}\n{result.stderr[-2000:]}"
 
 
