@@ -1,5 +1,5 @@
-"""`msvmamba_predict_video` end to end with a tiny model trained by nnU-Net's own commands (the Debug trainer):
-a tiny EchoNet-style AVI and a tiny CAMUS-style NIfTI sequence, frame for frame what nnUNetv2_predict gives,
+"""`msvmamba_predict_video` end to end with a small model trained by nnU-Net's own commands (the demo's trainer on a
+shortened schedule, so that it has learned): a tiny EchoNet-style AVI and a tiny CAMUS-style NIfTI sequence, frame for frame what nnUNetv2_predict gives,
 the outputs; and the bad inputs, each one line and exit status 2 with the finished outputs kept."""
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
 from nnunetv2_msvmamba.video import cli, overlay
 from nnunetv2_msvmamba.video.sources import find_inputs, read_loop
 
-TRAINER = "nnUNetTrainerMSVMamba_Debug"
+TRAINER = "nnUNetTrainerMSVMamba_Demo"
+TRAINING_SCHEDULE = {"MSVMAMBA_DEMO_EPOCHS": "3", "MSVMAMBA_DEMO_ITERATIONS": "10"}  # pseudo Dice ~0.99 by epoch 3
 DATASET_ID = 931
 NIFTI_SPACING = (0.3, 0.33)  # x (columns), y (rows): unequal, so that a swapped axis shows
 NIFTI_FRAMES = 5
@@ -43,8 +44,10 @@ def folders(tmp_path_factory) -> NnUNetFolders:
 
 @pytest.fixture(scope="module")
 def model(folders) -> Path:
-    """A 2D MSV-Mamba model trained (two tiny epochs) through the real nnU-Net commands."""
-    return train_toy_model(folders, DATASET_ID, TRAINER)
+    """A 2D MSV-Mamba model that has learned the toy dataset's disc (LV cavity) and ring, trained through the real
+    nnU-Net commands on the demo's schedule shortened, so that the loops below are segmented well enough to be
+    analysed."""
+    return train_toy_model(folders, DATASET_ID, TRAINER, n_train=10, **TRAINING_SCHEDULE)
 
 
 def beating_disc_frames(n_frames: int, shape: tuple[int, int]) -> np.ndarray:
@@ -107,13 +110,17 @@ def test_every_frame_of_an_avi_and_a_nifti_sequence_is_segmented_and_analysed(pr
         ok, frame = overlay.read()
         assert ok and min(frame.shape[:2]) >= 336  # small echoes are enlarged
         overlay.release()
-        # analysed, or the reason it could not be stated
-        assert row["ef_percent"] or row["note"]
-    # sequence_frames.csv has every frame of every sequence that could be measured; the others say which frame not
-    frames = read_rows(output / "sequence_frames.csv") if (output / "sequence_frames.csv").exists() else []
+    # analysed: the NIfTI holds a whole beat (ED, ES, ED), the AVI an ED -> ES half beat; the disc's EF by the
+    # single-plane method of discs is 74 % and 44 % on the true labels
+    # (the note may name stray pixels the toy model marks as cavity, which are left out of the volumes)
+    for row, true_ef in zip(summary, (74.4, 44.2)):
+        assert row["beats"] == "1" and "ESV > EDV" not in row["note"] and "left out of the EF" not in row["note"], row
+        assert float(row["ef_percent"]) == pytest.approx(true_ef, abs=10), row
+    # sequence_frames.csv has every frame of every sequence
+    frames = read_rows(output / "sequence_frames.csv")
     for row in summary:
         measured = [frame for frame in frames if frame["sequence"] == row["sequence"]]
-        assert len(measured) == int(row["frames"]) or "frame" in row["note"]
+        assert len(measured) == int(row["frames"]) and all(float(frame["lv_volume"]) > 0 for frame in measured)
 
 
 def test_frames_are_predicted_as_nnunetv2_predict_predicts_them(predicted, loops, model, folders, tmp_path):
