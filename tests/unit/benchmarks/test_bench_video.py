@@ -14,22 +14,6 @@ import pytest
 from helpers.benchmark_scripts import BENCHMARKS, load_benchmark
 
 BENCHMARK = BENCHMARKS / "bench_video.py"
-NUMBER = r"(\d+(?:\.\d+)?)"
-
-
-def figure(output: str, section: str, title: str, unit: str) -> float:
-    """The figure of the row `title` in the section headed `section` (e.g. 'cpu, no TTA')."""
-    block = output.split(f"\n{section}", 1)[1].split("\n\n", 1)[0]
-    match = re.search(rf"^  {re.escape(title)} +{NUMBER} ?{re.escape(unit)}$", block, re.MULTILINE)
-    assert match, f"no row {title!r} in:\n{block}"
-    return float(match.group(1))
-
-
-def projected_hours(output: str, section: str, title: str) -> float:
-    block = output.split(f"\n{section}", 1)[1].split("\n\n", 1)[0]
-    match = re.search(rf"^  {re.escape(title)} +{NUMBER} (h|min)$", block, re.MULTILINE)
-    assert match, f"no row {title!r} in:\n{block}"
-    return float(match.group(1)) / (60 if match.group(2) == "min" else 1)
 
 
 @pytest.fixture
