@@ -16,12 +16,15 @@ REQUIRED_LV_ENDO_DICE = 0.85
 # Measured 8.02 points (2026-12-02, life-size synthetic hearts) and 9.32 before them: short training shrinks ED
 # and grows ES masks. The bound is the larger of the two with a 30 % margin for run-to-run variation of training.
 MAX_EF_MAE_POINTS = 12.0
+# Only catches a hang: the demo takes 8-12 min on 2 quiet cores, and passed the 1 h mark beside 4 CPU-bound
+# processes (load average 6-7, ~31 s per epoch of the stock trainer), so the bound is 4 h.
+HANG_BOUND_SECONDS = 4 * 3600
 
 
 def test_default_demo_reaches_the_required_lv_endo_dice(tmp_path: Path) -> None:
     output = tmp_path / "demo_output"
     result = subprocess.run([sys.executable, "-m", "nnunetv2_msvmamba.demo", "-o", str(output)], cwd=REPOSITORY,
-                            capture_output=True, text=True, timeout=3600)
+                            capture_output=True, text=True, timeout=HANG_BOUND_SECONDS)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "nnUNetTrainerMSVMamba_Demo: 25 epochs x 10 iterations, cpu" in result.stdout
 
