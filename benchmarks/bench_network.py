@@ -43,7 +43,7 @@ from typing import Optional
 
 import numpy as np
 
-from measure import cpu_and_cores, peak_rise_mib, ratio  # benchmarks/measure.py, beside this script
+from measure import cpu_and_cores, peak_rise_mib, ratio, run_command_or_exit  # benchmarks/measure.py, beside this
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # measure this checkout, not an installed copy
@@ -115,14 +115,6 @@ def write_raw_dataset(raw: Path, size: int) -> None:
     generate_dataset_json(str(folder), {0: "US"}, LABELS, N_IMAGES, ".nii.gz", dataset_name=folder.name)
 
 
-def run_nnunet_command(arguments: list[str], environment: dict[str, str]) -> None:
-    from nnunetv2_msvmamba.common.commands import command_path
-    command = [command_path(arguments[0]), *arguments[1:]]
-    completed = subprocess.run(command, capture_output=True, text=True, env=environment)
-    if completed.returncode != 0:
-        raise SystemExit(f"error: {arguments[0]}: exited {completed.returncode}:\n{completed.stderr[-3000:]}")
-
-
 def make_plans(workspace: Path, size: int) -> Path:
     """Runs nnU-Net's fingerprint extraction and ResEnc-M planner on a fresh raw dataset; returns the
     preprocessed dataset folder, which holds the plans and dataset.json."""
@@ -131,8 +123,8 @@ def make_plans(workspace: Path, size: int) -> Path:
         folder.mkdir()
     write_raw_dataset(folders["nnUNet_raw"], size)
     environment = dict(os.environ, **{name: str(path) for name, path in folders.items()})
-    run_nnunet_command(["nnUNetv2_extract_fingerprint", "-d", str(DATASET_ID), "-np", "1"], environment)
-    run_nnunet_command(["nnUNetv2_plan_experiment", "-d", str(DATASET_ID), "-pl", PLANNER], environment)
+    run_command_or_exit(["nnUNetv2_extract_fingerprint", "-d", str(DATASET_ID), "-np", "1"], environment)
+    run_command_or_exit(["nnUNetv2_plan_experiment", "-d", str(DATASET_ID), "-pl", PLANNER], environment)
     return folders["nnUNet_preprocessed"] / f"Dataset{DATASET_ID:03d}_BenchEcho"
 
 

@@ -43,7 +43,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from measure import cpu_and_cores, ratio  # benchmarks/measure.py, beside this script
+from measure import cpu_and_cores, ratio, run_command_or_exit  # benchmarks/measure.py, beside this script
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # measure this checkout, not an installed copy
@@ -103,14 +103,6 @@ def write_training_dataset(raw: Path) -> None:
                           dataset_name=DATASET_NAME)
 
 
-def run_nnunet_command(arguments: list[str], environment: dict[str, str]) -> None:
-    from nnunetv2_msvmamba.common.commands import command_path
-    command = [command_path(arguments[0]), *arguments[1:]]
-    completed = subprocess.run(command, capture_output=True, text=True, env=environment)
-    if completed.returncode != 0:
-        raise SystemExit(f"error: {arguments[0]}: exited {completed.returncode}:\n{completed.stderr[-3000:]}")
-
-
 def train_model(workspace: Path, device: str) -> Path:
     """Plans, preprocesses and trains (TRAINER, fold 0) with nnU-Net's commands; returns the model folder."""
     from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
@@ -119,10 +111,10 @@ def train_model(workspace: Path, device: str) -> Path:
         folder.mkdir()
     write_training_dataset(folders["nnUNet_raw"])
     environment = dict(os.environ, nnUNet_def_n_proc="1", **{name: str(path) for name, path in folders.items()})
-    run_nnunet_command(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1", "-npfp", "1"],
-                       environment)
-    run_nnunet_command(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", TRAINER, "-device", device],
-                       dict(environment, nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0"))
+    run_command_or_exit(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1", "-npfp", "1"],
+                        environment)
+    run_command_or_exit(["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", TRAINER, "-device", device],
+                        dict(environment, nnUNet_extTrainer=str(trainer_folder()), nnUNet_n_proc_DA="0"))
     return folders["nnUNet_results"] / DATASET_NAME / f"{TRAINER}__nnUNetPlans__2d"
 
 

@@ -1,10 +1,12 @@
-"""What the benchmarks share: peak-memory measurement through /proc, the machine's description, ratios.
+"""What the benchmarks share: peak-memory measurement through /proc, the machine's description, ratios, and
+running nnU-Net's and our commands.
 Imported by the benchmark scripts, which run with this folder first on sys.path."""
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
+import subprocess
 from typing import Callable, Optional
 
 
@@ -41,3 +43,12 @@ def cpu_and_cores() -> str:
 def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
     """numerator / denominator, or None where either figure is missing or the denominator is 0."""
     return None if numerator is None or not denominator else numerator / denominator
+
+
+def run_command_or_exit(arguments: list[str], environment: dict[str, str]) -> None:
+    """Runs an installed command (nnU-Net's or ours) by name; exits with its stderr's tail when it fails."""
+    from nnunetv2_msvmamba.common.commands import command_path
+    command = [command_path(arguments[0]), *arguments[1:]]
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if completed.returncode != 0:
+        raise SystemExit(f"error: {arguments[0]}: exited {completed.returncode}:\n{completed.stderr[-3000:]}")
