@@ -1,0 +1,33 @@
+"""benchmarks/ef_echonet_synthetic.py --quick for real: a synthetic EchoNet-Dynamic release through the converter,
+nnU-Net's planning and training, and msvmamba_predict_video with --file-list; the EF agreement it prints is the one
+the command wrote, against FileList.csv's EF of the TEST videos."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import subprocess
+import sys
+
+from helpers.benchmark_scripts import BENCHMARKS
+
+BENCHMARK = BENCHMARKS / "ef_echonet_synthetic.py"
+
+
+def test_quick_run_reports_the_ef_of_every_test_video_against_file_list(tmp_path):
+    workspace = tmp_path / "run"
+    command = [sys.executable, str(BENCHMARK), "--quick", "--keep", str(workspace)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    output = completed.stdout
+    with open(workspace / "EchoNet-Dynamic" / "FileList.csv", newline="") as f:
+        test_efs = {row["FileName"]: float(row["EF"]) for row in csv.DictReader(f) if row["Split"] == "TEST"}
+    agreement = json.loads((workspace / "predictions" / "ef_agreement.json").read_text())
+    assert {pair["sequence"]: pair["reference_ef_percent"] for pair in agreement["pairs"]} == test_efs
+    assert (workspace / "predictions" / "ef_bland_altman.png").stat().st_size > 0
+    assert f"EF per video against FileList.csv ({agreement['n']} TEST videos):" in output
+    for name, reference in test_efs.items():
+        assert re.search(rf"^  {name}: predicted (none|\d+\.\d), FileList {reference:.1f}$", output, re.MULTILINE)
+    mae = re.search(r"MAE (\S+) EF points$", output, re.MULTILINE).group(1)
+    assert (mae == "nan") == math.isnan(agreement["mae"]) and (mae == "nan" or float(mae) == round(agreement["mae"], 2))
