@@ -35,7 +35,7 @@ import torch
 from .predict import PIXEL_SPACING_WITHOUT_HEADER, SLICE_AXIS_SPACING
 
 # Frames (one tile each) per forward pass when --batch-size is not given. CPU: on a 2-core CPU with 112x112 EchoNet
-# frames, batch 8 reached the batched forward's limit (0.054 s/frame against 0.073 at batch 1; issue 20). GPU: not
+# frames, batch 8 was the fastest of 2, 4, 8 and 16 (bench_video.py --batch-sizes; docs/benchmarks.md). GPU: not
 # measured yet (benchmarks/bench_video.py in gpu_check.sh will); a GPU needs far larger batches to be kept busy.
 DEFAULT_BATCH_SIZE = {"cpu": 8, "mps": 16, "cuda": 64}
 PREFETCHED_BATCHES = 2  # preprocessed frames kept ready ahead of the network, in batches
