@@ -80,7 +80,7 @@ def measure(workspace: Path, settings: dict, device: str) -> Path:
 
 def report(output: Path) -> dict:
     agreement = json.loads((output / "ef_agreement.json").read_text())
-    print(f"\nEF per video against FileList.csv ({agreement['n']} TEST videos):")
+    print(f"\nEF per video against FileList.csv ({len(agreement['pairs'])} TEST videos, {agreement['n']} with an EF):")
     for pair in agreement["pairs"]:
         ef = "none" if pair["ef_percent"] is None else f"{pair['ef_percent']:.1f}"
         print(f"  {pair['sequence']}: predicted {ef}, FileList {pair['reference_ef_percent']:.1f}")

@@ -24,10 +24,13 @@ def test_quick_run_reports_the_ef_of_every_test_video_against_file_list(tmp_path
     with open(workspace / "EchoNet-Dynamic" / "FileList.csv", newline="") as f:
         test_efs = {row["FileName"]: float(row["EF"]) for row in csv.DictReader(f) if row["Split"] == "TEST"}
     agreement = json.loads((workspace / "predictions" / "ef_agreement.json").read_text())
-    assert {pair["sequence"]: pair["reference_ef_percent"] for pair in agreement["pairs"]} == test_efs
+    # the command reports EFs to 2 decimals, FileList.csv has 4
+    assert {pair["sequence"]: pair["reference_ef_percent"] for pair in agreement["pairs"]} == {
+        name: round(ef, 2) for name, ef in test_efs.items()}
     assert (workspace / "predictions" / "ef_bland_altman.png").stat().st_size > 0
-    assert f"EF per video against FileList.csv ({agreement['n']} TEST videos):" in output
+    assert f"against FileList.csv ({len(test_efs)} TEST videos, {agreement['n']} with an EF):" in output
     for name, reference in test_efs.items():
-        assert re.search(rf"^  {name}: predicted (none|\d+\.\d), FileList {reference:.1f}$", output, re.MULTILINE)
+        line = rf"^  {name}: predicted (none|\d+\.\d), FileList {round(reference, 2):.1f}$"
+        assert re.search(line, output, re.MULTILINE), output
     mae = re.search(r"MAE (\S+) EF points$", output, re.MULTILINE).group(1)
     assert (mae == "nan") == math.isnan(agreement["mae"]) and (mae == "nan" or float(mae) == round(agreement["mae"], 2))
