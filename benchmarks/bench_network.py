@@ -43,7 +43,7 @@ from typing import Optional
 
 import numpy as np
 
-from measure import cpu_and_cores, peak_rise_mib, ratio, run_command_or_exit  # benchmarks/measure.py, beside this
+from measure import cpu_and_cores, make_nnunet_folders, peak_rise_mib, ratio, run_command_or_exit  # see measure.py
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # measure this checkout, not an installed copy
@@ -118,9 +118,7 @@ def write_raw_dataset(raw: Path, size: int) -> None:
 def make_plans(workspace: Path, size: int) -> Path:
     """Runs nnU-Net's fingerprint extraction and ResEnc-M planner on a fresh raw dataset; returns the
     preprocessed dataset folder, which holds the plans and dataset.json."""
-    folders = {name: workspace / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for folder in folders.values():
-        folder.mkdir()
+    folders = make_nnunet_folders(workspace)
     write_raw_dataset(folders["nnUNet_raw"], size)
     environment = dict(os.environ, **{name: str(path) for name, path in folders.items()})
     run_command_or_exit(["nnUNetv2_extract_fingerprint", "-d", str(DATASET_ID), "-np", "1"], environment)

@@ -43,7 +43,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from measure import cpu_and_cores, ratio, run_command_or_exit  # benchmarks/measure.py, beside this script
+from measure import cpu_and_cores, make_nnunet_folders, ratio, run_command_or_exit  # benchmarks/measure.py
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # measure this checkout, not an installed copy
@@ -106,9 +106,7 @@ def write_training_dataset(raw: Path) -> None:
 def train_model(workspace: Path, device: str) -> Path:
     """Plans, preprocesses and trains (TRAINER, fold 0) with nnU-Net's commands; returns the model folder."""
     from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
-    folders = {name: workspace / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for folder in folders.values():
-        folder.mkdir()
+    folders = make_nnunet_folders(workspace)
     write_training_dataset(folders["nnUNet_raw"])
     environment = dict(os.environ, nnUNet_def_n_proc="1", **{name: str(path) for name, path in folders.items()})
     run_command_or_exit(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "1", "-npfp", "1"],

@@ -9,7 +9,7 @@ release, with a model trained on the demo's schedule. Every step is a real comma
 then it prints the EF agreement the command wrote (ef_agreement.json: n, r, bias, limits of agreement, MAE), each
 video's pair, and where the Bland-Altman plot is. No target: issue 20 asks for the figure in the docs.
 
-    python benchmarks/ef_echonet_synthetic.py                  # 64 videos (8 TEST); ~20 min on 2 CPU cores
+    python benchmarks/ef_echonet_synthetic.py                  # 64 videos (8 TEST); ~30 min on 2 CPU cores
     python benchmarks/ef_echonet_synthetic.py --keep ef_run    # the same, keeping the release, model and outputs
     python benchmarks/ef_echonet_synthetic.py --quick          # 8 videos of 40 frames, 1 epoch of 2 iterations
 """
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import cpu_and_cores, run_command_or_exit  # benchmarks/measure.py, beside this script
+from measure import cpu_and_cores, make_nnunet_folders, run_command_or_exit  # benchmarks/measure.py, beside this script
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # measure this checkout, not an installed copy
@@ -36,10 +36,8 @@ QUICK = {"videos": 8, "frames": 40, "epochs": 1, "iterations": 2}  # 1 TEST vide
 
 def nnunet_environment(workspace: Path, epochs: int | None, iterations: int | None) -> dict[str, str]:
     from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
-    environment = dict(os.environ, nnUNet_def_n_proc="2", nnUNet_extTrainer=str(trainer_folder()))
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (workspace / name).mkdir()
-        environment[name] = str(workspace / name)
+    environment = dict(os.environ, nnUNet_def_n_proc="2", nnUNet_extTrainer=str(trainer_folder()),
+                       **{name: str(path) for name, path in make_nnunet_folders(workspace).items()})
     if epochs is not None:
         environment.update(MSVMAMBA_DEMO_EPOCHS=str(epochs), MSVMAMBA_DEMO_ITERATIONS=str(iterations))
     return environment
@@ -100,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="work in this new folder and keep it (default: a temporary one)")
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"), help="for training and prediction")
     args = parser.parse_args(argv)
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"--keep {args.keep}: exists already; give a new folder")
     settings = QUICK if args.quick else FULL
     print(f"machine: {cpu_and_cores()}")
     print(f"command: python benchmarks/ef_echonet_synthetic.py {' '.join(argv if argv is not None else sys.argv[1:])}")

@@ -7,6 +7,7 @@ import contextlib
 import os
 import platform
 import subprocess
+from pathlib import Path
 from typing import Callable, Optional
 
 
@@ -43,6 +44,14 @@ def cpu_and_cores() -> str:
 def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
     """numerator / denominator, or None where either figure is missing or the denominator is 0."""
     return None if numerator is None or not denominator else numerator / denominator
+
+
+def make_nnunet_folders(workspace: Path) -> dict[str, Path]:
+    """nnUNet_raw, nnUNet_preprocessed and nnUNet_results, made new under `workspace`, by their variable's name."""
+    folders = {name: workspace / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for folder in folders.values():
+        folder.mkdir()
+    return folders
 
 
 def run_command_or_exit(arguments: list[str], environment: dict[str, str]) -> None:
