@@ -11,9 +11,11 @@ float64) and a float64 kernel promotes them exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from types import SimpleNamespace
 
+import llvmlite.binding
 import numba
 import numpy as np
 from llvmlite import ir
@@ -129,8 +131,9 @@ def _coefficient_index(coefficient, batch_row, channel, dim):
 
 def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, out, last_state, checkpoints):
     """out = the scan's output, last_state = h_{L-1}, and (when checkpoints has room) checkpoints[..., c, :] = the
-    state before step c * chunk; one (batch, channel) row per parallel iteration, `chunk` steps at a time: the
-    per-step work (softplus, D u, the gate) in loops over the steps, which vectorise, around the recurrence."""
+    state before step c * chunk; one (batch, channel) row per parallel iteration, `chunk` steps at a time. Each
+    chunk's inputs are first copied into contiguous scratch, so that the per-step work (softplus, D u, the gate)
+    vectorises: LLVM cannot bound a strided array's accesses, and gives up vectorising a loop that reads one."""
     batch, dim, length = u.shape
     dstate = A_log2.shape[1]
     has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
@@ -143,6 +146,8 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, out, las
         D_d = D[d] if has_D else ZERO
         bias_d = delta_bias[d] if has_bias else ZERO
         h = np.zeros(dstate, dtype=dtype)
+        us = np.empty(chunk, dtype=dtype)
+        zs = np.empty(chunk, dtype=dtype)
         deltas = np.empty(chunk, dtype=dtype)
         delta_us = np.empty(chunk, dtype=dtype)
         ys = np.empty(chunk, dtype=dtype)
@@ -151,9 +156,12 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, out, las
             if save_checkpoints:
                 checkpoints[b, d, start // chunk, :] = h
             for s in range(steps):
-                delta_t = step_delta(delta[b, d, start + s] + bias_d, softplus)
+                us[s] = u[b, d, start + s]
+                deltas[s] = delta[b, d, start + s]
+            for s in range(steps):
+                delta_t = step_delta(deltas[s] + bias_d, softplus)
                 deltas[s] = delta_t
-                delta_us[s] = delta_t * u[b, d, start + s]
+                delta_us[s] = delta_t * us[s]
             for s in range(steps):  # the recurrence
                 t = start + s
                 delta_t, delta_u = deltas[s], delta_us[s]
@@ -164,11 +172,14 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, out, las
                     y += h_k * C[bC, gC, t * stepC, k]
                 ys[s] = y
             for s in range(steps):
-                y = ys[s] + D_d * u[b, d, start + s]
-                if has_z:
-                    z_t = z[b, d, start + s]
-                    y *= z_t * sigmoid(z_t)
-                out[b, d, start + s] = y
+                ys[s] += D_d * us[s]
+            if has_z:
+                for s in range(steps):
+                    zs[s] = z[b, d, start + s]
+                for s in range(steps):
+                    ys[s] *= zs[s] * sigmoid(zs[s])
+            for s in range(steps):
+                out[b, d, start + s] = ys[s]
         last_state[b, d, :] = h
 
 
@@ -178,8 +189,9 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
     (block_starts): it writes du, ddelta, dz and the per-row dA, dD, ddelta_bias of its channels, and adds the
     B/C gradients of its channels into its own partial slot, dB_partial[b, block] (input-dependent B:
     (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)); the same for C.
-    Per chunk: its states again from its checkpoint, the per-step work in loops over the steps (vectorised), and
-    the adjoint recurrence backwards through the chunk."""
+    Per chunk: its inputs copied into contiguous scratch (as in the forward), its states again from its
+    checkpoint, the adjoint recurrence alone backwards through the chunk, and everything else in loops without a
+    recurrence, which vectorise."""
     batch, dim, length = u.shape
     dstate = A_log2.shape[1]
     has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
@@ -190,11 +202,17 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
         b, block = task // blocks, task % blocks
         states = np.empty((chunk + 1, dstate), dtype=dtype)  # h before the chunk, then h_t of each step
         decays = np.empty((chunk, dstate), dtype=dtype)
+        adjoints = np.empty((chunk, dstate), dtype=dtype)  # g_t = dL/dh_t
+        us = np.empty(chunk, dtype=dtype)
+        zs = np.empty(chunk, dtype=dtype)
         raw_deltas = np.empty(chunk, dtype=dtype)
         deltas = np.empty(chunk, dtype=dtype)
         delta_us = np.empty(chunk, dtype=dtype)
-        dys = np.empty(chunk, dtype=dtype)  # dL/dy_t, through the gate; first y_t itself
-        d_delta_us = np.empty(chunk, dtype=dtype)  # dL/d(delta_t u_t) through the input term
+        ys = np.empty(chunk, dtype=dtype)
+        dys = np.empty(chunk, dtype=dtype)  # dL/dy_t, through the gate
+        dzs = np.empty(chunk, dtype=dtype)
+        dus = np.empty(chunk, dtype=dtype)
+        d_delta_us = np.empty(chunk, dtype=dtype)  # dL/d(delta_t u_t) through the input term, then d_delta
         d_exponents = np.empty(chunk, dtype=dtype)  # sum_k g_k h_{t-1,k} exp(delta_t A_k) A_k log2(e)
         carry = np.empty(dstate, dtype=dtype)  # exp(delta_{t+1} A) g_{t+1}: what g_t receives from step t + 1
         dA_d = np.empty(dstate, dtype=dtype)
@@ -213,10 +231,14 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
                 start = c * chunk
                 steps = min(chunk, length - start)
                 for s in range(steps):
-                    raw = delta[b, d, start + s] + bias_d
+                    us[s] = u[b, d, start + s]
+                    raw_deltas[s] = delta[b, d, start + s]
+                    dys[s] = dout[b, d, start + s]
+                for s in range(steps):
+                    raw = raw_deltas[s] + bias_d
                     delta_t = step_delta(raw, softplus)
                     raw_deltas[s], deltas[s] = raw, delta_t
-                    delta_us[s] = delta_t * u[b, d, start + s]
+                    delta_us[s] = delta_t * us[s]
                 states[0, :] = checkpoints[b, d, c, :]
                 for s in range(steps):  # the chunk's states again, from its checkpoint
                     t = start + s
@@ -228,44 +250,63 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
                         h_k = decay * states[s, k] + delta_u * B[bB, gB, t * stepB, k]
                         states[s + 1, k] = h_k
                         y += h_k * C[bC, gC, t * stepC, k]
-                    dys[s] = y
-                for s in range(steps):  # out = y z sigmoid(z): dz, and dy through the gate
-                    t = start + s
-                    u_t = u[b, d, t]
-                    dy = dout[b, d, t]
-                    if has_z:
-                        z_t = z[b, d, t]
+                    ys[s] = y
+                if has_z:  # out = (y + D u) z sigmoid(z): dz, and dy through the gate
+                    for s in range(steps):
+                        zs[s] = z[b, d, start + s]
+                    for s in range(steps):
+                        z_t = zs[s]
                         sig = sigmoid(z_t)
-                        dz[b, d, t] = dy * (dys[s] + D_d * u_t) * sig * (ONE + z_t * (ONE - sig))
-                        dy = dy * z_t * sig
-                    dys[s] = dy
-                    dD_d += dy * u_t
-                for s in range(steps - 1, -1, -1):  # the adjoint recurrence, backwards through the chunk
+                        dzs[s] = dys[s] * (ys[s] + D_d * us[s]) * sig * (ONE + z_t * (ONE - sig))
+                        dys[s] *= z_t * sig
+                    for s in range(steps):
+                        dz[b, d, start + s] = dzs[s]
+                for s in range(steps):
+                    dD_d += dys[s] * us[s]
+                for s in range(steps - 1, -1, -1):  # the adjoint recurrence alone, backwards through the chunk
                     t = start + s
-                    dy, delta_t, delta_u = dys[s], deltas[s], delta_us[s]
+                    dy = dys[s]
+                    for k in range(dstate):
+                        g = dy * C[bC, gC, t * stepC, k] + carry[k]
+                        adjoints[s, k] = g
+                        carry[k] = decays[s, k] * g
+                # what the adjoints give, step by step: one array written per loop, so that LLVM's checks that
+                # the arrays do not overlap stay few (they run each time a loop over the states starts)
+                for s in range(steps):
+                    t = start + s
+                    dy = dys[s]
+                    for k in range(dstate):
+                        dC_partial[b, slot_C, t * partial_step_C, k] += dy * states[s + 1, k]
+                for s in range(steps):
+                    t = start + s
+                    delta_u = delta_us[s]
+                    for k in range(dstate):
+                        dB_partial[b, slot_B, t * partial_step_B, k] += adjoints[s, k] * delta_u
+                for s in range(steps):
+                    t = start + s
+                    delta_t = deltas[s]
                     d_delta_u = ZERO
                     d_exponent = ZERO
                     for k in range(dstate):
-                        g = dy * C[bC, gC, t * stepC, k] + carry[k]
-                        dC_partial[b, slot_C, t * partial_step_C, k] += dy * states[s + 1, k]
-                        dB_partial[b, slot_B, t * partial_step_B, k] += g * delta_u
+                        g = adjoints[s, k]
                         d_delta_u += g * B[bB, gB, t * stepB, k]
                         through_decay = g * decays[s, k] * states[s, k]
                         d_exponent += through_decay * A_log2[d, k]
                         dA_d[k] += through_decay * delta_t
-                        carry[k] = decays[s, k] * g
                     d_delta_us[s] = d_delta_u
                     d_exponents[s] = d_exponent
                 for s in range(steps):
-                    t = start + s
-                    u_t = u[b, d, t]
-                    du[b, d, t] = dys[s] * D_d + d_delta_us[s] * deltas[s]
-                    d_delta = d_delta_us[s] * u_t + d_exponents[s] * LN_2
+                    dus[s] = dys[s] * D_d + d_delta_us[s] * deltas[s]
+                    d_delta = d_delta_us[s] * us[s] + d_exponents[s] * LN_2
                     raw = raw_deltas[s]
                     if softplus and raw <= SOFTPLUS_LINEAR_ABOVE:
                         d_delta *= sigmoid(raw)
-                    ddelta[b, d, t] = d_delta
-                    dbias_d += d_delta
+                    d_delta_us[s] = d_delta
+                for s in range(steps):
+                    dbias_d += d_delta_us[s]
+                for s in range(steps):
+                    du[b, d, start + s] = dus[s]
+                    ddelta[b, d, start + s] = d_delta_us[s]
             dA_rows[b, d, :] = dA_d
             dD_rows[b, d] = dD_d
             dbias_rows[b, d] = dbias_d
@@ -305,10 +346,24 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
         limit=types.void(count, count, vector, vector, vector, vector))
 
 
+@contextlib.contextmanager
+def _state_loops_kept_vectorised():
+    """LLVM's cost model vectorises the loops over the n states 8 lanes wide and interleaves them 4 ways (on the
+    development machine's Xeon): 32 states per vector iteration, so with Mamba's 16 states the vector body never
+    runs and the whole loop runs scalar, as LLVM's loop-vectorize remarks show. Without interleaving, 16 states are two vector iterations.
+    The option is LLVM's process-wide setting, so it is set only while these kernels compile."""
+    llvmlite.binding.set_option("", "-force-vector-interleave=1")
+    try:
+        yield
+    finally:
+        llvmlite.binding.set_option("", "-force-vector-interleave=0")  # 0: the cost model decides again
+
+
 def _compile(function, signature):
     # the numpy error model: a float division by zero gives inf as in PyTorch, and no check blocks vectorisation
-    return numba.njit(signature, parallel=True, cache=True, fastmath=FASTMATH, nogil=True,
-                      error_model="numpy")(function)
+    with _state_loops_kept_vectorised():
+        return numba.njit(signature, parallel=True, cache=True, fastmath=FASTMATH, nogil=True,
+                          error_model="numpy")(function)
 
 
 def compiled(float64: bool) -> SimpleNamespace:
