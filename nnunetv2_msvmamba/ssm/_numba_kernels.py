@@ -350,7 +350,8 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
 def _state_loops_kept_vectorised():
     """LLVM's cost model vectorises the loops over the n states 8 lanes wide and interleaves them 4 ways (on the
     development machine's Xeon): 32 states per vector iteration, so with Mamba's 16 states the vector body never
-    runs and the whole loop runs scalar, as LLVM's loop-vectorize remarks show. Without interleaving, 16 states are two vector iterations.
+    runs and the whole loop runs scalar, as LLVM's loop-vectorize remarks show. Without interleaving, 16 states
+    are two vector iterations.
     The option is LLVM's process-wide setting, so it is set only while these kernels compile."""
     llvmlite.binding.set_option("", "-force-vector-interleave=1")
     try:
