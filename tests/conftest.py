@@ -13,21 +13,14 @@ from helpers.nnunet import NnUNetFolders
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 END_TO_END = Path(__file__).resolve().parent / "e2e"
-# The default demo takes about 20 minutes on one worker. pytest-xdist's `--dist loadfile` hands files out in
-# collection order (pyproject.toml turns off its reordering by test count, which put the one-test files last), so
-# collected first it starts at once beside the rest of the suite, and the other end-to-end files, the next
-# longest, follow before the unit tests. In its alphabetical place it started 23 min into a 47 min run.
-STARTS_FIRST = END_TO_END / "test_demo_full.py"
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test is end-to-end (marked `e2e`, deselected by `-m "not e2e"`) because its file is under tests/e2e/.
-    The longest file comes first (STARTS_FIRST), then the end-to-end tests, then the unit tests."""
+    """A test is end-to-end (marked `e2e`, deselected by `-m "not e2e"`) because its file is under tests/e2e/."""
     for item in items:
         if item.path.is_relative_to(END_TO_END):
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda item: (item.path != STARTS_FIRST, not item.path.is_relative_to(END_TO_END)))  # stable
 
 
 @pytest.fixture
