@@ -602,13 +602,16 @@ def report(shapes, measured: dict[str, Measured]) -> bool:
 def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Forward, backward, peak memory and parity of nnunetv2_msvmamba's selective-scan backends: on the "
-                    "CPU the pure-PyTorch scan against mamba_ssm's selective_scan_ref; on CUDA the Triton scan "
+                    "CPU the Numba kernels and the pure-PyTorch scan against mamba_ssm's selective_scan_ref and "
+                    "the arithmetic limit; on CUDA the Triton scan "
                     "against the pure-PyTorch scan and mamba_ssm's fused kernel; with their targets.")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the scans run (default: cpu)")
     parser.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=None,
-                        help="what to measure (default: torch upstream on the CPU; triton torch mamba_ssm on CUDA; "
-                             "triton on the CPU needs TRITON_INTERPRET=1 and is only a dry run)")
+                        help="what to measure (default: " + "; ".join(
+                            f"{' '.join(names)} on {device.upper() if device == 'cuda' else 'the CPU'}"
+                            for device, names in DEFAULT_IMPLEMENTATIONS.items())
+                        + "; triton on the CPU needs TRITON_INTERPRET=1 and is only a dry run)")
     parser.add_argument("--quick", action="store_true",
                         help=f"one small shape {QUICK_SHAPES[0]} and one process per implementation: a smoke run, "
                              f"its figures only indicative")
