@@ -155,9 +155,8 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, out, las
             steps = min(chunk, length - start)
             if save_checkpoints:
                 checkpoints[b, d, start // chunk, :] = h
-            for s in range(steps):
-                us[s] = u[b, d, start + s]
-                deltas[s] = delta[b, d, start + s]
+            us[:steps] = u[b, d, start:start + steps]
+            deltas[:steps] = delta[b, d, start:start + steps]
             for s in range(steps):
                 delta_t = step_delta(deltas[s] + bias_d, softplus)
                 deltas[s] = delta_t
@@ -174,12 +173,10 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, out, las
             for s in range(steps):
                 ys[s] += D_d * us[s]
             if has_z:
-                for s in range(steps):
-                    zs[s] = z[b, d, start + s]
+                zs[:steps] = z[b, d, start:start + steps]
                 for s in range(steps):
                     ys[s] *= zs[s] * sigmoid(zs[s])
-            for s in range(steps):
-                out[b, d, start + s] = ys[s]
+            out[b, d, start:start + steps] = ys[:steps]
         last_state[b, d, :] = h
 
 
@@ -230,10 +227,9 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
             for c in range(chunks - 1, -1, -1):
                 start = c * chunk
                 steps = min(chunk, length - start)
-                for s in range(steps):
-                    us[s] = u[b, d, start + s]
-                    raw_deltas[s] = delta[b, d, start + s]
-                    dys[s] = dout[b, d, start + s]
+                us[:steps] = u[b, d, start:start + steps]
+                raw_deltas[:steps] = delta[b, d, start:start + steps]
+                dys[:steps] = dout[b, d, start:start + steps]
                 for s in range(steps):
                     raw = raw_deltas[s] + bias_d
                     delta_t = step_delta(raw, softplus)
@@ -252,15 +248,13 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
                         y += h_k * C[bC, gC, t * stepC, k]
                     ys[s] = y
                 if has_z:  # out = (y + D u) z sigmoid(z): dz, and dy through the gate
-                    for s in range(steps):
-                        zs[s] = z[b, d, start + s]
+                    zs[:steps] = z[b, d, start:start + steps]
                     for s in range(steps):
                         z_t = zs[s]
                         sig = sigmoid(z_t)
                         dzs[s] = dys[s] * (ys[s] + D_d * us[s]) * sig * (ONE + z_t * (ONE - sig))
                         dys[s] *= z_t * sig
-                    for s in range(steps):
-                        dz[b, d, start + s] = dzs[s]
+                    dz[b, d, start:start + steps] = dzs[:steps]
                 for s in range(steps):
                     dD_d += dys[s] * us[s]
                 for s in range(steps - 1, -1, -1):  # the adjoint recurrence alone, backwards through the chunk
@@ -304,9 +298,8 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
                     d_delta_us[s] = d_delta
                 for s in range(steps):
                     dbias_d += d_delta_us[s]
-                for s in range(steps):
-                    du[b, d, start + s] = dus[s]
-                    ddelta[b, d, start + s] = d_delta_us[s]
+                du[b, d, start:start + steps] = dus[:steps]
+                ddelta[b, d, start:start + steps] = d_delta_us[:steps]
             dA_rows[b, d, :] = dA_d
             dD_rows[b, d] = dD_d
             dbias_rows[b, d] = dbias_d
