@@ -7,10 +7,11 @@
                              (1024 x 64 x 256, without upstream, whose backward would take many minutes there).
                              The Numba worker also measures the arithmetic limit, one exp2 and two fused
                              multiply-adds per state update, with a tiny Numba kernel (same exp2) in the same
-                             process, on 1 thread and on all, and itself on 1 thread: it prints updates per second
-                             against that limit (targets: forward within 2x of the limit on one thread,
-                             forward+backward within 2x of three forwards at the limit) and the speedup from 1
-                             thread to all (target >= 1.8x, on a 2-core machine; n/a with one thread).
+                             process, and itself, each on 1 thread and on all, sample by sample in alternation (best
+                             of at least 10 rounds): it prints updates per second against that limit (targets:
+                             forward within 2x of the limit on one thread, forward+backward within 2x of three
+                             forwards at the limit) and the speedup from 1 thread to all (target >= 1.8x, on a
+                             2-core machine; n/a with one thread).
     --device cuda            the Triton scan, the pure-PyTorch scan on CUDA and, where it imports, mamba_ssm's
                              fused kernel ("mamba_ssm"); targets: Triton forward+backward >= 20x faster than the
                              PyTorch scan, and within 3x of mamba_ssm's fused kernel.
@@ -62,6 +63,9 @@ IMPLEMENTATIONS = ("numba", "torch", "triton", "mamba_ssm", "upstream")
 DEFAULT_IMPLEMENTATIONS = {"cpu": ("numba", "torch", "upstream"), "cuda": ("triton", "torch", "mamba_ssm")}
 # the arithmetic-limit kernel's work: rows x steps updates of D_STATE states (~17 M updates, milliseconds)
 LIMIT_ROWS, LIMIT_STEPS = 256, 4096
+# rounds of the Numba scan's paired 1-thread / all-thread samples at least: its times are milliseconds, and on a
+# shared machine consecutive samples vary by 30 % and more
+THREAD_ROUNDS = 10
 MODES = ("inference", "training")
 UNAVAILABLE = 3  # a worker's exit status when its implementation cannot run here
 MEMORY_NOTE = {
@@ -320,64 +324,69 @@ def measure_training(scan: Callable, batch: int, dim: int, length: int, repeats:
     return dict(forward_training=min(forward_times), backward=min(backward_times), peak_step_mib=peak)
 
 
-def arithmetic_limit(threads: int, repeats: int) -> float:
-    """Updates per second of the arithmetic-limit kernel (`_numba_kernels._arithmetic_limit`: one exp2, the scan's
-    own, and two fused multiply-adds per state update) on `threads` threads, best of `repeats`."""
+def arithmetic_limit_runner() -> Callable[[int], float]:
+    """A function that runs the arithmetic-limit kernel (`_numba_kernels._arithmetic_limit`: one exp2, the scan's
+    own, and two fused multiply-adds per state update) once on the given number of threads and returns its updates
+    per second; the kernel is compiled (or loaded) and run once here."""
     import numba
     import numpy as np
     from nnunetv2_msvmamba.ssm._numba_kernels import compiled_arithmetic_limit
     kernel = compiled_arithmetic_limit()
     A_log2 = -np.linspace(0.01, 0.2, D_STATE, dtype=np.float32)
     B, C, y = np.ones(D_STATE, np.float32), np.ones(D_STATE, np.float32), np.empty(LIMIT_ROWS, np.float32)
-    numba.set_num_threads(threads)
-    kernel(LIMIT_ROWS, LIMIT_STEPS, A_log2, B, C, y)
-    times = []
-    for _ in range(max(repeats, 3)):
+
+    def run(threads: int) -> float:
+        numba.set_num_threads(threads)
         start = time.perf_counter()
         kernel(LIMIT_ROWS, LIMIT_STEPS, A_log2, B, C, y)
-        times.append(time.perf_counter() - start)
-    return LIMIT_ROWS * LIMIT_STEPS * D_STATE / min(times)
+        return LIMIT_ROWS * LIMIT_STEPS * D_STATE / (time.perf_counter() - start)
+    run(1)
+    return run
 
 
-def single_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, int, int], repeats: int) -> dict:
-    """The forward (inference) and forward+backward times on one thread, PyTorch's thread count restored after."""
+def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, int, int], rounds: int) -> dict:
+    """The Numba scan's extra figures at `shape`: its forward (inference) and forward+backward times on 1 thread
+    and on PyTorch's thread count, and the arithmetic limit's updates per second on both, best of `rounds` rounds.
+    Each round takes one sample of each on both thread counts, in alternating order, so that a shared machine's
+    drifting speed falls on both sides of every ratio (timings taken minutes apart differed by up to 2x)."""
     import torch
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    counts = (1, threads) if threads > 1 else (1,)
+    runs = {}
+    if "inference" in modes:
+        inference_inputs = scan_inputs(*shape, requires_grad=False)
+
+        def forward_inference() -> None:
+            with torch.no_grad():
+                forward(scan, inference_inputs)
+        runs["forward_inference"] = forward_inference
+    if "training" in modes:
+        training_inputs = scan_inputs(*shape, requires_grad=True)
+        output_grad = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+        runs["forward_backward"] = lambda: torch.autograd.grad(forward(scan, training_inputs),
+                                                               list(training_inputs.values()), output_grad)
+    limit = arithmetic_limit_runner()
+    best: dict[int, dict[str, float]] = {count: {"limit": 0.0} for count in counts}
     try:
-        figures = {}
-        if "inference" in modes:
-            figures["forward_inference"] = measure_inference(scan, *shape, repeats, "cpu")["forward_inference"]
-        if "training" in modes:
-            training = measure_training(scan, *shape, repeats, repeats, "cpu")
-            figures["forward_backward"] = training["forward_training"] + training["backward"]
-        return figures
+        for round_index in range(rounds):
+            for count in counts if round_index % 2 == 0 else counts[::-1]:
+                torch.set_num_threads(count)
+                for name, run in runs.items():
+                    start = time.perf_counter()
+                    run()
+                    best[count][name] = min(best[count].get(name, math.inf), time.perf_counter() - start)
+                best[count]["limit"] = max(best[count]["limit"], limit(count))
     finally:
         torch.set_num_threads(threads)
-
-
-def thread_scaling(scan: Callable, modes: list[str], shapes, figures: dict, repeats: int) -> dict:
-    """The Numba scan's extra figures: the arithmetic limit on 1 and on all threads, and its own times on one
-    thread per shape (the main figures themselves where PyTorch has one thread anyway)."""
-    import torch
-    threads = torch.get_num_threads()
-    single = {}
-    for shape in shapes:
-        name = shape_name(shape)
-        if threads == 1:
-            main = Measurement(**{field.name: figures[name].get(field.name, 0.0)
-                                  for field in dataclasses.fields(Measurement)})
-            single[name] = {"forward_inference": main.forward_inference, "forward_backward": main.forward_backward}
-        else:
-            single[name] = single_thread_figures(scan, modes, shape, repeats)
-    return {"threads": threads, "limit_one": arithmetic_limit(1, repeats),
-            "limit_all": arithmetic_limit(threads, repeats), "single_thread": single}
+    limits = {count: figures.pop("limit") for count, figures in best.items()}
+    return {"threads": threads, "limit_one": limits[1], "limit_all": limits[threads],
+            "single_thread": {shape_name(shape): best[1]}, "all_threads": {shape_name(shape): best[threads]}}
 
 
 def worker(implementation: str, modes: list[str], device: str, shapes: list[tuple[int, int, int]], repeats: int,
            reference_backward_repeats: int) -> None:
     """Prints one JSON line: {"parity_error": ..., "figures": {"BxDxL": {...}}, "runtime": ...} (the Numba scan:
-    also "scaling", see `thread_scaling`)."""
+    also "scaling", see `paired_thread_figures`)."""
     scan = load_implementation(implementation)
     backward_repeats = reference_backward_repeats if implementation == "upstream" else repeats
     started = time.perf_counter()
@@ -394,8 +403,9 @@ def worker(implementation: str, modes: list[str], device: str, shapes: list[tupl
         figures[shape_name(shape)] = shape_figures
     report = {"parity_error": parity_error(scan, device), "figures": figures, "runtime": runtime_description(device)}
     if implementation == "numba":
-        report["scaling"] = thread_scaling(scan, modes, shapes, figures, repeats)
-        report["scaling"]["first_call_s"] = first_call_s
+        report["scaling"] = {"first_call_s": first_call_s}
+        for shape in shapes:
+            merge_scaling(report["scaling"], paired_thread_figures(scan, modes, shape, max(repeats, THREAD_ROUNDS)))
     print(json.dumps(report))
 
 
@@ -480,25 +490,27 @@ def measure_all(args: argparse.Namespace, shapes, implementations) -> tuple[dict
 
 
 def merge_scaling(total: dict, report: Optional[dict]) -> None:
-    """Adds one worker's scaling figures: the best limit measured (other processes only ever slow it down), the
-    single-thread times per shape and mode, the slowest first call."""
+    """Adds one worker's (or shape's) scaling figures: the best limit measured (other processes only ever slow it
+    down), the paired 1-thread and all-thread times per shape and mode, the slowest first call."""
     if not report:
         return
-    total["threads"] = report["threads"]
+    total["threads"] = report.get("threads", total.get("threads"))
     for key in ("limit_one", "limit_all", "first_call_s"):
-        total[key] = max(total.get(key, 0.0), report[key])
-    for name, figures in report["single_thread"].items():
-        total.setdefault("single_thread", {}).setdefault(name, {}).update(figures)
+        if key in report:
+            total[key] = max(total.get(key, 0.0), report[key])
+    for paired in ("single_thread", "all_threads"):
+        for name, figures in report.get(paired, {}).items():
+            total.setdefault(paired, {}).setdefault(name, {}).update(figures)
 
 
-def limit_metrics(shape: tuple[int, int, int], numba: Measurement, scaling: dict) -> dict[str, Optional[float]]:
+def limit_metrics(shape: tuple[int, int, int], scaling: dict) -> dict[str, Optional[float]]:
     """The LIMIT_TARGETS' values at `shape`: the forward's time on one thread over the limit's for the same
-    updates; forward+backward's over three forwards at the limit; the worse speedup from 1 thread to all."""
+    updates; forward+backward's over three forwards at the limit; the worse speedup from 1 thread to all (all from
+    the paired samples of `paired_thread_figures`)."""
     updates = math.prod(shape) * D_STATE
-    single = scaling["single_thread"][shape_name(shape)]
+    single, every = (scaling[paired][shape_name(shape)] for paired in ("single_thread", "all_threads"))
     limit_time = updates / scaling["limit_one"]
-    speedups = [ratio(single.get("forward_inference"), numba.forward_inference),
-                ratio(single.get("forward_backward"), numba.forward_backward)]
+    speedups = [ratio(single.get(name), every.get(name)) for name in ("forward_inference", "forward_backward")]
     titles = [target.title for target in LIMIT_TARGETS]
     return {titles[0]: ratio(single.get("forward_inference"), limit_time),
             titles[1]: ratio(single.get("forward_backward"), 3 * limit_time),
@@ -513,16 +525,17 @@ def report_limit(shapes, numba: Measured) -> bool:
           f"workers): {scaling['limit_one']:.3g} updates/s on 1 thread, {scaling['limit_all']:.3g} on {threads}")
     print(f"numba's first call in a process (kernels compiled, or loaded from Numba's on-disk cache): "
           f"{scaling['first_call_s']:.1f} s")
+    print(f"numba on 1 thread and on {threads}, alternated sample by sample with the limit (best of at least "
+          f"{THREAD_ROUNDS} rounds):")
     print(f"numba, updates/s: {'shape (b*w, d, L)':<20} {'fwd 1 thr':>10} {'fwd+bwd 1 thr':>14} "
           f"{f'fwd {threads} thr':>10} {f'fwd+bwd {threads} thr':>14}")
     by_shape = {}
     for shape in shapes:
-        main = Measurement(**numba.figures[shape_name(shape)])
-        single = scaling["single_thread"][shape_name(shape)]
+        single, every = (scaling[paired][shape_name(shape)] for paired in ("single_thread", "all_threads"))
         updates = math.prod(shape) * D_STATE
-        by_shape[shape] = limit_metrics(shape, main, scaling)
+        by_shape[shape] = limit_metrics(shape, scaling)
         rates = (updates / single["forward_inference"], updates / single["forward_backward"],
-                 updates / main.forward_inference, updates / main.forward_backward)
+                 updates / every["forward_inference"], updates / every["forward_backward"])
         print(f"{'':<18}{shape_name(shape):<20} " + " ".join(f"{rate:>{width}.3g}"
                                                             for rate, width in zip(rates, (10, 14, 10, 14))))
     print()
