@@ -1,6 +1,5 @@
 """`msvmamba_demo`'s orchestration in process: what reruns when a setting changes, failures, refusals, the trainers
-it uses. (The real demo end to end at a tiny size: tests/e2e/test_demo_tiny.py; at its default size:
-tests/e2e/test_demo_full.py.)"""
+it uses. (The real demo end to end at its default size: tests/e2e/test_demo_full.py.)"""
 from __future__ import annotations
 
 import sys
