@@ -32,8 +32,11 @@ TRAINER = "nnUNetTrainerMSVMamba_Demo"
 TRAINING_SCHEDULE = {"MSVMAMBA_DEMO_EPOCHS": "3", "MSVMAMBA_DEMO_ITERATIONS": "10"}  # pseudo Dice ~0.99 by epoch 3
 DATASET_ID = 931
 NIFTI_SPACING = (0.3, 0.33)  # x (columns), y (rows): unequal, so that a swapped axis shows
-NIFTI_FRAMES = 5
-AVI_FRAMES = 4
+# 6 frames per beat: at 4 the one frame of each ES was a dip that the beat detection's smoothing may take for a
+# badly segmented frame, and the AVI's ES flipped between its frames 2 and 3 (EF 74 % or 44 %) with the model's noise
+BEAT_FRAMES = 6
+NIFTI_FRAMES = 7  # ED, ES, ED
+AVI_FRAMES = 4  # ED -> ES
 FAST = ["-device", "cpu", "--disable_tta"]  # one forward pass per frame: the CPU network is the slow part
 
 
@@ -56,7 +59,7 @@ def beating_disc_frames(n_frames: int, shape: tuple[int, int]) -> np.ndarray:
     rows, columns = np.indices(shape)
     frames = []
     for t in range(n_frames):
-        radius = shape[0] * (0.2 + 0.05 * np.cos(2 * np.pi * t / 4))
+        radius = shape[0] * (0.2 + 0.05 * np.cos(2 * np.pi * t / BEAT_FRAMES))
         distance = np.hypot(rows - shape[0] * 0.45, columns - shape[1] * 0.55)
         label = np.where(distance < radius, 1, np.where(distance < radius + 3, 2, 0))
         frames.append(np.choose(label, [20.0, 5.0, 80.0]) + rng.normal(0, 8, shape))
@@ -67,7 +70,7 @@ def beating_disc_frames(n_frames: int, shape: tuple[int, int]) -> np.ndarray:
 def loops(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("loops")
     nifti = folder / "patient0001_4CH_half_sequence.nii.gz"
-    image = sitk.GetImageFromArray(beating_disc_frames(NIFTI_FRAMES, (40, 44)))  # (x, y, t) = (44, 40, 5)
+    image = sitk.GetImageFromArray(beating_disc_frames(NIFTI_FRAMES, (40, 44)))  # (x, y, t) = (44, 40, 7)
     image.SetSpacing([*NIFTI_SPACING, 1.0])
     image.SetOrigin([1.5, -2.0, 0.0])
     sitk.WriteImage(image, str(nifti), useCompression=True)
@@ -111,9 +114,9 @@ def test_every_frame_of_an_avi_and_a_nifti_sequence_is_segmented_and_analysed(pr
         assert ok and min(frame.shape[:2]) >= 336  # small echoes are enlarged
         overlay.release()
     # analysed: the NIfTI holds a whole beat (ED, ES, ED), the AVI an ED -> ES half beat; the disc's EF by the
-    # single-plane method of discs is 74 % and 44 % on the true labels
+    # single-plane method of discs is 71.6 % and 74.4 % on the true labels
     # (the note may name stray pixels the toy model marks as cavity, which are left out of the volumes)
-    for row, true_ef in zip(summary, (74.4, 44.2)):
+    for row, true_ef in zip(summary, (71.6, 74.4)):
         assert row["beats"] == "1" and "ESV > EDV" not in row["note"] and "left out of the EF" not in row["note"], row
         assert float(row["ef_percent"]) == pytest.approx(true_ef, abs=10), row
     # sequence_frames.csv has every frame of every sequence
