@@ -494,7 +494,7 @@ def merge_scaling(total: dict, report: Optional[dict]) -> None:
     down), the paired 1-thread and all-thread times per shape and mode, the slowest first call."""
     if not report:
         return
-    total["threads"] = report.get("threads", total.get("threads"))
+    total["threads"] = report["threads"]
     for key in ("limit_one", "limit_all", "first_call_s"):
         if key in report:
             total[key] = max(total.get(key, 0.0), report[key])

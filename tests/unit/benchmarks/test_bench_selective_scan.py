@@ -97,7 +97,8 @@ def numba_report(forward_one: float = 0.0015, step_one: float = 0.005, forward_b
     fabricated["scaling"] = {"threads": 2, "limit_one": QUICK_UPDATES / 0.001, "limit_all": 2 * QUICK_UPDATES / 0.001,
                              "first_call_s": 0.5, "single_thread": {
                                  "4x32x128": {"forward_inference": forward_one, "forward_backward": step_one}},
-                             "all_threads": {"4x32x128": {"forward_inference": 0.0008, "forward_backward": 0.001}}}
+                             "all_threads": {"4x32x128": {"forward_inference": 0.0008,
+                                                          "forward_backward": forward_backward}}}
     return fabricated
 
 
