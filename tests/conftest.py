@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers.nnunet import NnUNetFolders
+from helpers.toy_models import shared_learned_toy_model
 
 # Triton kernels run on CPU tensors under Triton's interpreter, which triton reads once, when it is imported
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -32,3 +33,10 @@ def nnunet_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NnUNetFol
         path.mkdir()
         monkeypatch.setenv(name, str(path))
     return folders
+
+
+@pytest.fixture(scope="session")
+def learned_toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The results folder of a 2D MSV-Mamba model that has learned the toy dataset, trained once per test run
+    (tests/helpers/toy_models.py); read it, or copy it before changing it."""
+    return shared_learned_toy_model(tmp_path_factory)

@@ -22,15 +22,11 @@ from helpers.nnunet import NnUNetFolders, run_command
 from helpers.paths import pythonpath_with_tests
 from helpers.read_only import make_read_only
 from helpers.tables import read_rows
-from helpers.toy_models import train_toy_model
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
 from nnunetv2_msvmamba.video import cli, overlay
 from nnunetv2_msvmamba.video.sources import find_inputs, read_loop
 
-TRAINER = "nnUNetTrainerMSVMamba_Demo"
-TRAINING_SCHEDULE = {"MSVMAMBA_DEMO_EPOCHS": "3", "MSVMAMBA_DEMO_ITERATIONS": "10"}  # pseudo Dice ~0.99 by epoch 3
-DATASET_ID = 931
 NIFTI_SPACING = (0.3, 0.33)  # x (columns), y (rows): unequal, so that a swapped axis shows
 # 6 frames per beat: at 4 the one frame of each ES was a dip that the beat detection's smoothing may take for a
 # badly segmented frame, and the AVI's ES flipped between its frames 2 and 3 (EF 74 % or 44 %) with the model's noise
@@ -46,11 +42,10 @@ def folders(tmp_path_factory) -> NnUNetFolders:
 
 
 @pytest.fixture(scope="module")
-def model(folders) -> Path:
-    """A 2D MSV-Mamba model that has learned the toy dataset's disc (LV cavity) and ring, trained through the real
-    nnU-Net commands on the demo's schedule shortened, so that the loops below are segmented well enough to be
-    analysed."""
-    return train_toy_model(folders, DATASET_ID, TRAINER, n_train=10, **TRAINING_SCHEDULE)
+def model(learned_toy_model) -> Path:
+    """A model that has learned the toy dataset's disc (LV cavity) and ring, so that the loops below are segmented
+    well enough to be analysed."""
+    return learned_toy_model
 
 
 def beating_disc_frames(n_frames: int, shape: tuple[int, int]) -> np.ndarray:

@@ -5,6 +5,7 @@ tiles, TTA, and an ensemble of two folds. And how it gets there: each fold's wei
 (and their mirrored copies) sharing forward passes."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,11 @@ import SimpleITK as sitk
 import torch
 
 from helpers.nnunet import NnUNetFolders, run_command
-from helpers.toy_models import train_toy_model
+from helpers.toy_models import LEARNED_DATASET_ID, LEARNED_TRAINER
 from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
 from nnunetv2_msvmamba.video.batched_prediction import BatchedFramePredictor, default_batch_size
 from nnunetv2_msvmamba.video.predict import load_predictor
 
-TRAINER = "nnUNetTrainerMSVMamba_Demo"
-DATASET_ID = 932
-TRAINING_SCHEDULE = {"MSVMAMBA_DEMO_EPOCHS": "3", "MSVMAMBA_DEMO_ITERATIONS": "10"}  # pseudo Dice ~0.99 by epoch 3
 BATCH_SIZE = 4  # smaller than the loops, so that a batch is left part-filled
 # A pixel's label may differ from nnUNetv2_predict's only where nnU-Net's own top two class probabilities are
 # closer than this: batched convolutions round differently from single-image ones (float32), and the logits are
@@ -38,11 +36,13 @@ def folders(tmp_path_factory) -> NnUNetFolders:
 
 
 @pytest.fixture(scope="module")
-def model(folders) -> Path:
+def model(learned_toy_model, folders) -> Path:
     """A 2D MSV-Mamba model that has learned the toy dataset's disc (LV cavity) and ring, trained through nnU-Net's
-    commands; and a second fold for the ensemble: the same network with its weights perturbed by 5 % (a different
-    model that still works; training a second fold would double the test's time)."""
-    folder = train_toy_model(folders, DATASET_ID, TRAINER, n_train=10, **TRAINING_SCHEDULE)
+    commands, copied into this module's nnUNet_results (where nnUNetv2_predict finds it by dataset and trainer);
+    and a second fold for the ensemble: the same network with its weights perturbed by 5 % (a different model that
+    still works; training a second fold would double the test's time)."""
+    folder = folders.results / learned_toy_model.parent.name / learned_toy_model.name
+    shutil.copytree(learned_toy_model, folder)
     checkpoint = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     generator = torch.Generator().manual_seed(1)
     for name, weights in checkpoint["network_weights"].items():
@@ -89,8 +89,8 @@ def frame_files(loops, tmp_path_factory) -> Path:
 
 def stock_prediction(folders, frame_files: Path, output: Path, folds: list[str], tta: bool):
     """nnUNetv2_predict on the frame files: {file stem: (labels, top-two probability margin)}."""
-    run_command(["nnUNetv2_predict", "-i", str(frame_files), "-o", str(output), "-d", str(DATASET_ID), "-c", "2d",
-                 "-tr", TRAINER, "-f", *folds, "-device", "cpu", "-npp", "1", "-nps", "1", "--save_probabilities",
+    run_command(["nnUNetv2_predict", "-i", str(frame_files), "-o", str(output), "-d", str(LEARNED_DATASET_ID), "-c", "2d",
+                 "-tr", LEARNED_TRAINER, "-f", *folds, "-device", "cpu", "-npp", "1", "-nps", "1", "--save_probabilities",
                  "--disable_progress_bar", *([] if tta else ["--disable_tta"])],
                 env=folders.env(nnUNet_extTrainer=str(trainer_folder())))
     predicted = {}

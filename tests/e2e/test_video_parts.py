@@ -17,26 +17,18 @@ import SimpleITK as sitk
 
 from dataset_conversion.echonet_synthetic import write_avi
 from helpers.handshake import Handshake
-from helpers.nnunet import NnUNetFolders, run_command
+from helpers.nnunet import run_command
 from helpers.paths import TESTS, pythonpath_with_tests
 from helpers.tables import read_rows
-from helpers.toy_models import train_toy_model
 from nnunetv2_msvmamba.video import cli
 
-TRAINER = "nnUNetTrainerMSVMamba_Debug"  # speed and bookkeeping are tested here; tests/e2e/test_video_batched.py
-DATASET_ID = 933                         # compares labels with a model that has learned
 FAST = ["-device", "cpu", "--disable_tta", "-f", "0"]
 REFERENCE_EF = {"patient0001": 61.0, "patient0002": 48.5, "patient0003": 55.0}
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> NnUNetFolders:
-    return NnUNetFolders.make(tmp_path_factory.mktemp("nnunet"))
-
-
-@pytest.fixture(scope="module")
-def model(folders) -> Path:
-    return train_toy_model(folders, DATASET_ID, TRAINER)
+def model(learned_toy_model) -> Path:
+    return learned_toy_model
 
 
 def beating_disc_frames(n_frames: int, shape: tuple[int, int], seed: int) -> np.ndarray:
