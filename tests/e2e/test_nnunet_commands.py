@@ -16,6 +16,7 @@ from helpers.handshake import HANG_BOUND_SECONDS, Handshake
 from helpers.nnunet import NnUNetFolders, run_command
 from helpers.paths import TESTS, pythonpath_with_tests
 from helpers.toy_datasets import write_toy_dataset
+from helpers.toy_models import raw_dataset_of
 from nnunetv2_msvmamba.common.commands import BIN
 from nnunetv2_msvmamba.training.ext_trainer_path import trainer_folder
 
@@ -134,16 +135,19 @@ def dice(predicted: np.ndarray, reference: np.ndarray) -> float:
     return 2 * np.logical_and(predicted, reference).sum() / (predicted.sum() + reference.sum())
 
 
-def test_a_short_training_learns_the_toy_task_far_beyond_trivial_predictions(folders, dataset_2d, tmp_path):
-    """nnU-Net's real training loop (the demo trainer, cut to 4 x 10 iterations) on the learnable toy task: each
-    label's Dice on the unseen test cases must clear the best trivial prediction (all background scores 0, all
-    that label scores 2|R| / (|R| + N)) by a wide margin, so a network that learned nothing cannot pass."""
-    trainer = "nnUNetTrainerMSVMamba_Demo"
-    run_command(["nnUNetv2_train", "901", "2d", "0", "-tr", trainer, "-device", "cpu"],
-                env=training_env(folders, MSVMAMBA_DEMO_EPOCHS="4", MSVMAMBA_DEMO_ITERATIONS="10"))
+def test_a_short_training_learns_the_toy_task_far_beyond_trivial_predictions(learned_toy_model, folders, tmp_path):
+    """nnU-Net's real training loop (the demo trainer, cut to 3 x 10 iterations: tests/helpers/toy_models.py) on
+    the learnable toy task: each label's Dice on the unseen test cases must clear the best trivial prediction (all
+    background scores 0, all that label scores 2|R| / (|R| + N)) by a wide margin, so a network that learned
+    nothing cannot pass."""
+    dataset = raw_dataset_of(learned_toy_model)
     out = tmp_path / "predictions"
-    predict_and_check(folders, dataset_2d, 901, "2d", ["--disable_tta"], out, trainer)
-    for reference_file in sorted((dataset_2d / "labelsTs").glob("*.nii.gz")):
+    run_command(["nnUNetv2_predict_from_modelfolder", "-i", str(dataset / "imagesTs"), "-o", str(out),
+                 "-m", str(learned_toy_model), "-f", "0", "-device", "cpu", "--disable_tta", "--disable_progress_bar",
+                 "-npp", "1", "-nps", "1"], env=training_env(folders))
+    references = sorted((dataset / "labelsTs").glob("*.nii.gz"))
+    assert len(references) == 2
+    for reference_file in references:
         reference = sitk.GetArrayFromImage(sitk.ReadImage(str(reference_file)))
         predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(out / reference_file.name)))
         for label in (1, 2):

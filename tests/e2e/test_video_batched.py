@@ -89,9 +89,9 @@ def frame_files(loops, tmp_path_factory) -> Path:
 
 def stock_prediction(folders, frame_files: Path, output: Path, folds: list[str], tta: bool):
     """nnUNetv2_predict on the frame files: {file stem: (labels, top-two probability margin)}."""
-    run_command(["nnUNetv2_predict", "-i", str(frame_files), "-o", str(output), "-d", str(LEARNED_DATASET_ID), "-c", "2d",
-                 "-tr", LEARNED_TRAINER, "-f", *folds, "-device", "cpu", "-npp", "1", "-nps", "1", "--save_probabilities",
-                 "--disable_progress_bar", *([] if tta else ["--disable_tta"])],
+    run_command(["nnUNetv2_predict", "-i", str(frame_files), "-o", str(output), "-d", str(LEARNED_DATASET_ID),
+                 "-c", "2d", "-tr", LEARNED_TRAINER, "-f", *folds, "-device", "cpu", "-npp", "1", "-nps", "1",
+                 "--save_probabilities", "--disable_progress_bar", *([] if tta else ["--disable_tta"])],
                 env=folders.env(nnUNet_extTrainer=str(trainer_folder())))
     predicted = {}
     for path in sorted(output.glob("*.nii.gz")):

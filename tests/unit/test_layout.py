@@ -11,7 +11,8 @@ from helpers.paths import REPOSITORY, TESTS
 
 PACKAGE = REPOSITORY / "nnunetv2_msvmamba"
 UNIT, END_TO_END, HELPERS = TESTS / "unit", TESTS / "e2e", TESTS / "helpers"
-OUTSIDE_THE_PACKAGE = {"dataset_conversion", "benchmarks", "docs"}  # unit-test folders of what is not nnunetv2_msvmamba
+# unit-test folders of what is not nnunetv2_msvmamba (helpers: the tests' own shared code, tests/helpers/)
+OUTSIDE_THE_PACKAGE = {"dataset_conversion", "benchmarks", "docs", "helpers"}
 
 
 def python_files(folder: Path) -> list[Path]:

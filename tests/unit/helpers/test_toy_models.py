@@ -43,6 +43,7 @@ def test_every_worker_of_a_run_gets_the_model_the_first_one_trained(trainings, t
     assert second == first and len(trainings) == 1
     assert (first / "fold_0" / "checkpoint_final.pth").read_bytes() == b"weights"
     assert first.is_relative_to(tmp_path) and not first.is_relative_to(tmp_path / "popen-gw0")
+    assert toy_models.raw_dataset_of(first) == tmp_path / "learned_toy_model" / "raw" / "Dataset931_Toy2D"
 
 
 def test_a_training_that_did_not_finish_is_done_again_from_nothing(trainings, tmp_path):
