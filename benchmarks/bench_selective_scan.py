@@ -344,11 +344,14 @@ def arithmetic_limit_runner() -> Callable[[int], float]:
     return run
 
 
-def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, int, int], rounds: int) -> dict:
+def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, int, int], rounds: int,
+                          baseline: Optional[Callable] = None) -> dict:
     """The Numba scan's extra figures at `shape`: its forward (inference) and forward+backward times on 1 thread
-    and on PyTorch's thread count, and the arithmetic limit's updates per second on both, best of `rounds` rounds.
-    Each round takes one sample of each on both thread counts, in alternating order, so that a shared machine's
-    drifting speed falls on both sides of every ratio (timings taken minutes apart differed by up to 2x)."""
+    and on PyTorch's thread count, and the arithmetic limit's updates per second on both, best of `rounds` rounds;
+    with `baseline` (the pure-PyTorch scan), that scan's forward+backward on PyTorch's thread count too
+    ("torch_forward_backward"). Each round takes one sample of each on both thread counts, in alternating order, so
+    that a shared machine's drifting speed falls on both sides of every ratio (timings taken minutes apart, or in
+    separate processes, differed by up to 2x)."""
     import torch
     threads = torch.get_num_threads()
     counts = (1, threads) if threads > 1 else (1,)
@@ -365,13 +368,17 @@ def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, in
         output_grad = torch.randn(shape, generator=torch.Generator().manual_seed(1))
         runs["forward_backward"] = lambda: torch.autograd.grad(forward(scan, training_inputs),
                                                                list(training_inputs.values()), output_grad)
+    all_thread_runs = dict(runs)
+    if baseline is not None and "training" in modes:
+        all_thread_runs["torch_forward_backward"] = lambda: torch.autograd.grad(
+            forward(baseline, training_inputs), list(training_inputs.values()), output_grad)
     limit = arithmetic_limit_runner()
     best: dict[int, dict[str, float]] = {count: {"limit": 0.0} for count in counts}
     try:
         for round_index in range(rounds):
             for count in counts if round_index % 2 == 0 else counts[::-1]:
                 torch.set_num_threads(count)
-                for name, run in runs.items():
+                for name, run in (all_thread_runs if count == threads else runs).items():
                     start = time.perf_counter()
                     run()
                     best[count][name] = min(best[count].get(name, math.inf), time.perf_counter() - start)
@@ -405,7 +412,8 @@ def worker(implementation: str, modes: list[str], device: str, shapes: list[tupl
     if implementation == "numba":
         report["scaling"] = {"first_call_s": first_call_s}
         for shape in shapes:
-            merge_scaling(report["scaling"], paired_thread_figures(scan, modes, shape, max(repeats, THREAD_ROUNDS)))
+            merge_scaling(report["scaling"], paired_thread_figures(scan, modes, shape, max(repeats, THREAD_ROUNDS),
+                                                                   baseline=load_implementation("torch")))
     print(json.dumps(report))
 
 
@@ -560,6 +568,19 @@ def metric(name: str, ours: Measurement, baseline: Measurement) -> Optional[floa
     return None if None in peaks else max(peaks)
 
 
+def alternated_times(target: Target, shape: tuple[int, int, int],
+                     measured: dict[str, Measured]) -> Optional[tuple[float, float]]:
+    """For the Numba scan's speedup over the pure-PyTorch scan: both scans' forward+backward on all threads as the
+    Numba worker took them, alternately in one process (`paired_thread_figures`); None for every other target, or
+    where the worker did not take them. Times from separate processes put the machine's drift into the ratio."""
+    if (target.implementation, target.baseline, target.metric) != ("numba", "torch", "fwd+bwd speedup"):
+        return None
+    paired = measured["numba"].scaling.get("all_threads", {}).get(shape_name(shape), {})
+    if "torch_forward_backward" not in paired:
+        return None
+    return paired["forward_backward"], paired["torch_forward_backward"]
+
+
 def report(shapes, measured: dict[str, Measured]) -> bool:
     """Prints the parity check, the figures and the targets; True when none is missed."""
     def mib(value: Optional[float]) -> str:
@@ -601,10 +622,14 @@ def report(shapes, measured: dict[str, Measured]) -> bool:
             if not {target.implementation, target.baseline} <= set(by_implementation):
                 print(f"  {shape_name(shape):<20} {'n/a':>10} (not measured at this shape)")
                 continue
-            value = metric(target.metric, by_implementation[target.implementation], by_implementation[target.baseline])
+            ours, baseline = by_implementation[target.implementation], by_implementation[target.baseline]
+            alternated = alternated_times(target, shape, measured)
+            value = ratio(alternated[1], alternated[0]) if alternated else metric(target.metric, ours, baseline)
             verdict = "n/a" if value is None else ("PASS" if target.passes(value) else "FAIL")
             all_pass &= verdict != "FAIL"
-            print(f"  {shape_name(shape):<20} {'n/a' if value is None else f'{value:.2f}x':>10} {verdict}")
+            source = (f" (alternated in one process: numba {alternated[0]:.4f} s, torch {alternated[1]:.4f} s)"
+                      if alternated else "")
+            print(f"  {shape_name(shape):<20} {'n/a' if value is None else f'{value:.2f}x':>10} {verdict}{source}")
     numba = measured.get("numba")
     if numba is not None and numba.scaling:
         print()
