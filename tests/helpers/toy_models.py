@@ -52,6 +52,5 @@ def shared_learned_toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def raw_dataset_of(model: Path) -> Path:
-    """The raw dataset (imagesTr, labelsTr, imagesTs, labelsTs) that the model in `model` of train_toy_model's
-    folders was trained on."""
+    """The raw dataset (imagesTr, labelsTr, imagesTs, labelsTs) of a model folder that train_toy_model returned."""
     return model.parents[2] / "raw" / model.parent.name
