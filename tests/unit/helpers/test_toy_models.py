@@ -25,7 +25,8 @@ def trainings(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Replaces the nnU-Net training by one that writes a checkpoint, and records the folders it trained in."""
     trained = []
 
-    def train(folders: NnUNetFolders, dataset_id: int, trainer: str, n_train: int, **training_env: str) -> Path:
+    def train(folders: NnUNetFolders, dataset_id: int, trainer: str, n_train: int, n_test: int,
+              **training_env: str) -> Path:
         trained.append(folders.results)
         model = folders.results / f"Dataset{dataset_id:03d}_Toy2D" / f"{trainer}__nnUNetPlans__2d"
         (model / "fold_0").mkdir(parents=True)
