@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Set before anything loads PyTorch's OpenMP runtime, which reads it once; its subprocesses (nnU-Net's commands, the
+# demo) inherit it. Two test workers share 2 cores: OpenMP threads that spin while waiting take the core from the
+# other worker's threads (two MSV-Mamba trainings side by side took 3.7x-5.8x one alone; letting them sleep, 1.7x).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 from helpers.nnunet import NnUNetFolders
