@@ -9,14 +9,13 @@ from pathlib import Path
 # demo) inherit it. Two test workers share 2 cores: OpenMP threads that spin while waiting take the core from the
 # other worker's threads (two MSV-Mamba trainings side by side took 3.7x-5.8x one alone; letting them sleep, 1.7x).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Triton kernels run on CPU tensors under Triton's interpreter, which triton reads once, when it is imported
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 
 from helpers.nnunet import NnUNetFolders
 from helpers.toy_models import shared_learned_toy_model
-
-# Triton kernels run on CPU tensors under Triton's interpreter, which triton reads once, when it is imported
-os.environ.setdefault("TRITON_INTERPRET", "1")
 
 END_TO_END = Path(__file__).resolve().parent / "e2e"
 
