@@ -1,5 +1,5 @@
-"""Fixtures for every test, Triton's interpreter for the CPU, and the `e2e` mark for every test under tests/e2e/.
-What tests share besides fixtures lives in tests/helpers/."""
+"""Fixtures for every test, Triton's interpreter for the CPU, the `e2e` mark for every test under tests/e2e/, and
+the order the suite starts its files in. What tests share besides fixtures lives in tests/helpers/."""
 from __future__ import annotations
 
 import os
@@ -22,10 +22,20 @@ END_TO_END = Path(__file__).resolve().parent / "e2e"
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test is end-to-end (marked `e2e`, deselected by `-m "not e2e"`) because its file is under tests/e2e/."""
+    """A test is end-to-end (marked `e2e`, deselected by `-m "not e2e"`) because its file is under tests/e2e/.
+    The longest files come first: `starts_first`, then end-to-end, then unit tests (README's command keeps this
+    order with `--no-loadscope-reorder`), so that one worker runs the longest file while the other takes the rest,
+    and the short unit tests fill the end, instead of the longest file starting last."""
     for item in items:
         if item.path.is_relative_to(END_TO_END):
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=start_rank)  # stable: the collection order within each rank
+
+
+def start_rank(item: pytest.Item) -> int:
+    if item.get_closest_marker("starts_first"):
+        return 0
+    return 1 if item.get_closest_marker("e2e") else 2
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """`msvmamba_demo` at its default size, the README's demo, end to end in a subprocess: MSV-Mamba must learn the
 synthetic echocardiograms (issue 7: LV_endo Dice >= 0.85 on the test patients), the clinical and whole-video
 steps must measure EFs (issue 14), every step runs with its real tools and is reported, and a re-run reuses every
-finished step. One run serves every test: it takes 8-15 minutes on 2 quiet CPU cores, and this file of its own
-lets pytest-xdist's `--dist loadfile` run it on one worker while the other takes the rest of the suite. (Its
-orchestration in process, with other settings: tests/unit/demo/test_cli.py.)"""
+finished step. One run serves every test: it takes 8-15 minutes on 2 quiet CPU cores, and this file of its own,
+marked to start first, lets pytest-xdist's `--dist loadfile` run it on one worker while the other takes the rest of
+the suite. (Its orchestration in process, with other settings: tests/unit/demo/test_cli.py.)"""
 from __future__ import annotations
 
 import csv
@@ -20,6 +20,8 @@ from helpers.nnunet import run_command
 from helpers.paths import REPOSITORY
 from helpers.tables import read_rows
 from nnunetv2_msvmamba.demo import report, steps
+
+pytestmark = pytest.mark.starts_first  # the suite's longest file: one worker runs it while the other runs the rest
 
 REQUIRED_LV_ENDO_DICE = 0.85
 # Measured 8.02 points (2026-12-02, life-size synthetic hearts) and 9.32 before them: short training shrinks ED

@@ -74,3 +74,18 @@ def test_every_end_to_end_test_and_no_unit_test_is_marked_e2e():
     assert collected_test_ids("not e2e", END_TO_END) == []
     assert collected_test_ids("e2e", UNIT) == []
     assert len(collected_test_ids("e2e", END_TO_END)) > 0
+
+
+def test_the_suite_starts_the_longest_file_then_end_to_end_then_unit_tests():
+    """README's test command keeps the collection order (`--no-loadscope-reorder`; pytest-xdist would otherwise start
+    files with the most tests first, and the demo's four tests last), and the collection starts with the file marked
+    `starts_first`, then every end-to-end test, then the unit tests."""
+    test_command = subprocess.run(["bash", ".ci/test_command"], cwd=REPOSITORY, capture_output=True, text=True,
+                                  check=True).stdout
+    assert "--dist loadfile --no-loadscope-reorder" in test_command
+    ids = collected_test_ids("e2e or not e2e", TESTS)
+    files = [test_id.split("::")[0] for test_id in ids]
+    first = [name for name in files if name.endswith("test_demo_full.py")]
+    end_to_end = [name for name in files if name.startswith("tests/e2e/")]
+    assert first and files[:len(first)] == first
+    assert files[:len(end_to_end)] == end_to_end and len(end_to_end) < len(files)
