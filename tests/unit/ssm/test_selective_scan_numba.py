@@ -172,6 +172,59 @@ def test_starting_numbas_threads_keeps_pytorchs_thread_setting() -> None:
     assert completed.stdout.split() == ["1", "1"]
 
 
+BOUND_WARNING = "the Numba selective scan runs on 1 CPU(s) while PyTorch uses 2 threads"
+
+
+def run_small_scan() -> None:
+    selective_scan_numba(torch.randn(1, 4, 9), torch.rand(1, 4, 9), -torch.ones(4, 16), torch.randn(1, 16, 9),
+                         torch.randn(1, 16, 9))
+
+
+def test_a_thread_bound_to_fewer_cpus_than_pytorchs_threads_is_named_once(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(numba_scan, "_warned_bound", False)
+    monkeypatch.setenv("OMP_PROC_BIND", "true")
+    monkeypatch.setattr(numba_scan, "_cpus_of_this_thread", lambda: {1, 2, 3})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        run_small_scan()
+        assert "[nnunetv2_msvmamba]" not in capsys.readouterr().err  # 3 CPUs for 3 threads
+        monkeypatch.setattr(numba_scan, "_cpus_of_this_thread", lambda: {1})
+        torch.set_num_threads(2)
+        run_small_scan()
+        run_small_scan()
+    finally:
+        torch.set_num_threads(before)
+    err = capsys.readouterr().err
+    assert err.count("[nnunetv2_msvmamba]") == 1, err
+    assert BOUND_WARNING in err and "bound to CPU(s) [1] (OMP_PROC_BIND=true)" in err, err
+
+
+BOUND_BY_OPENMP = r"""
+import importlib, torch
+scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba")
+scan.selective_scan_numba(torch.randn(1, 4, 9), torch.rand(1, 4, 9), -torch.ones(4, 16), torch.randn(1, 16, 9),
+                          torch.randn(1, 16, 9))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="binding to one CPU needs a machine with two")
+def test_openmp_binding_of_the_main_thread_is_reported_for_real() -> None:
+    """OMP_PROC_BIND=true makes PyTorch's OpenMP runtime bind the main thread to one CPU as it loads, and the Numba
+    scan started from it runs on that CPU alone: reported; unbound, nothing is."""
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("OMP_PROC_BIND", "GOMP_CPU_AFFINITY", "OMP_PLACES")}
+    environment["OMP_NUM_THREADS"] = "2"
+    reports = {}
+    for bind in ("true", None):
+        completed = subprocess.run([sys.executable, "-c", BOUND_BY_OPENMP], capture_output=True, text=True,
+                                   timeout=600, env=dict(environment, **({"OMP_PROC_BIND": bind} if bind else {})))
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        reports[bind] = completed.stderr
+    assert BOUND_WARNING in reports["true"] and "(OMP_PROC_BIND=true)" in reports["true"], reports["true"]
+    assert "[nnunetv2_msvmamba]" not in reports[None], reports[None]
+
+
 def test_channel_blocks_stay_inside_a_group_and_cover_every_channel() -> None:
     starts = numba_scan._channel_blocks(batch=1, dim=12, groups=3, threads=4).tolist()
     assert starts == [0, 1, 2, 4, 5, 6, 8, 9, 10, 12]  # 3 groups of 4 channels in 3 blocks: 9 tasks >= 2 per thread
