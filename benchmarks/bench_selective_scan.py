@@ -351,7 +351,7 @@ def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, in
     and on PyTorch's thread count, and the arithmetic limit's updates per second on both, best of `rounds` rounds;
     with `baseline` (the pure-PyTorch scan), that scan's forward+backward on PyTorch's thread count too
     ("torch_forward_backward"); and the limit's own speedup from 1 thread to all in those rounds ("limit_speedup"),
-    which says how many cores the machine gave the process. Each round takes one sample of each on both thread
+    which says whether the machine gave the process's arithmetic both cores. Each round takes one sample of each on both thread
     counts, in alternating order, so that a shared machine's drifting speed falls on both sides of every ratio
     (timings taken minutes apart, or in separate processes, differed by up to 2x)."""
     import torch
@@ -565,7 +565,8 @@ def report_limit(shapes, numba: Measured) -> bool:
 
 def machine_speedup(target: LimitTarget, shape: tuple[int, int, int], scaling: dict) -> str:
     """Beside the thread-scaling verdict, the arithmetic-limit kernel's own speedup in the same rounds: on a shared
-    VM it fell to 1.37x in one process of six (1.94x-1.99x in the others), and the scan's with it."""
+    VM it fell to 1.37x in one process of six (1.94x-1.99x in the others), and the scan's with it; where it stays
+    near 2x and the scan's does not, the machine gave the arithmetic both cores but not the scan's memory traffic."""
     machine = scaling.get("limit_speedup", {}).get(shape_name(shape))
     if target != THREAD_SCALING or scaling["threads"] == 1 or machine is None:
         return ""
