@@ -351,9 +351,9 @@ def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, in
     and on PyTorch's thread count, and the arithmetic limit's updates per second on both, best of `rounds` rounds;
     with `baseline` (the pure-PyTorch scan), that scan's forward+backward on PyTorch's thread count too
     ("torch_forward_backward"); and the limit's own speedup from 1 thread to all in those rounds ("limit_speedup"),
-    which says whether the machine gave the process's arithmetic both cores. Each round takes one sample of each on both thread
-    counts, in alternating order, so that a shared machine's drifting speed falls on both sides of every ratio
-    (timings taken minutes apart, or in separate processes, differed by up to 2x)."""
+    which says whether the machine gave the process's arithmetic both cores. Each round takes one sample of each on
+    both thread counts, in alternating order, so that a shared machine's drifting speed falls on both sides of every
+    ratio (timings taken minutes apart, or in separate processes, differed by up to 2x)."""
     import torch
     threads = torch.get_num_threads()
     counts = (1, threads) if threads > 1 else (1,)

@@ -86,20 +86,22 @@ def _cpus_of_this_thread() -> Optional[set]:
     return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
 
 
-_warned_bound = False
+_binding_checked = False
 
 
 def _warn_if_bound_to_fewer_cpus(torch_threads: int) -> None:
-    """Once per process, where this thread may run on fewer CPUs than PyTorch has threads: with OMP_PROC_BIND (or
-    GOMP_CPU_AFFINITY) set, PyTorch's OpenMP runtime binds the main thread to one CPU as it loads; Numba then
-    starts one thread, or its threads inherit the binding, and the scan runs on one CPU while PyTorch's own
-    threads use all of theirs (measured, 2 threads on 2 cores: the same scan time as 1 thread; 1.9x-2.0x faster
-    unbound)."""
-    global _warned_bound
-    cpus = _cpus_of_this_thread()
-    if _warned_bound or cpus is None or len(cpus) >= torch_threads:
+    """Once per process, at the first launch, says so where this thread may run on fewer CPUs than PyTorch has
+    threads: with OMP_PROC_BIND (or GOMP_CPU_AFFINITY) set, PyTorch's OpenMP runtime binds the main thread to one
+    CPU as it loads, before any scan; Numba then starts one thread, or its threads inherit the binding, and the
+    scan runs on one CPU while PyTorch's own threads use all of theirs (measured, 2 threads on 2 cores: the same
+    scan time as 1 thread; 1.9x-2.0x faster unbound)."""
+    global _binding_checked
+    if _binding_checked:
         return
-    _warned_bound = True
+    _binding_checked = True
+    cpus = _cpus_of_this_thread()
+    if cpus is None or len(cpus) >= torch_threads:
+        return
     binding = ", ".join(f"{name}={os.environ[name]}" for name in ("OMP_PROC_BIND", "GOMP_CPU_AFFINITY", "OMP_PLACES")
                         if name in os.environ) or "OMP_PROC_BIND and GOMP_CPU_AFFINITY unset"
     print(f"[nnunetv2_msvmamba] the Numba selective scan runs on {len(cpus)} CPU(s) while PyTorch uses "

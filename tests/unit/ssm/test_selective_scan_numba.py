@@ -181,7 +181,8 @@ def run_small_scan() -> None:
 
 
 def test_a_thread_bound_to_fewer_cpus_than_pytorchs_threads_is_named_once(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(numba_scan, "_warned_bound", False)
+    """Checked once per process, at the first launch (each half of this test starts as a new process would)."""
+    monkeypatch.setattr(numba_scan, "_binding_checked", False)
     monkeypatch.setenv("OMP_PROC_BIND", "true")
     monkeypatch.setattr(numba_scan, "_cpus_of_this_thread", lambda: {1, 2, 3})
     before = torch.get_num_threads()
@@ -189,6 +190,7 @@ def test_a_thread_bound_to_fewer_cpus_than_pytorchs_threads_is_named_once(monkey
         torch.set_num_threads(3)
         run_small_scan()
         assert "[nnunetv2_msvmamba]" not in capsys.readouterr().err  # 3 CPUs for 3 threads
+        monkeypatch.setattr(numba_scan, "_binding_checked", False)
         monkeypatch.setattr(numba_scan, "_cpus_of_this_thread", lambda: {1})
         torch.set_num_threads(2)
         run_small_scan()
@@ -200,14 +202,6 @@ def test_a_thread_bound_to_fewer_cpus_than_pytorchs_threads_is_named_once(monkey
     assert BOUND_WARNING in err and "bound to CPU(s) [1] (OMP_PROC_BIND=true)" in err, err
 
 
-BOUND_BY_OPENMP = r"""
-import importlib, torch
-scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba")
-scan.selective_scan_numba(torch.randn(1, 4, 9), torch.rand(1, 4, 9), -torch.ones(4, 16), torch.randn(1, 16, 9),
-                          torch.randn(1, 16, 9))
-"""
-
-
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="binding to one CPU needs a machine with two")
 def test_openmp_binding_of_the_main_thread_is_reported_for_real() -> None:
     """OMP_PROC_BIND=true makes PyTorch's OpenMP runtime bind the main thread to one CPU as it loads, and the Numba
@@ -217,7 +211,7 @@ def test_openmp_binding_of_the_main_thread_is_reported_for_real() -> None:
     environment["OMP_NUM_THREADS"] = "2"
     reports = {}
     for bind in ("true", None):
-        completed = subprocess.run([sys.executable, "-c", BOUND_BY_OPENMP], capture_output=True, text=True,
+        completed = subprocess.run([sys.executable, "-c", PYTORCH_THREADS_KEPT], capture_output=True, text=True,
                                    timeout=600, env=dict(environment, **({"OMP_PROC_BIND": bind} if bind else {})))
         assert completed.returncode == 0, completed.stderr[-3000:]
         reports[bind] = completed.stderr
