@@ -25,6 +25,7 @@ from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba, selective_scan_numba
 
 numba_scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba")
 SMALL_CHUNK = 8
+DEFAULT_CHUNK = numba_scan.CHUNK
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,8 +71,8 @@ def test_matches_float64_reference_and_upstream(case: ScanCase) -> None:
 
 
 def test_default_chunk_across_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(numba_scan, "CHUNK", 64)
-    case = ScanCase(batch=1, dim=3, length=150, dstate=4, b_layout="shared", c_layout="shared")
+    monkeypatch.setattr(numba_scan, "CHUNK", DEFAULT_CHUNK)
+    case = ScanCase(batch=1, dim=3, length=2 * DEFAULT_CHUNK + 22, dstate=4, b_layout="shared", c_layout="shared")
     inputs = case.inputs()
     assert_matches(case, run_numba(case, inputs), run_upstream(case, inputs), FLOAT32_TOLERANCE)
 
