@@ -17,10 +17,10 @@
                              PyTorch scan, and within 3x of mamba_ssm's fused kernel.
 
 For each decoder-like shape (batch x windows, d_inner, L; d_state 16; B and C as the Mamba mixer passes them,
-(batch, n, L), with D, z, delta_bias and softplus) it measures the forward time without autograd (inference) and
-with it (training), the backward time, and the peak memory of a forward and of a forward+backward step; each
-implementation runs in a fresh process (on the CPU one per shape and mode, so that freed memory stays out of the
-next peak). Every implementation is first held against the package's readable reference,
+with D, z, delta_bias and softplus, in the mixer's memory layouts) it measures the forward time without autograd
+(inference) and with it (training), the backward time, and the peak memory of a forward and of a forward+backward
+step; each implementation runs in a fresh process (on the CPU one per shape and mode, so that freed memory stays
+out of the next peak). Every implementation is first held against the package's readable reference,
 `nnunetv2_msvmamba.ssm.selective_scan_ref` in float64, at a small shape (output and every gradient; target:
 relative error <= 1e-4). Prints the figures, the ratios and PASS/FAIL per target; `--strict` exits with status 1
 when one is missed.
@@ -206,7 +206,9 @@ def load_implementation(name: str) -> Callable:
 
 
 def scan_inputs(batch: int, dim: int, length: int, requires_grad: bool, device: str = "cpu") -> dict:
-    """Inputs as the Mamba mixer produces them, with a fixed seed."""
+    """Inputs as the Mamba mixer produces them, with a fixed seed: the values, and the memory layouts. u is the
+    convolution's (batch, dim, L) output; delta, B and C are (batch, L, .) projections seen transposed, and z is the
+    second half of in_proj's (batch, L, 2 dim) output seen transposed, so along L they step by the row length."""
     import torch
     generator = torch.Generator().manual_seed(0)
     sequence = (batch, dim, length)
@@ -214,16 +216,34 @@ def scan_inputs(batch: int, dim: int, length: int, requires_grad: bool, device: 
     def tensor(values):
         return values.to(device).requires_grad_(requires_grad)
     dt_init = torch.exp(torch.rand(dim, generator=generator) * 4.6 - 6.9)  # in [0.001, 0.1], upstream's range
+    u = torch.randn(sequence, generator=generator)
+    delta = 0.1 * torch.randn(sequence, generator=generator)
+    B, C = (torch.randn(batch, D_STATE, length, generator=generator) for _ in range(2))
+    z = torch.randn(sequence, generator=generator)
+    in_proj_output = torch.empty(batch, length, 2 * dim)
+    in_proj_output[..., dim:] = z.transpose(1, 2)
     return dict(
-        u=tensor(torch.randn(sequence, generator=generator)),
-        delta=tensor(0.1 * torch.randn(sequence, generator=generator)),
+        u=tensor(u),
+        delta=tensor(as_mixer_projection(delta)),
         A=tensor(-torch.arange(1, D_STATE + 1, dtype=torch.float32).repeat(dim, 1)),
-        B=tensor(torch.randn(batch, D_STATE, length, generator=generator)),
-        C=tensor(torch.randn(batch, D_STATE, length, generator=generator)),
+        B=tensor(as_mixer_projection(B)),
+        C=tensor(as_mixer_projection(C)),
         D=tensor(torch.ones(dim)),
-        z=tensor(torch.randn(sequence, generator=generator)),
+        z=tensor(in_proj_output[..., dim:].transpose(1, 2)),
         delta_bias=tensor(dt_init + torch.log(-torch.expm1(-dt_init))),
     )
+
+
+def as_mixer_projection(x):
+    """The values of a (batch, channels, L) tensor in the layout of a (batch, L, channels) projection's output seen
+    transposed, as the mixer passes delta, B and C, and as the scan's output gradient arrives from out_proj."""
+    return x.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def output_gradient(shape: tuple[int, int, int], device: str = "cpu"):
+    """A fixed random gradient of the scan's (batch, dim, L) output, in the layout out_proj's backward gives it."""
+    import torch
+    return as_mixer_projection(torch.randn(shape, generator=torch.Generator().manual_seed(1))).to(device)
 
 
 def forward(scan: Callable, inputs: dict):
@@ -257,7 +277,7 @@ def parity_error(scan: Callable, device: str) -> float:
     from nnunetv2_msvmamba.ssm.selective_scan_ref import relative_error, selective_scan_ref
     inputs = scan_inputs(*PARITY_SHAPE, requires_grad=True, device=device)
     reference_inputs = {name: value.detach().double().requires_grad_() for name, value in inputs.items()}
-    output_grad = torch.randn(PARITY_SHAPE, generator=torch.Generator().manual_seed(1)).to(device)
+    output_grad = output_gradient(PARITY_SHAPE, device)
     results = []
     for function, arguments in ((scan, inputs), (selective_scan_ref, reference_inputs)):
         out = forward(function, arguments)
@@ -299,7 +319,7 @@ def measure_training(scan: Callable, batch: int, dim: int, length: int, repeats:
     time sample. Forward samples beyond the backward ones are taken alone, as upstream's backward is slow."""
     import torch
     inputs = scan_inputs(batch, dim, length, requires_grad=True, device=device)
-    output_grad = torch.randn(batch, dim, length, generator=torch.Generator().manual_seed(1)).to(device)
+    output_grad = output_gradient((batch, dim, length), device)
     forward_times: list[float] = []
     backward_times: list[float] = []
 
@@ -367,7 +387,7 @@ def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, in
         runs["forward_inference"] = forward_inference
     if "training" in modes:
         training_inputs = scan_inputs(*shape, requires_grad=True)
-        output_grad = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+        output_grad = output_gradient(shape)
         runs["forward_backward"] = lambda: torch.autograd.grad(forward(scan, training_inputs),
                                                                list(training_inputs.values()), output_grad)
     all_thread_runs = dict(runs)
@@ -706,7 +726,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     print(f"machine: {cpu_at_start} (at the start; other processes skew CPU timings)")
     print(f"runtime: {'; '.join(sorted(runtimes))}")
-    print(f"d_state {D_STATE}; B, C (batch, n, L); D, z, delta_bias, softplus; float32. Times in seconds: best of "
+    print(f"d_state {D_STATE}; B, C (batch, n, L); D, z, delta_bias, softplus; float32; delta, z, B, C and the "
+          f"output gradient strided along L as the mixer passes them. Times in seconds: best of "
           f"{args.repeats} run(s) (upstream's backward: of {args.reference_backward_repeats}); on a shared machine other "
           f"processes only ever add time.")
     isolation = ("each implementation runs in a fresh process," if args.quick or args.device == "cuda" else

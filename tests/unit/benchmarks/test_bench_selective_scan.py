@@ -190,3 +190,31 @@ def test_cuda_without_a_gpu_is_a_clear_error(bench, monkeypatch, capsys) -> None
         bench.main(["--device", "cuda"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --device cuda: PyTorch sees no CUDA device"
+
+
+def test_scan_inputs_have_the_mixers_memory_layouts(bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's inputs and output gradient step through memory as a real Mamba mixer's do: the kernels read
+    strided rows at a different speed from contiguous ones."""
+    import torch
+    from nnunetv2_msvmamba.ssm import Mamba, mamba as mamba_module
+
+    dim, length = 8, 12
+    mixer = Mamba(dim // 2, d_state=bench.D_STATE)  # expand 2: d_inner = dim
+    seen = {}
+
+    def capturing_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        seen.update(u=u, delta=delta, B=B, C=C, z=z)
+        out = mixer_scan(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+        out.register_hook(lambda grad: seen.update(output_grad=grad))
+        return out
+    mixer_scan = mamba_module.selective_scan
+    monkeypatch.setattr(mamba_module, "selective_scan", capturing_scan)
+    mixer(torch.randn(2, length, dim // 2)).sum().backward()
+
+    def axis_order(tensor: torch.Tensor) -> list[int]:  # the axes from the most to the least closely packed
+        return sorted(range(tensor.dim()), key=lambda axis: (tensor.stride(axis), -axis))
+    inputs = bench.scan_inputs(2, dim, length, requires_grad=True)
+    ours = {**{name: inputs[name] for name in ("u", "delta", "B", "C", "z")},
+            "output_grad": bench.output_gradient((2, dim, length))}
+    assert {name: axis_order(t) for name, t in ours.items()} == {name: axis_order(t) for name, t in seen.items()}
+    assert inputs["z"].stride() == seen["z"].stride()  # half of in_proj's output rows
