@@ -389,13 +389,13 @@ def describe_plans(setup: Setup) -> str:
             f"blocks {kwargs['n_blocks_per_stage']}")
 
 
-def profile_msvmamba(setup: Setup, rows: int = 20) -> None:
-    """One MSV-Mamba training step under torch.profiler: forward time per component (record_function ranges
-    from hooks) and the operators with the most self time, backward included."""
+def profile_msvmamba(setup: Setup, name: str = "msvmamba", rows: int = 20) -> None:
+    """One training step of the MSV-Mamba network `name` (a placement's) under torch.profiler: forward time per
+    component (record_function ranges from hooks) and the operators with the most self time, backward included."""
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    workload = Workload("msvmamba", setup)
+    workload = Workload(name, setup)
     workload.train_step()  # warm-up
     network = workload.network
     components = {"encoder": network.encoder, "skip fusion": network.skip_fusion}
@@ -427,7 +427,8 @@ def profile_msvmamba(setup: Setup, rows: int = 20) -> None:
     for handle in handles:
         handle.remove()
     events = profiler.key_averages()
-    print(f"profile of one MSV-Mamba training step on {setup.device} ({total:.2f} s under the profiler):")
+    print(f"profile of one {NETWORK_TITLES[name]} training step on {setup.device} ({total:.2f} s under the "
+          f"profiler):")
     print("  forward time per component (CPU total, ms):")
     for event in sorted((e for e in events if e.key.startswith("## ")), key=lambda e: -e.cpu_time_total):
         print(f"    {event.key[3:]:<34}{event.cpu_time_total / 1e3:>10.1f}")
@@ -463,7 +464,8 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="torch.compile every network first, as nnUNetTrainer does on CUDA (nnUNet_compile); "
                              "compilation happens in the warm-up rounds, so give it --warmup 2")
     parser.add_argument("--profile", action="store_true",
-                        help="also profile one MSV-Mamba training step per device with torch.profiler")
+                        help="also profile one training step of each MSV-Mamba placement measured, per device, "
+                             "with torch.profiler")
     parser.add_argument("--note", default=None, help="a line about the machine to print with the results")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
     parser.add_argument("--memory-worker", nargs=2, metavar=("NETWORK", "MODE"), help=argparse.SUPPRESS)
@@ -537,7 +539,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             backend = resolve_backend(torch.device(device))
             all_pass &= report(f"{device} (selective scan backend: {backend})", torch.device(device).type, figures)
             if args.profile:
-                profile_msvmamba(setup)
+                for name in setup.networks[1:]:
+                    profile_msvmamba(setup, name)
         print(f"at end: {load_line()}")
     return 1 if args.strict and not all_pass else 0
 

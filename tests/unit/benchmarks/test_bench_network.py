@@ -71,6 +71,19 @@ def test_placements_choose_the_networks(bench, monkeypatch, capsys):
     assert set(tables(capsys.readouterr().out)) == {"MSV-Mamba"}
 
 
+@pytest.mark.parametrize("placements, profiled", [
+    (["default"], ["msvmamba"]),
+    (["every-stage"], ["msvmamba_every_stage"]),
+    (["default", "every-stage"], ["msvmamba", "msvmamba_every_stage"]),
+])
+def test_profile_follows_the_placements(bench, monkeypatch, placements, profiled):
+    fabricate(bench, monkeypatch, {})
+    seen = []
+    monkeypatch.setattr(bench, "profile_msvmamba", lambda setup, name: seen.append(name))
+    assert bench.main(["--quick", "--devices", "cpu", "--profile", "--placements", *placements]) == 0
+    assert seen == profiled
+
+
 def test_help_describes_the_command():
     completed = subprocess.run([sys.executable, str(BENCHMARK), "--help"], capture_output=True, text=True,
                                timeout=120)
