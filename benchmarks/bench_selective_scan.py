@@ -220,8 +220,9 @@ def scan_inputs(batch: int, dim: int, length: int, requires_grad: bool, device: 
     delta = 0.1 * torch.randn(sequence, generator=generator)
     B, C = (torch.randn(batch, D_STATE, length, generator=generator) for _ in range(2))
     z = torch.randn(sequence, generator=generator)
-    in_proj_output = torch.empty(batch, length, 2 * dim)
-    in_proj_output[..., dim:] = z.transpose(1, 2)
+    # made on the device: moving a slice of it would give a contiguous copy, losing the row stride
+    in_proj_output = torch.empty(batch, length, 2 * dim, device=device)
+    in_proj_output[..., dim:] = z.transpose(1, 2).to(device)
     return dict(
         u=tensor(u),
         delta=tensor(as_mixer_projection(delta)),
