@@ -389,7 +389,7 @@ def describe_plans(setup: Setup) -> str:
             f"blocks {kwargs['n_blocks_per_stage']}")
 
 
-def profile_msvmamba(setup: Setup, name: str = "msvmamba", rows: int = 20) -> None:
+def profile_msvmamba(setup: Setup, name: str, rows: int = 20) -> None:
     """One training step of the MSV-Mamba network `name` (a placement's) under torch.profiler: forward time per
     component (record_function ranges from hooks) and the operators with the most self time, backward included."""
     import torch
