@@ -53,7 +53,7 @@ def window_unpartition(windows: torch.Tensor, window: Sequence[int], padded: Seq
 
 
 class BidirectionalMamba(nn.Module):
-    """A Mamba mixer run over each sequence and its reverse (both in one batched scan), outputs summed."""
+    """A Mamba mixer run over each sequence and its reverse (`Mamba.forward_bidirectional`), outputs summed."""
 
     def __init__(self, channels: int, bidirectional: bool = True, d_state: int = 16, d_conv: int = 4,
                  expand: int = 2):

@@ -332,10 +332,10 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
     flag, count = types.boolean, types.int64
     return SimpleNamespace(
         forward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count,
-                           rows3, rows3, array4),
+                           strided3, rows3, array4),
         backward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count,
-                            array4, strided3, types.Array(types.int64, 1, "C"), flag, flag, rows3, rows3, rows3,
-                            rows3, array4, array4, matrix, matrix),
+                            array4, strided3, types.Array(types.int64, 1, "C"), flag, flag, strided3, strided3,
+                            strided3, rows3, array4, array4, matrix, matrix),
         limit=types.void(count, count, vector, vector, vector, vector))
 
 

@@ -12,6 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backend import cuda_kernels, resolve_backend, selective_scan
+from .causal_conv1d_numba import causal_conv1d_silu_numba
+from .selective_scan_numba import selective_scan_numba
 
 
 class Mamba(nn.Module):
@@ -70,16 +72,22 @@ class Mamba(nn.Module):
     def forward_bidirectional(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """`self(x) + self(x reversed)` reversed back along the length: (batch, length, d_model) -> the same.
 
-        Both directions go through one batched scan, and the position-wise in_proj runs once for both (a
-        projection commutes with reversing the sequence), as does out_proj on the CPU path (it is linear, so
-        projecting the sum of the directions equals summing their projections)."""
+        The position-wise in_proj runs once for both directions (a projection commutes with reversing the
+        sequence), as does out_proj on the CPU paths (it is linear, so projecting the sum of the directions equals
+        summing their projections). With the Numba kernels the reverse direction is read in place (see
+        `_numba_forward`); on the other paths both directions go through one batched scan of the sequences and
+        their flipped copies."""
         return self._mix(hidden_states, bidirectional=True)
 
     def _mix(self, hidden_states: torch.Tensor, bidirectional: bool) -> torch.Tensor:
         # under torch.compile the scan is one opaque custom op (it picks its backend when it runs), and the
         # projections and convolution around it are compiled; mamba_ssm's whole-mixer kernel is not traced
-        if not torch.compiler.is_compiling() and resolve_backend(hidden_states.device) == "cuda" \
-                and self.use_fast_path:
+        if torch.compiler.is_compiling():
+            return self._reference_forward(hidden_states, bidirectional)
+        backend = resolve_backend(hidden_states.device)
+        if backend == "numba":
+            return self._numba_forward(hidden_states, bidirectional)
+        if backend == "cuda" and self.use_fast_path:
             fused = cuda_kernels().mamba_inner_fn
             if fused is not None:
                 return self._fused_forward(hidden_states, fused, bidirectional)
@@ -108,6 +116,28 @@ class Mamba(nn.Module):
         y = selective_scan(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
                            delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
         return y.transpose(1, 2)
+
+    def _numba_forward(self, hidden_states: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+        """The CPU path of the Numba kernels, channels last from in_proj to out_proj. The reverse direction is
+        never flipped: its convolution reads the sequence backwards (`causal_conv1d_silu_numba`) and its scan runs
+        from the last step (`reverse=True`), so both directions' outputs are in the sequence's own order and
+        their sum goes to out_proj as it is, with no flip, concatenation or transposed copy on the way."""
+        directions = 2 if bidirectional else 1
+        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (batch, L, d_inner) each
+        x = causal_conv1d_silu_numba(x, self.conv1d.weight, self.conv1d.bias, directions)  # (directions, batch, L, d)
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, self.dt_proj.weight)  # the bias is applied inside the scan
+        A = -torch.exp(self.A_log.float())
+        # unbind, not indexing: its backward stacks the directions' gradients, where indexing's zero-fills one
+        # full-size gradient per direction
+        y = sum(selective_scan_numba(u_d.transpose(1, 2), delta_d.transpose(1, 2), A, B_d.transpose(1, 2),
+                                     C_d.transpose(1, 2), self.D.float(), z=z.transpose(1, 2),
+                                     delta_bias=self.dt_proj.bias.float(), delta_softplus=True, reverse=d == 1)
+                for d, (u_d, delta_d, B_d, C_d) in enumerate(zip(*(t.unbind(0) for t in (x, delta, B, C)))))
+        out = self.out_proj(y.transpose(1, 2))
+        if bidirectional and self.out_proj.bias is not None:
+            out = out + self.out_proj.bias  # each direction adds the bias
+        return out
 
     def _fused_forward(self, hidden_states: torch.Tensor, mamba_inner_fn, bidirectional: bool) -> torch.Tensor:
         # the fused kernel runs in float32: Mamba's recurrence produces NaNs in float16

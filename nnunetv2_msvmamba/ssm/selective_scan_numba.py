@@ -21,6 +21,10 @@ a batch row and a block of channels that read the same B/C group; the gradient o
 summed over a task's channels into the task's own partial buffer (no two threads write one element), and the
 partial buffers of a group are summed by PyTorch afterwards: deterministic, whatever the number of threads.
 
+A reverse scan (`reverse=True`, the Mamba mixer's second direction) runs the same kernels on numpy views of the
+inputs and outputs with a negative stride along L, so the reversed sequence is never copied. The output and the
+input gradients take the inputs' memory layouts: a mixer that keeps its tensors channels last gets them back so.
+
 Numba follows PyTorch's thread setting (`torch.get_num_threads()`, capped at Numba's maximum) at every call.
 Nothing is compiled at import: the kernels are compiled on first use, for the dtype in use, and kept in Numba's
 on-disk cache (`__pycache__` beside this file, or Numba's user-wide cache directory where that is not writable,
@@ -113,15 +117,15 @@ def _warn_if_bound_to_fewer_cpus(torch_threads: int) -> None:
           f"and GOMP_CPU_AFFINITY for the scan to run on {torch_threads} CPUs", file=sys.stderr, flush=True)
 
 
-def _coefficient_layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """B or C as the kernels read it, a contiguous (batch or 1, groups, L or 1, n) array with n innermost:
-    constant (dim, n) -> (1, dim, 1, n); (batch, n, L) -> (batch, 1, L, n); (batch, G, n, L) -> (batch, G, L, n).
-    No copy for Mamba's B and C, which are (batch, L, n) tensors transposed."""
+def _coefficient_layout(x: torch.Tensor, dtype: torch.dtype, reverse: bool) -> torch.Tensor:
+    """B or C as the kernels read it, a contiguous (batch or 1, groups, L or 1, n) array with n innermost, its steps
+    in scan order: constant (dim, n) -> (1, dim, 1, n); (batch, n, L) -> (batch, 1, L, n); (batch, G, n, L) ->
+    (batch, G, L, n). No copy for B and C as contiguous (batch, L, n) tensors transposed, scanned forward."""
     x = x.detach().to(dtype)
     if x.dim() == 2:
         return x.reshape(1, x.shape[0], 1, x.shape[1]).contiguous()
-    grouped = x.unsqueeze(1) if x.dim() == 3 else x
-    return grouped.transpose(2, 3).contiguous()
+    grouped = (x.unsqueeze(1) if x.dim() == 3 else x).transpose(2, 3)
+    return (grouped.flip(2) if reverse else grouped).contiguous()
 
 
 def _input_groups(x: torch.Tensor) -> int:
@@ -147,20 +151,30 @@ def _as_numpy(x: Optional[torch.Tensor], dtype: torch.dtype, rank: int, contiguo
     return (x.contiguous() if contiguous else x).numpy()
 
 
-def _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype: torch.dtype) -> tuple:
-    """The inputs both kernels take first, as numpy arrays in the compute dtype: u, delta, z (strides kept),
-    A log2(e), B, C (in the kernels' layout), D, delta_bias."""
-    return (_as_numpy(u, dtype, 3), _as_numpy(delta, dtype, 3), _as_numpy(z, dtype, 3),
-            (A.detach().to(dtype) * LOG2_E).contiguous().numpy(), _coefficient_layout(B, dtype).numpy(),
-            _coefficient_layout(C, dtype).numpy(), _as_numpy(D, dtype, 1, True), _as_numpy(delta_bias, dtype, 1, True))
+def _in_scan_order(x: Optional[torch.Tensor], dtype: torch.dtype, reverse: bool):
+    """A (batch, dim, L) input or output as a numpy array whose steps are in the order the kernels scan them: for a
+    reverse scan a view with a negative stride along L (numpy has them, PyTorch does not), so nothing is copied."""
+    array = _as_numpy(x, dtype, 3)
+    return array[:, :, ::-1] if reverse else array
 
 
-def _sum_blocks(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The gradient of B or C from the kernels' partial sums: (batch, blocks, L, n) per channel block for an
-    input-dependent one (summed over each group's blocks), (batch, dim, 1, n) per row for a constant one (summed
-    over the batch); returned in `like`'s layout."""
+def _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype: torch.dtype, reverse: bool) -> tuple:
+    """The inputs both kernels take first, as numpy arrays in the compute dtype and in scan order: u, delta, z
+    (strides kept), A log2(e), B, C (in the kernels' layout), D, delta_bias."""
+    return (_in_scan_order(u, dtype, reverse), _in_scan_order(delta, dtype, reverse),
+            _in_scan_order(z, dtype, reverse), (A.detach().to(dtype) * LOG2_E).contiguous().numpy(),
+            _coefficient_layout(B, dtype, reverse).numpy(), _coefficient_layout(C, dtype, reverse).numpy(),
+            _as_numpy(D, dtype, 1, True), _as_numpy(delta_bias, dtype, 1, True))
+
+
+def _sum_blocks(partial: torch.Tensor, like: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """The gradient of B or C from the kernels' partial sums: (batch, blocks, L, n) per channel block, steps in scan
+    order, for an input-dependent one (summed over each group's blocks), (batch, dim, 1, n) per row for a constant
+    one (summed over the batch); returned in `like`'s layout."""
     if like.dim() == 2:
         return partial.sum(dim=0)[:, 0]
+    if reverse:
+        partial = partial.flip(2)
     batch, blocks, length, dstate = partial.shape
     groups = _input_groups(like)
     summed = partial.reshape(batch, groups, blocks // groups, length, dstate).sum(dim=2)
@@ -171,7 +185,8 @@ class _SelectiveScanNumba(torch.autograd.Function):
     """The forward keeps the state every CHUNK steps (only when a gradient is needed); the backward recomputes the
     rest from them. Both run the kernels on the inputs' memory where they are in the compute dtype already."""
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, return_last_state: bool):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, return_last_state: bool,
+                reverse: bool):
         if A.is_complex():
             raise NotImplementedError("the Numba selective scan supports real A only")
         batch, dim, length = u.shape
@@ -182,16 +197,17 @@ class _SelectiveScanNumba(torch.autograd.Function):
         dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
         needs_grad = any(ctx.needs_input_grad[:8])
         with torch.autocast("cpu", enabled=False):
-            out = u.new_empty((batch, dim, length), dtype=dtype)
+            out = torch.empty_like(u, dtype=dtype)  # in u's layout: channels-last u gives channels-last out
             last_state = u.new_empty((batch, dim, dstate), dtype=dtype)
             chunks = math.ceil(length / CHUNK) if needs_grad else 0
             checkpoints = u.new_empty((batch, dim, chunks, dstate), dtype=dtype)
             kernels = _kernels(dtype)
             with _launch_lock:
                 set_threads_from_torch()
-                kernels.forward(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype), bool(delta_softplus),
-                                CHUNK, out.numpy(), last_state.numpy(), checkpoints.numpy())
-        ctx.delta_softplus = bool(delta_softplus)
+                kernels.forward(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype, reverse),
+                                bool(delta_softplus), CHUNK, _in_scan_order(out, dtype, reverse), last_state.numpy(),
+                                checkpoints.numpy())
+        ctx.delta_softplus, ctx.reverse = bool(delta_softplus), reverse
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
         result = out.to(u.dtype)
@@ -205,7 +221,7 @@ class _SelectiveScanNumba(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
         batch, dim, length = u.shape
         dstate = A.shape[1]
-        dtype = checkpoints.dtype
+        dtype, reverse = checkpoints.dtype, ctx.reverse
         with torch.autocast("cpu", enabled=False):
             groups = math.lcm(_input_groups(B), _input_groups(C))
             kernels = _kernels(dtype)
@@ -218,29 +234,35 @@ class _SelectiveScanNumba(torch.autograd.Function):
                     shape = (batch, dim, 1, dstate) if coefficient.dim() == 2 else (batch, blocks, length, dstate)
                     return torch.zeros(shape, dtype=dtype)
                 dB_partial, dC_partial = partial(B), partial(C)
-                du, ddelta = (u.new_empty((batch, dim, length), dtype=dtype) for _ in range(2))
-                dz = u.new_empty((batch, dim, length) if z is not None else (0, 0, 0), dtype=dtype)
+                du, ddelta = torch.empty_like(u, dtype=dtype), torch.empty_like(delta, dtype=dtype)
+                dz = torch.empty_like(z, dtype=dtype) if z is not None else u.new_empty((0, 0, 0), dtype=dtype)
                 dA_rows = u.new_empty((batch, dim, dstate), dtype=dtype)
                 dD_rows, dbias_rows = (u.new_empty((batch, dim), dtype=dtype) for _ in range(2))
-                kernels.backward(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype), ctx.delta_softplus,
-                                 CHUNK, checkpoints.numpy(), _as_numpy(dout, dtype, 3), block_starts.numpy(),
-                                 B.dim() == 2, C.dim() == 2, du.numpy(), ddelta.numpy(), dz.numpy(), dA_rows.numpy(),
+                kernels.backward(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype, reverse),
+                                 ctx.delta_softplus, CHUNK, checkpoints.numpy(), _in_scan_order(dout, dtype, reverse),
+                                 block_starts.numpy(), B.dim() == 2, C.dim() == 2,
+                                 *(_in_scan_order(g, dtype, reverse) for g in (du, ddelta, dz)), dA_rows.numpy(),
                                  dB_partial.numpy(), dC_partial.numpy(), dD_rows.numpy(), dbias_rows.numpy())
-            grads = [du, ddelta, dA_rows.sum(dim=0), _sum_blocks(dB_partial, B), _sum_blocks(dC_partial, C),
+            grads = [du, ddelta, dA_rows.sum(dim=0), _sum_blocks(dB_partial, B, reverse),
+                     _sum_blocks(dC_partial, C, reverse),
                      dD_rows.sum(dim=0) if D is not None else None, dz if z is not None else None,
                      dbias_rows.sum(dim=0) if delta_bias is not None else None]
         grads = [g.to(input_dtype) if g is not None else None for g, input_dtype in zip(grads, ctx.input_dtypes)]
-        return (*grads, None, None)
+        return (*grads, None, None, None)
 
 
 def selective_scan_numba(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                          C: torch.Tensor, D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
                          delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
-                         return_last_state: bool = False):
+                         return_last_state: bool = False, reverse: bool = False):
     """Selective scan on CPU tensors with the Numba kernels; returns `out` or `(out, last_state)` like upstream's
     `selective_scan_fn`. Computes in float32 (float64 for float64 `u`) whatever the autocast state; `out` and the
-    gradients come back in the inputs' dtypes, `last_state` in the compute dtype. No gradient flows through
-    `last_state`."""
+    gradients come back in the inputs' dtypes (and `out` in `u`'s memory layout), `last_state` in the compute
+    dtype. No gradient flows through `last_state`.
+
+    `reverse` scans from the last step to the first: the same as flipping every input along L, scanning, and
+    flipping `out` back (`last_state` is then the state after step 0), without making any of those copies."""
     if u.device.type != "cpu":
         raise RuntimeError(f"the Numba selective scan runs on CPU tensors, got tensors on {u.device}")
-    return _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    return _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                                     reverse)

@@ -12,6 +12,7 @@ from torch import nn
 from helpers.network_fixtures import PLAIN_2D, PLAIN_3D, RESENC_2D, plans
 from nnunetv2_msvmamba.network import LMSBlock, MSVMambaUNet, decoder_output_sizes, lms_stages_within
 from nnunetv2_msvmamba.network.lms import window_partition, window_unpartition
+from nnunetv2_msvmamba.ssm import BACKEND_ENV
 from nnunetv2_msvmamba.ssm import mamba as mamba_module
 from nnunetv2_msvmamba.training.network_from_plans import msvmamba_from_plans
 
@@ -176,7 +177,10 @@ MEASURED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvT
 
 def measured_feature_map_size(network: MSVMambaUNet, input_size, monkeypatch) -> int:
     """What one forward pass of one sample really makes, recorded with hooks: the outputs of every convolution,
-    linear and LayerNorm layer, the input (dt) and output of every selective scan, and the fused skips."""
+    linear and LayerNorm layer, the input (dt) and output of every selective scan, and the fused skips. The mixers
+    run their pure-PyTorch path, whose modules the hooks see (the Numba path makes the same maps, less the
+    convolution's padding, in fused kernels)."""
+    monkeypatch.setenv(BACKEND_ENV, "torch")
     total = 0
 
     def record(*tensors):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import nnunetv2_msvmamba.ssm.mamba as mamba_module
 from helpers.upstream_mamba import mamba_simple, selective_scan_interface
-from nnunetv2_msvmamba.ssm import Mamba
+from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba
 from nnunetv2_msvmamba.ssm.selective_scan_ref import relative_error
 
 PARITY_TOLERANCE = 1e-4  # both compute in float32, in different orders
@@ -69,8 +69,17 @@ def test_initialisation_matches_upstream(config: dict, upstream_mamba) -> None:
         assert getattr(ours, attribute) == getattr(reference, attribute), attribute
 
 
+@pytest.fixture(params=["numba", "torch"])
+def cpu_path(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each of the mixer's CPU paths: the Numba kernels (channels last, the reverse direction read in place) and the
+    pure-PyTorch one (PyTorch's conv1d and the pure-PyTorch scan)."""
+    monkeypatch.setenv(BACKEND_ENV, request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("config", CONFIGURATIONS, ids=configuration_id)
-def test_state_dict_moves_both_ways_with_the_same_outputs_and_gradients(config: dict, upstream_mamba) -> None:
+def test_state_dict_moves_both_ways_with_the_same_outputs_and_gradients(config: dict, upstream_mamba,
+                                                                        cpu_path: str) -> None:
     reference = upstream_mamba(**config, use_fast_path=False)
     reference.load_state_dict(trained_looking_state(reference, seed=3), strict=True)
     ours = Mamba(**config)
@@ -95,7 +104,7 @@ def test_state_dict_moves_both_ways_with_the_same_outputs_and_gradients(config: 
 
 
 @pytest.mark.parametrize("dtype", list(AUTOCAST_TOLERANCES), ids=str)
-def test_autocast_is_finite_and_close_to_float32(dtype: torch.dtype) -> None:
+def test_autocast_is_finite_and_close_to_float32(dtype: torch.dtype, cpu_path: str) -> None:
     torch.manual_seed(0)
     model = Mamba(d_model=32)
     model.load_state_dict(trained_looking_state(model, seed=1))
@@ -140,14 +149,16 @@ def two_passes(model: Mamba, hidden: torch.Tensor) -> torch.Tensor:
     return model(hidden) + model(hidden.flip(1)).flip(1)
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["torch path", "fused path"])
+@pytest.mark.parametrize("path", ["numba", "torch", "fused"])
 @pytest.mark.parametrize("bias", [False, True], ids=["no bias", "bias"])
-def test_bidirectional_forward_equals_two_passes_with_their_gradients(fused: bool, bias: bool,
+def test_bidirectional_forward_equals_two_passes_with_their_gradients(path: str, bias: bool,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sharing in_proj (and out_proj on the torch path) between the directions changes nothing but the cost:
-    outputs and the gradients of the input and of every parameter equal those of two separate passes. The fused
-    path runs with upstream's `mamba_inner_ref` standing in for the kernel."""
-    if fused:
+    """Sharing in_proj and out_proj between the directions (and, on the Numba path, reading the reverse direction
+    in place) changes nothing but the cost: outputs and the gradients of the input and of every parameter equal
+    those of two separate passes. The fused path runs with upstream's `mamba_inner_ref` standing in for the
+    kernel."""
+    monkeypatch.setenv(BACKEND_ENV, "torch" if path == "torch" else "numba")
+    if path == "fused":
         interface = selective_scan_interface()
         monkeypatch.setattr(interface, "causal_conv1d_fn", causal_depthwise_conv1d_silu)
         monkeypatch.setattr(interface, "selective_scan_fn", interface.selective_scan_ref)

@@ -21,7 +21,7 @@ import torch
 
 from helpers.scan_cases import (FLOAT32_TOLERANCE, FLOAT64_TOLERANCE, INPUT_NAMES, ScanCase, assert_matches,
                                 outputs_and_gradients, run_float64_reference, run_upstream)
-from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba, selective_scan_numba
+from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba, selective_scan_numba, selective_scan_ref
 
 numba_scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba")
 SMALL_CHUNK = 8
@@ -68,6 +68,53 @@ def test_matches_float64_reference_and_upstream(case: ScanCase) -> None:
     ours32 = run_numba(case, inputs)
     assert ours32[0].dtype == torch.float32 and all(g.dtype == torch.float32 for g in ours32[2].values())
     assert_matches(case, ours32, run_upstream(case, inputs), FLOAT32_TOLERANCE)
+
+
+def reversed_by_flipping(scan):
+    """`scan` run on every time-dependent input flipped along L, its output flipped back: what a reverse scan is."""
+    def in_time(t):
+        return t if t is None or t.dim() == 2 else t.flip(-1)  # a constant (dim, n) B or C has no time axis
+
+    def run(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False):
+        result = scan(in_time(u), in_time(delta), A, in_time(B), in_time(C), D, in_time(z), delta_bias,
+                      delta_softplus, return_last_state)
+        return (result[0].flip(-1), result[1]) if return_last_state else result.flip(-1)
+    return run
+
+
+REVERSE_CASES = [ScanCase(batch=2, dim=5, length=19, dstate=4, b_layout="shared", c_layout="grouped", groups=5),
+                 ScanCase(batch=1, dim=6, length=17, dstate=3, b_layout="constant", c_layout="shared",
+                          with_z=False, delta_softplus=False),
+                 ScanCase(batch=3, dim=4, length=8, dstate=16, b_layout="grouped", c_layout="constant", groups=2,
+                          with_D=False, with_delta_bias=False, return_last_state=False)]
+
+
+@pytest.mark.parametrize("case", REVERSE_CASES, ids=str)
+def test_reverse_scan_is_the_scan_of_the_flipped_sequence_flipped_back(case: ScanCase) -> None:
+    """reverse=True reads every input from the last step to the first (negative-stride views, nothing flipped):
+    output, last state and every gradient as the float64 reference run on flipped inputs, its output flipped back;
+    and in float32 as the Numba scan run that way."""
+    inputs = case.inputs()
+    options = dict(return_last_state=case.return_last_state, reverse=True)
+    reverse = outputs_and_gradients(selective_scan_numba, case, inputs, torch.float64, **options)
+    flipped = outputs_and_gradients(reversed_by_flipping(selective_scan_ref), case, inputs, torch.float64,
+                                    return_last_state=case.return_last_state)
+    assert_matches(case, reverse, flipped, FLOAT64_TOLERANCE)
+    reverse32 = outputs_and_gradients(selective_scan_numba, case, inputs, torch.float32, **options)
+    flipped32 = outputs_and_gradients(reversed_by_flipping(selective_scan_numba), case, inputs, torch.float32,
+                                      return_last_state=case.return_last_state)
+    assert_matches(case, reverse32, flipped32, 1e-6)
+
+
+def test_output_and_input_gradients_keep_the_inputs_channels_last_layout() -> None:
+    """u, delta and z as transposed (batch, L, dim) tensors (the Numba mixer's layout): out and du, ddelta, dz come
+    back channels last too, so out_proj reads out without a copy."""
+    u, delta, z = (torch.randn(2, 9, 4).transpose(1, 2).requires_grad_() for _ in range(3))
+    out = selective_scan_numba(u, delta.detach().abs().requires_grad_(), -torch.ones(4, 3), torch.randn(2, 3, 9),
+                               torch.randn(2, 3, 9), z=z, reverse=True)
+    assert out.stride() == u.stride() and out.transpose(1, 2).is_contiguous()
+    du, dz = torch.autograd.grad(out.sum(), [u, z])
+    assert du.stride() == u.stride() and dz.stride() == z.stride()
 
 
 def test_default_chunk_across_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:

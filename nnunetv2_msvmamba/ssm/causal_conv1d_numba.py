@@ -1,0 +1,85 @@
+"""Mamba's depthwise causal convolution and SiLU, fused, in both scan directions, as multi-threaded CPU kernels
+compiled by Numba (`causal_conv1d`'s `causal_conv1d_fn(x, weight, bias, activation="silu")` for the CPU).
+
+It reads in_proj's output where it lies, channels last, and writes both directions into one channels-last
+tensor that x_proj reads as it is: PyTorch's conv1d needs (batch, channels, L), a flipped copy for the reverse
+direction, and the concatenation of both directions, and takes several times as long (see docs/benchmarks.md).
+Compiled on first use and cached on disk, as the Numba selective scan.
+"""
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+from typing import Optional
+
+import torch
+
+from .selective_scan_numba import _launch_lock, _pytorch_threads_kept, set_threads_from_torch
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(compute_dtype: torch.dtype) -> SimpleNamespace:
+    from . import _numba_conv_kernels as kernels  # imports numba: only where the backend runs
+    with _pytorch_threads_kept():
+        return kernels.compiled(compute_dtype == torch.float64)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _kernel_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype) -> tuple:
+    """x (strides kept), the weights as (K, dim) and the bias (zeros when absent), as numpy arrays in `dtype`."""
+    weight_t = weight.detach().to(dtype).reshape(weight.shape[0], weight.shape[-1]).t().contiguous()
+    bias = torch.zeros(weight.shape[0], dtype=dtype) if bias is None else bias.detach().to(dtype).contiguous()
+    return x.detach().to(dtype).numpy(), weight_t.numpy(), bias.numpy()
+
+
+class _CausalConv1dSiLUNumba(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, directions: int):
+        batch, length, dim = x.shape
+        dtype = _compute_dtype(x)
+        with torch.autocast("cpu", enabled=False):
+            out = x.new_empty((directions, batch, length, dim), dtype=dtype)
+            kernels = _kernels(dtype)
+            with _launch_lock:
+                set_threads_from_torch()
+                kernels.forward(*_kernel_inputs(x, weight, bias, dtype), out.numpy())
+        ctx.save_for_backward(x, weight, bias)
+        ctx.input_dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, bias = ctx.saved_tensors
+        batch, length, dim = x.shape
+        dtype = _compute_dtype(x)
+        with torch.autocast("cpu", enabled=False):
+            dx = x.new_empty((batch, length, dim), dtype=dtype)
+            dweight_rows = x.new_empty((batch, weight.shape[-1], dim), dtype=dtype)
+            dbias_rows = x.new_empty((batch, dim), dtype=dtype)
+            kernels = _kernels(dtype)
+            with _launch_lock:
+                set_threads_from_torch()
+                kernels.backward(*_kernel_inputs(x, weight, bias, dtype), dout.detach().to(dtype).contiguous().numpy(),
+                                 dx.numpy(), dweight_rows.numpy(), dbias_rows.numpy())
+            dweight = dweight_rows.sum(dim=0).t().reshape(weight.shape)
+            dbias = dbias_rows.sum(dim=0) if bias is not None else None
+        x_dtype, weight_dtype, bias_dtype = ctx.input_dtypes
+        return dx.to(x_dtype), dweight.to(weight_dtype), None if dbias is None else dbias.to(bias_dtype), None
+
+
+def causal_conv1d_silu_numba(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                             directions: int = 1) -> torch.Tensor:
+    """silu(depthwise causal conv1d) on CPU tensors, channels last: x (batch, L, dim) with any strides, weight
+    (dim, 1, K) or (dim, K) (nn.Conv1d's), bias (dim,) or None -> (directions, batch, L, dim), contiguous.
+
+    Direction 0 is `silu(conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=dim)[..., :L])` transposed
+    back; with `directions=2`, direction 1 is the same of x reversed along L, reversed back: what a Mamba mixer's
+    reverse scan reads, in x's own order. Computes in float32 (float64 for float64 x); returns x's dtype."""
+    if x.device.type != "cpu":
+        raise RuntimeError(f"the Numba causal convolution runs on CPU tensors, got tensors on {x.device}")
+    if directions not in (1, 2):
+        raise ValueError(f"directions must be 1 or 2, got {directions}")
+    return _CausalConv1dSiLUNumba.apply(x, weight, bias, directions)
