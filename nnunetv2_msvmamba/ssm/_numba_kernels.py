@@ -129,9 +129,9 @@ def _coefficient_index(coefficient, batch_row, channel, dim):
             1 if coefficient.shape[2] > 1 else 0)
 
 
-def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, out, last_state, checkpoints):
-    """out = the scan's output, last_state = h_{L-1}, and (when checkpoints has room) checkpoints[..., c, :] = the
-    state before step c * chunk; one (batch, channel) row per parallel iteration, `chunk` steps at a time. Each
+def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, out, last_state, checkpoints):
+    """out = the scan's output (out += it when `accumulate`), last_state = h_{L-1}, and (when checkpoints has room)
+    checkpoints[..., c, :] = the state before step c * chunk; one (batch, channel) row per parallel iteration, `chunk` steps at a time. Each
     chunk's inputs are first copied into contiguous scratch, so that the per-step work (softplus, D u, the gate)
     vectorises: LLVM cannot bound a strided array's accesses, and gives up vectorising a loop that reads one."""
     batch, dim, length = u.shape
@@ -176,13 +176,17 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, out, las
                 zs[:steps] = z[b, d, start:start + steps]
                 for s in range(steps):
                     ys[s] *= zs[s] * sigmoid(zs[s])
-            out[b, d, start:start + steps] = ys[:steps]
+            if accumulate:
+                out[b, d, start:start + steps] += ys[:steps]
+            else:
+                out[b, d, start:start + steps] = ys[:steps]
         last_state[b, d, :] = h
 
 
-def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpoints, dout, block_starts,
-              B_constant, C_constant, du, ddelta, dz, dA_rows, dB_partial, dC_partial, dD_rows, dbias_rows):
-    """Gradients of the scan given dout. Each parallel iteration is one batch row and one block of channels
+def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, checkpoints, dout,
+              block_starts, B_constant, C_constant, du, ddelta, dz, dA_rows, dB_partial, dC_partial, dD_rows,
+              dbias_rows):
+    """Gradients of the scan given dout (dz += its gradient when `accumulate`). Each parallel iteration is one batch row and one block of channels
     (block_starts): it writes du, ddelta, dz and the per-row dA, dD, ddelta_bias of its channels, and adds the
     B/C gradients of its channels into its own partial slot, dB_partial[b, block] (input-dependent B:
     (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)); the same for C.
@@ -254,7 +258,10 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, checkpo
                         sig = sigmoid(z_t)
                         dzs[s] = dys[s] * (ys[s] + D_d * us[s]) * sig * (ONE + z_t * (ONE - sig))
                         dys[s] *= z_t * sig
-                    dz[b, d, start:start + steps] = dzs[:steps]
+                    if accumulate:
+                        dz[b, d, start:start + steps] += dzs[:steps]
+                    else:
+                        dz[b, d, start:start + steps] = dzs[:steps]
                 for s in range(steps):
                     dD_d += dys[s] * us[s]
                 for s in range(steps - 1, -1, -1):  # the adjoint recurrence alone, backwards through the chunk
@@ -331,9 +338,9 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
     vector, matrix, array4 = types.Array(scalar, 1, "C"), types.Array(scalar, 2, "C"), types.Array(scalar, 4, "C")
     flag, count = types.boolean, types.int64
     return SimpleNamespace(
-        forward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count,
+        forward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count, flag,
                            strided3, rows3, array4),
-        backward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count,
+        backward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count, flag,
                             array4, strided3, types.Array(types.int64, 1, "C"), flag, flag, strided3, strided3,
                             strided3, rows3, array4, array4, matrix, matrix),
         limit=types.void(count, count, vector, vector, vector, vector))

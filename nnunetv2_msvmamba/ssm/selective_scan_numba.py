@@ -39,7 +39,7 @@ import os
 import sys
 import threading
 from types import SimpleNamespace
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -181,50 +181,71 @@ def _sum_blocks(partial: torch.Tensor, like: torch.Tensor, reverse: bool) -> tor
     return summed.transpose(2, 3).reshape(like.shape)
 
 
+def _direction(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Direction s of a stacked B or C; a constant (dim, n) one is every direction's."""
+    return x if x.dim() == 2 else x[s]
+
+
+def _direction_inputs(s: int, u, delta, A, B, C, D, z, delta_bias) -> tuple:
+    """The inputs of direction s: its own u, delta, B and C; A, D, z and delta_bias shared."""
+    return u[s], delta[s], A, _direction(B, s), _direction(C, s), D, z, delta_bias
+
+
 class _SelectiveScanNumba(torch.autograd.Function):
-    """The forward keeps the state every CHUNK steps (only when a gradient is needed); the backward recomputes the
-    rest from them. Both run the kernels on the inputs' memory where they are in the compute dtype already."""
+    """The sum over directions s of the scan of u[s], delta[s], B[s], C[s] (forward, or reversed where
+    `reverse[s]`), sharing A, D, z and delta_bias: one direction is upstream's scan, two are a bidirectional Mamba
+    mixer's. The first direction writes the output and dz, the others add to them in the kernels, so no per-
+    direction output is made or summed. The forward keeps the state every CHUNK steps (only when a gradient is
+    needed); the backward recomputes the rest from them. Both run the kernels on the inputs' memory where they are
+    in the compute dtype already. Single-direction inputs (`stacked` False) get their directions axis here, not
+    outside: a view made outside would not reach autograd inside the custom op's backward."""
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, return_last_state: bool,
-                reverse: bool):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: tuple, stacked: bool):
         if A.is_complex():
             raise NotImplementedError("the Numba selective scan supports real A only")
-        batch, dim, length = u.shape
+        if not stacked:
+            u, delta = u.unsqueeze(0), delta.unsqueeze(0)
+            B, C = (t if t.dim() == 2 else t.unsqueeze(0) for t in (B, C))
+        _, batch, dim, length = u.shape
         dstate = A.shape[1]
         for name, coefficient in (("B", B), ("C", C)):
-            _groups(coefficient, name, dim, dstate)  # the shape checks, with their messages
+            _groups(_direction(coefficient, 0), name, dim, dstate)  # the shape checks, with their messages
         ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
         dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
         needs_grad = any(ctx.needs_input_grad[:8])
         with torch.autocast("cpu", enabled=False):
-            out = torch.empty_like(u, dtype=dtype)  # in u's layout: channels-last u gives channels-last out
-            last_state = u.new_empty((batch, dim, dstate), dtype=dtype)
+            out = torch.empty_like(u[0], dtype=dtype)  # in u's layout: channels-last u gives channels-last out
+            last_state = u.new_empty((len(reverse), batch, dim, dstate), dtype=dtype)
             chunks = math.ceil(length / CHUNK) if needs_grad else 0
-            checkpoints = u.new_empty((batch, dim, chunks, dstate), dtype=dtype)
+            checkpoints = u.new_empty((len(reverse), batch, dim, chunks, dstate), dtype=dtype)
             kernels = _kernels(dtype)
             with _launch_lock:
                 set_threads_from_torch()
-                kernels.forward(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype, reverse),
-                                bool(delta_softplus), CHUNK, _in_scan_order(out, dtype, reverse), last_state.numpy(),
-                                checkpoints.numpy())
-        ctx.delta_softplus, ctx.reverse = bool(delta_softplus), reverse
+                for s, backwards in enumerate(reverse):
+                    inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
+                    kernels.forward(*_kernel_inputs(*inputs, dtype, backwards), bool(delta_softplus), CHUNK, s > 0,
+                                    _in_scan_order(out, dtype, backwards), last_state[s].numpy(),
+                                    checkpoints[s].numpy())
+        ctx.delta_softplus, ctx.reverse, ctx.stacked = bool(delta_softplus), reverse, stacked
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
-        result = out.to(u.dtype)
-        if return_last_state:
-            ctx.mark_non_differentiable(last_state)
-            return result, last_state
-        return result
+        ctx.mark_non_differentiable(last_state)
+        return out.to(u.dtype), last_state
 
     @staticmethod
-    def backward(ctx, dout, *unused_last_state_grad):
+    def backward(ctx, dout, unused_last_state_grad):
         u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
-        batch, dim, length = u.shape
+        _, batch, dim, length = u.shape
         dstate = A.shape[1]
-        dtype, reverse = checkpoints.dtype, ctx.reverse
+        dtype = checkpoints.dtype
         with torch.autocast("cpu", enabled=False):
-            groups = math.lcm(_input_groups(B), _input_groups(C))
+            groups = math.lcm(_input_groups(_direction(B, 0)), _input_groups(_direction(C, 0)))
             kernels = _kernels(dtype)
+            du, ddelta = torch.empty_like(u, dtype=dtype), torch.empty_like(delta, dtype=dtype)
+            dz = torch.empty_like(z, dtype=dtype) if z is not None else u.new_empty((0, 0, 0), dtype=dtype)
+            dA_rows = u.new_empty((len(ctx.reverse), batch, dim, dstate), dtype=dtype)
+            dD_rows, dbias_rows = (u.new_empty((len(ctx.reverse), batch, dim), dtype=dtype) for _ in range(2))
+            dB, dC = [], []
             with _launch_lock:
                 threads = set_threads_from_torch()
                 block_starts = _channel_blocks(batch, dim, groups, threads)
@@ -233,22 +254,35 @@ class _SelectiveScanNumba(torch.autograd.Function):
                 def partial(coefficient: torch.Tensor) -> torch.Tensor:
                     shape = (batch, dim, 1, dstate) if coefficient.dim() == 2 else (batch, blocks, length, dstate)
                     return torch.zeros(shape, dtype=dtype)
-                dB_partial, dC_partial = partial(B), partial(C)
-                du, ddelta = torch.empty_like(u, dtype=dtype), torch.empty_like(delta, dtype=dtype)
-                dz = torch.empty_like(z, dtype=dtype) if z is not None else u.new_empty((0, 0, 0), dtype=dtype)
-                dA_rows = u.new_empty((batch, dim, dstate), dtype=dtype)
-                dD_rows, dbias_rows = (u.new_empty((batch, dim), dtype=dtype) for _ in range(2))
-                kernels.backward(*_kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype, reverse),
-                                 ctx.delta_softplus, CHUNK, checkpoints.numpy(), _in_scan_order(dout, dtype, reverse),
-                                 block_starts.numpy(), B.dim() == 2, C.dim() == 2,
-                                 *(_in_scan_order(g, dtype, reverse) for g in (du, ddelta, dz)), dA_rows.numpy(),
-                                 dB_partial.numpy(), dC_partial.numpy(), dD_rows.numpy(), dbias_rows.numpy())
-            grads = [du, ddelta, dA_rows.sum(dim=0), _sum_blocks(dB_partial, B, reverse),
-                     _sum_blocks(dC_partial, C, reverse),
-                     dD_rows.sum(dim=0) if D is not None else None, dz if z is not None else None,
-                     dbias_rows.sum(dim=0) if delta_bias is not None else None]
+                for s, backwards in enumerate(ctx.reverse):
+                    B_s, C_s = _direction(B, s), _direction(C, s)
+                    dB_partial, dC_partial = partial(B_s), partial(C_s)
+                    inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
+                    kernels.backward(*_kernel_inputs(*inputs, dtype, backwards), ctx.delta_softplus, CHUNK, s > 0,
+                                     checkpoints[s].numpy(), _in_scan_order(dout, dtype, backwards),
+                                     block_starts.numpy(), B_s.dim() == 2, C_s.dim() == 2,
+                                     *(_in_scan_order(g, dtype, backwards) for g in (du[s], ddelta[s], dz)),
+                                     dA_rows[s].numpy(), dB_partial.numpy(), dC_partial.numpy(), dD_rows[s].numpy(),
+                                     dbias_rows[s].numpy())
+                    dB.append(_sum_blocks(dB_partial, B_s, backwards))
+                    dC.append(_sum_blocks(dC_partial, C_s, backwards))
+
+            def over_directions(gradients: list, like: torch.Tensor) -> torch.Tensor:
+                return sum(gradients) if like.dim() == 2 else torch.stack(gradients)
+            if not ctx.stacked:
+                du, ddelta = du[0], ddelta[0]
+            grads = [du, ddelta, dA_rows.sum(dim=(0, 1)), over_directions(dB, B), over_directions(dC, C),
+                     dD_rows.sum(dim=(0, 1)) if D is not None else None, dz if z is not None else None,
+                     dbias_rows.sum(dim=(0, 1)) if delta_bias is not None else None]
         grads = [g.to(input_dtype) if g is not None else None for g, input_dtype in zip(grads, ctx.input_dtypes)]
+        if not ctx.stacked:
+            grads[3:5] = [g if g.dim() == 2 else g[0] for g in grads[3:5]]
         return (*grads, None, None, None)
+
+
+def _check_cpu(u: torch.Tensor) -> None:
+    if u.device.type != "cpu":
+        raise RuntimeError(f"the Numba selective scan runs on CPU tensors, got tensors on {u.device}")
 
 
 def selective_scan_numba(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -262,7 +296,21 @@ def selective_scan_numba(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
 
     `reverse` scans from the last step to the first: the same as flipping every input along L, scanning, and
     flipping `out` back (`last_state` is then the state after step 0), without making any of those copies."""
-    if u.device.type != "cpu":
-        raise RuntimeError(f"the Numba selective scan runs on CPU tensors, got tensors on {u.device}")
-    return _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
-                                     reverse)
+    _check_cpu(u)
+    out, last_state = _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), False)
+    return (out, last_state[0]) if return_last_state else out
+
+
+def selective_scan_numba_directions(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                                    C: torch.Tensor, D: Optional[torch.Tensor] = None,
+                                    z: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
+                                    delta_softplus: bool = False, reverse: Sequence[bool] = (False, True)):
+    """The sum over directions s of `selective_scan_numba(u[s], delta[s], A, B[s], C[s], D, z, delta_bias,
+    delta_softplus, reverse=reverse[s])`: u and delta (directions, batch, dim, L), B and C (directions, batch, n,
+    L), (directions, batch, groups, n, L) or one constant (dim, n); A, D, z, delta_bias shared. By default the
+    two directions of a bidirectional Mamba mixer, summed as it sums them, in one autograd node: no output per
+    direction is made, and the gradients come back stacked as the inputs are, in their layouts."""
+    _check_cpu(u)
+    if len(reverse) != u.shape[0]:
+        raise ValueError(f"{u.shape[0]} directions in u, but {len(reverse)} in reverse={tuple(reverse)}")
+    return _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, tuple(reverse), True)[0]

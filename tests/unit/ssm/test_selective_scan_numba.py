@@ -9,6 +9,7 @@ so nothing recompiles) so that a few dozen steps cross several chunk boundaries 
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 import json
@@ -104,6 +105,34 @@ def test_reverse_scan_is_the_scan_of_the_flipped_sequence_flipped_back(case: Sca
     flipped32 = outputs_and_gradients(reversed_by_flipping(selective_scan_numba), case, inputs, torch.float32,
                                       return_last_state=case.return_last_state)
     assert_matches(case, reverse32, flipped32, 1e-6)
+
+
+@pytest.mark.parametrize("case", REVERSE_CASES[:2], ids=str)
+def test_directions_sum_the_scans_of_each_direction_with_their_gradients(case: ScanCase) -> None:
+    """`selective_scan_numba_directions` (a bidirectional mixer's two scans in one autograd node, the second one
+    adding to the first's output and dz in the kernels) equals the sum of two separate scans, forward and reversed,
+    on each direction's own u, delta, B, C, in float64; gradients come back stacked."""
+    first, second = case.inputs(seed=0), case.inputs(seed=1)
+    stacked = {name: value if name in ("A", "D", "z", "delta_bias") or value.dim() == 2
+               else torch.stack([value, second[name]]) for name, value in first.items()}
+    if case.b_layout == "constant":
+        second["B"] = first["B"]  # one constant B is every direction's
+
+    def two_scans(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+        def direction(s: int, x: torch.Tensor) -> torch.Tensor:
+            return x if x.dim() == 2 else x[s]
+        return sum(selective_scan_numba(u[s], delta[s], A, direction(s, B), direction(s, C), D, z, delta_bias,
+                                        delta_softplus, reverse=s == 1) for s in range(2))
+    summed = outputs_and_gradients(numba_scan.selective_scan_numba_directions, case, stacked, torch.float64)
+    separate = outputs_and_gradients(two_scans, case, stacked, torch.float64)
+    assert_matches(dataclasses.replace(case, return_last_state=False), summed, separate, FLOAT64_TOLERANCE)
+
+
+def test_directions_must_match_the_reverse_flags() -> None:
+    u = torch.zeros(2, 1, 3, 5)
+    with pytest.raises(ValueError, match=r"2 directions in u, but 1 in reverse=\(True,\)"):
+        numba_scan.selective_scan_numba_directions(u, u, -torch.ones(3, 2), torch.zeros(3, 2), torch.zeros(3, 2),
+                                                   reverse=(True,))
 
 
 def test_output_and_input_gradients_keep_the_inputs_channels_last_layout() -> None:
