@@ -131,9 +131,10 @@ def _coefficient_index(coefficient, batch_row, channel, dim):
 
 def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, out, last_state, checkpoints):
     """out = the scan's output (out += it when `accumulate`), last_state = h_{L-1}, and (when checkpoints has room)
-    checkpoints[..., c, :] = the state before step c * chunk; one (batch, channel) row per parallel iteration, `chunk` steps at a time. Each
-    chunk's inputs are first copied into contiguous scratch, so that the per-step work (softplus, D u, the gate)
-    vectorises: LLVM cannot bound a strided array's accesses, and gives up vectorising a loop that reads one."""
+    checkpoints[..., c, :] = the state before step c * chunk; one (batch, channel) row per parallel iteration,
+    `chunk` steps at a time. Each chunk's inputs are first copied into contiguous scratch, so that the per-step work
+    (softplus, D u, the gate) vectorises: LLVM cannot bound a strided array's accesses, and gives up vectorising a
+    loop that reads one."""
     batch, dim, length = u.shape
     dstate = A_log2.shape[1]
     has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
@@ -186,10 +187,11 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumula
 def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, checkpoints, dout,
               block_starts, B_constant, C_constant, du, ddelta, dz, dA_rows, dB_partial, dC_partial, dD_rows,
               dbias_rows):
-    """Gradients of the scan given dout (dz += its gradient when `accumulate`). Each parallel iteration is one batch row and one block of channels
-    (block_starts): it writes du, ddelta, dz and the per-row dA, dD, ddelta_bias of its channels, and adds the
-    B/C gradients of its channels into its own partial slot, dB_partial[b, block] (input-dependent B:
-    (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)); the same for C.
+    """Gradients of the scan given dout (dz += its gradient when `accumulate`). Each parallel iteration is one batch
+    row and one block of channels (block_starts): it writes du, ddelta, dz and the per-row dA, dD, ddelta_bias of
+    its channels, and adds the B/C gradients of its channels into its own partial slot, dB_partial[b, block]
+    (input-dependent B: (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)); the same
+    for C.
     Per chunk: its inputs copied into contiguous scratch (as in the forward), its states again from its
     checkpoint, the adjoint recurrence alone backwards through the chunk, and everything else in loops without a
     recurrence, which vectorise."""
