@@ -12,8 +12,8 @@ from helpers.benchmark_scripts import BENCHMARKS
 
 BENCHMARK = BENCHMARKS / "bench_mixer.py"
 NUMBER = r"([\d.e+-]+)"
-ROW = re.compile(rf"small: 8 x 64 x 16\s+(inference|forward \+ backward)\s+{NUMBER}s\s+{NUMBER}s\s+{NUMBER}x\s+{NUMBER}$",
-                 re.MULTILINE)
+ROW = re.compile(rf"small: 8 x 64 x 16\s+(inference|forward \+ backward)\s+{NUMBER}s\s+{NUMBER}s\s+{NUMBER}x\s+"
+                 rf"{NUMBER}$", re.MULTILINE)
 
 
 def run_benchmark(*arguments: str, **environment: str) -> subprocess.CompletedProcess:
