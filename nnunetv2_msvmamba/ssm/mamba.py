@@ -98,10 +98,14 @@ class Mamba(nn.Module):
         if bidirectional:
             xz = _with_reversed(xz)
         y = self._scan(xz)
-        if not bidirectional:
-            return self.out_proj(y)
-        out = self.out_proj(_sum_directions(y))
-        return out if self.out_proj.bias is None else out + self.out_proj.bias  # each direction adds the bias
+        return self._project_out(_sum_directions(y) if bidirectional else y, bidirectional)
+
+    def _project_out(self, y: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+        """out_proj of the scan's output, (batch, L, d_inner), or of the sum of both directions' outputs."""
+        out = self.out_proj(y)
+        if bidirectional and self.out_proj.bias is not None:
+            out = out + self.out_proj.bias  # each direction adds the bias
+        return out
 
     def _scan(self, xz: torch.Tensor) -> torch.Tensor:
         """The convolution, the input-dependent scan parameters and the selective scan on in_proj's output:
@@ -133,10 +137,7 @@ class Mamba(nn.Module):
                                             C.transpose(2, 3), self.D.float(), z=z.transpose(1, 2),
                                             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
                                             reverse=(False, True)[:directions])
-        out = self.out_proj(y.transpose(1, 2))
-        if bidirectional and self.out_proj.bias is not None:
-            out = out + self.out_proj.bias  # each direction adds the bias
-        return out
+        return self._project_out(y.transpose(1, 2), bidirectional)
 
     def _fused_forward(self, hidden_states: torch.Tensor, mamba_inner_fn, bidirectional: bool) -> torch.Tensor:
         # the fused kernel runs in float32: Mamba's recurrence produces NaNs in float16
