@@ -206,9 +206,10 @@ def load_implementation(name: str) -> Callable:
 
 
 def scan_inputs(batch: int, dim: int, length: int, requires_grad: bool, device: str = "cpu") -> dict:
-    """Inputs as the Mamba mixer produces them, with a fixed seed: the values, and the memory layouts. u is the
-    convolution's (batch, dim, L) output; delta, B and C are (batch, L, .) projections seen transposed, and z is the
-    second half of in_proj's (batch, L, 2 dim) output seen transposed, so along L they step by the row length."""
+    """Inputs as the Mamba mixer's generic path produces them (its path on GPUs, under torch.compile and with the
+    pure-PyTorch scan), with a fixed seed: the values, and the memory layouts. u is the convolution's (batch, dim,
+    L) output; delta, B and C are (batch, L, .) projections seen transposed, and z is the second half of in_proj's
+    (batch, L, 2 dim) output seen transposed, so along L they step by the row length."""
     import torch
     generator = torch.Generator().manual_seed(0)
     sequence = (batch, dim, length)

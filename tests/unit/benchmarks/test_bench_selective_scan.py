@@ -193,10 +193,14 @@ def test_cuda_without_a_gpu_is_a_clear_error(bench, monkeypatch, capsys) -> None
 
 
 def test_scan_inputs_have_the_mixers_memory_layouts(bench, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The benchmark's inputs and output gradient step through memory as a real Mamba mixer's do: the kernels read
-    strided rows at a different speed from contiguous ones."""
+    """The benchmark's inputs and output gradient step through memory as a real Mamba mixer's do on its generic path
+    (the GPU backends', torch.compile's and the pure-PyTorch scan's; the CPU's Numba path keeps its tensors channels
+    last, and benchmarks/bench_mixer.py times it): the kernels read strided rows at a different speed from
+    contiguous ones."""
     import torch
-    from nnunetv2_msvmamba.ssm import Mamba, mamba as mamba_module
+    from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba, mamba as mamba_module
+
+    monkeypatch.setenv(BACKEND_ENV, "torch")
 
     dim, length = 8, 12
     mixer = Mamba(dim // 2, d_state=bench.D_STATE)  # expand 2: d_inner = dim
