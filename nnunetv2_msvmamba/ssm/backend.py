@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 
 from .selective_scan_numba import selective_scan_numba
-from .selective_scan_torch import selective_scan_torch
+from .selective_scan_torch import compute_dtype_for, selective_scan_torch
 
 BACKEND_ENV = "MSVMAMBA_SSM_BACKEND"
 BACKENDS = ("auto", "torch", "numba", "triton", "cuda")
@@ -194,7 +194,7 @@ def selective_scan_eager(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     if backend == "triton":
         from .selective_scan_triton import selective_scan_triton  # imports triton: only where it runs
         return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype_for(u)
     as_compute = (lambda t: None if t is None else t.to(dtype))
     with torch.autocast("cuda", enabled=False):
         result = cuda_kernels().selective_scan_fn(

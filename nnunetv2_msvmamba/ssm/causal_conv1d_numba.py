@@ -8,24 +8,17 @@ Compiled on first use and cached on disk, as the Numba selective scan.
 """
 from __future__ import annotations
 
-import functools
 from types import SimpleNamespace
 from typing import Optional
 
 import torch
 
-from .selective_scan_numba import _launch_lock, _pytorch_threads_kept, set_threads_from_torch
+from .selective_scan_numba import _launch_lock, compiled_kernels, set_threads_from_torch
+from .selective_scan_torch import compute_dtype_for
 
 
-@functools.lru_cache(maxsize=None)
 def _kernels(compute_dtype: torch.dtype) -> SimpleNamespace:
-    from . import _numba_conv_kernels as kernels  # imports numba: only where the backend runs
-    with _pytorch_threads_kept():
-        return kernels.compiled(compute_dtype == torch.float64)
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+    return compiled_kernels("_numba_conv_kernels", compute_dtype)
 
 
 def _kernel_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype) -> tuple:
@@ -39,7 +32,7 @@ class _CausalConv1dSiLUNumba(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, directions: int):
         batch, length, dim = x.shape
-        dtype = _compute_dtype(x)
+        dtype = compute_dtype_for(x)
         with torch.autocast("cpu", enabled=False):
             out = x.new_empty((directions, batch, length, dim), dtype=dtype)
             kernels = _kernels(dtype)
@@ -54,7 +47,7 @@ class _CausalConv1dSiLUNumba(torch.autograd.Function):
     def backward(ctx, dout):
         x, weight, bias = ctx.saved_tensors
         batch, length, dim = x.shape
-        dtype = _compute_dtype(x)
+        dtype = compute_dtype_for(x)
         with torch.autocast("cpu", enabled=False):
             dx = x.new_empty((batch, length, dim), dtype=dtype)
             dweight_rows = x.new_empty((batch, weight.shape[-1], dim), dtype=dtype)

@@ -13,12 +13,9 @@ from typing import Optional
 import torch
 
 from .backend import selective_scan_eager
+from .selective_scan_torch import compute_dtype_for
 
 INPUT_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
-
-
-def _last_state_dtype(u: torch.Tensor) -> torch.dtype:
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
 @torch.library.custom_op("msvmamba::selective_scan", mutates_args=())
@@ -28,12 +25,12 @@ def _selective_scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tenso
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     out, last_state = selective_scan_eager(u, delta, A, B, C, D, z, delta_bias, delta_softplus, True)
     # contiguous, as the fake promises (the backends return different memory layouts)
-    return out.contiguous(), last_state.to(_last_state_dtype(u)).contiguous()
+    return out.contiguous(), last_state.to(compute_dtype_for(u)).contiguous()
 
 
 @_selective_scan_forward.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    return u.new_empty(u.shape), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=_last_state_dtype(u))
+    return u.new_empty(u.shape), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=compute_dtype_for(u))
 
 
 @torch.library.custom_op("msvmamba::selective_scan_backward", mutates_args=())

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import math
 import os
 import sys
@@ -43,7 +44,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .selective_scan_torch import _groups
+from .selective_scan_torch import _groups, compute_dtype_for
 
 # Steps between checkpointed states: L / CHUNK states per channel are kept, CHUNK x n are recomputed per thread.
 # Each chunk runs some twenty short loops whose set-up (LLVM's overlap checks, vector prologues) is paid per chunk:
@@ -58,12 +59,17 @@ _launch_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(compute_dtype: torch.dtype) -> SimpleNamespace:
-    """The compiled forward and backward kernels for float32 or float64 (compiled, or loaded from Numba's cache,
-    on the first call for that dtype)."""
-    from . import _numba_kernels as kernels  # imports numba: only where the backend runs
+def compiled_kernels(module: str, compute_dtype: torch.dtype) -> SimpleNamespace:
+    """The compiled kernels of `module` (a Numba kernel module of this package) for float32 or float64: compiled, or
+    loaded from Numba's cache, on the first call for that dtype. The module imports numba: only where it runs."""
+    kernels = importlib.import_module(f"{__package__}.{module}")
     with _pytorch_threads_kept():
         return kernels.compiled(compute_dtype == torch.float64)
+
+
+def _kernels(compute_dtype: torch.dtype) -> SimpleNamespace:
+    """The scan's forward and backward kernels for float32 or float64."""
+    return compiled_kernels("_numba_kernels", compute_dtype)
 
 
 @contextlib.contextmanager
@@ -211,7 +217,7 @@ class _SelectiveScanNumba(torch.autograd.Function):
         for name, coefficient in (("B", B), ("C", C)):
             _groups(_direction(coefficient, 0), name, dim, dstate)  # the shape checks, with their messages
         ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
-        dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+        dtype = compute_dtype_for(u)
         needs_grad = any(ctx.needs_input_grad[:8])
         with torch.autocast("cpu", enabled=False):
             out = torch.empty_like(u[0], dtype=dtype)  # in u's layout: channels-last u gives channels-last out
@@ -268,15 +274,16 @@ class _SelectiveScanNumba(torch.autograd.Function):
                     dC.append(_sum_blocks(dC_partial, C_s, backwards))
 
             def over_directions(gradients: list, like: torch.Tensor) -> torch.Tensor:
-                return sum(gradients) if like.dim() == 2 else torch.stack(gradients)
+                """A constant B or C is every direction's: its gradients add up; a stacked one's stack."""
+                if like.dim() == 2:
+                    return sum(gradients)
+                return torch.stack(gradients) if ctx.stacked else gradients[0]
             if not ctx.stacked:
                 du, ddelta = du[0], ddelta[0]
             grads = [du, ddelta, dA_rows.sum(dim=(0, 1)), over_directions(dB, B), over_directions(dC, C),
                      dD_rows.sum(dim=(0, 1)) if D is not None else None, dz if z is not None else None,
                      dbias_rows.sum(dim=(0, 1)) if delta_bias is not None else None]
         grads = [g.to(input_dtype) if g is not None else None for g, input_dtype in zip(grads, ctx.input_dtypes)]
-        if not ctx.stacked:
-            grads[3:5] = [g if g.dim() == 2 else g[0] for g in grads[3:5]]
         return (*grads, None, None, None)
 
 

@@ -46,6 +46,11 @@ GPU_CHUNK_BUFFER_ELEMENTS = 1 << 26
 LOG2_E = math.log2(math.e)
 
 
+def compute_dtype_for(u: torch.Tensor) -> torch.dtype:
+    """The dtype the CPU scans compute in for input `u`: float64 for float64 input, else float32."""
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
 def _groups(x: torch.Tensor, name: str, dim: int, dstate: int) -> int:
     """Channel groups that an input-dependent B/C distinguishes (a constant one is per channel: any)."""
     if x.dim() == 2:
@@ -264,7 +269,7 @@ class _SelectiveScanTorch(torch.autograd.Function):
         if A.is_complex():
             raise NotImplementedError("the pure-PyTorch selective scan supports real A only")
         ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
-        compute_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+        compute_dtype = compute_dtype_for(u)
         batch, dim, length = u.shape
         dstate = A.shape[1]
         groups = math.lcm(_groups(B, "B", dim, dstate), _groups(C, "C", dim, dstate))
