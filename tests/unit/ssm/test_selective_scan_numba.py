@@ -113,10 +113,9 @@ def test_directions_sum_the_scans_of_each_direction_with_their_gradients(case: S
     adding to the first's output and dz in the kernels) equals the sum of two separate scans, forward and reversed,
     on each direction's own u, delta, B, C, in float64; gradients come back stacked."""
     first, second = case.inputs(seed=0), case.inputs(seed=1)
+    # shared by the directions: A, D, z, delta_bias, and a constant (dim, n) B or C
     stacked = {name: value if name in ("A", "D", "z", "delta_bias") or value.dim() == 2
                else torch.stack([value, second[name]]) for name, value in first.items()}
-    if case.b_layout == "constant":
-        second["B"] = first["B"]  # one constant B is every direction's
 
     def two_scans(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
         def direction(s: int, x: torch.Tensor) -> torch.Tensor:
