@@ -4,7 +4,9 @@ The functions below are plain Python until `compiled` builds them for one dtype 
 that each dtype is compiled once (and cached on disk) whatever the strides of the tensors passed in. Array
 layouts: u, delta, z, dout (batch, dim, L) with any strides; A_log2 = A log2(e) (dim, n); B and C
 (batch or 1, groups, L or 1, n), n innermost (see selective_scan_numba._coefficient_layout); D, delta_bias
-(dim,), empty when absent, as is z.
+(dim,), empty when absent, as is z. u, delta, z, dout and their gradients are indexed in scan order (a reverse scan
+passes them as views with a negative stride along L); B, C and the partial gradients of B and C stay in the
+sequence's order, and with `coefficients_reversed` step t of the scan reads their index L - 1 - t.
 
 Constants are float32 so that a float32 kernel stays in float32 (a Python float literal would promote it to
 float64) and a float64 kernel promotes them exactly.
@@ -129,7 +131,13 @@ def _coefficient_index(coefficient, batch_row, channel, dim):
             1 if coefficient.shape[2] > 1 else 0)
 
 
-def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, out, last_state, checkpoints):
+def _coefficient_step(t, length, coefficients_reversed):
+    """The index of B, C and their partial gradients that step t of the scan reads: t, or L - 1 - t."""
+    return length - 1 - t if coefficients_reversed else t
+
+
+def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, coefficients_reversed, out,
+             last_state, checkpoints):
     """out = the scan's output (out += it when `accumulate`), last_state = h_{L-1}, and (when checkpoints has room)
     checkpoints[..., c, :] = the state before step c * chunk; one (batch, channel) row per parallel iteration,
     `chunk` steps at a time. Each chunk's inputs are first copied into contiguous scratch, so that the per-step work
@@ -163,7 +171,7 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumula
                 deltas[s] = delta_t
                 delta_us[s] = delta_t * us[s]
             for s in range(steps):  # the recurrence
-                t = start + s
+                t = coefficient_step(start + s, length, coefficients_reversed)
                 delta_t, delta_u = deltas[s], delta_us[s]
                 y = ZERO
                 for k in range(dstate):
@@ -184,14 +192,14 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumula
         last_state[b, d, :] = h
 
 
-def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, checkpoints, dout,
-              block_starts, B_constant, C_constant, du, ddelta, dz, dA_rows, dB_partial, dC_partial, dD_rows,
-              dbias_rows):
+def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, coefficients_reversed,
+              checkpoints, dout, block_starts, B_constant, C_constant, du, ddelta, dz, dA_rows, dB_partial, dC_partial,
+              dD_rows, dbias_rows):
     """Gradients of the scan given dout (dz += its gradient when `accumulate`). Each parallel iteration is one batch
     row and one block of channels (block_starts): it writes du, ddelta, dz and the per-row dA, dD, ddelta_bias of
-    its channels, and adds the B/C gradients of its channels into its own partial slot, dB_partial[b, block]
-    (input-dependent B: (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)); the same
-    for C.
+    its channels, and sums the B/C gradients of its channels into its own partial slot, dB_partial[b, block]
+    (input-dependent B: (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)), which it
+    zeroes first (the slots need no zeroing before the call); the same for C.
     Per chunk: its inputs copied into contiguous scratch (as in the forward), its states again from its
     checkpoint, the adjoint recurrence alone backwards through the chunk, and everything else in loops without a
     recurrence, which vectorise."""
@@ -219,6 +227,10 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumul
         d_exponents = np.empty(chunk, dtype=dtype)  # sum_k g_k h_{t-1,k} exp(delta_t A_k) A_k log2(e)
         carry = np.empty(dstate, dtype=dtype)  # exp(delta_{t+1} A) g_{t+1}: what g_t receives from step t + 1
         dA_d = np.empty(dstate, dtype=dtype)
+        if not B_constant:
+            dB_partial[b, block] = ZERO
+        if not C_constant:
+            dC_partial[b, block] = ZERO
         for d in range(block_starts[block], block_starts[block + 1]):
             bB, gB, stepB = coefficient_index(B, b, d, dim)
             bC, gC, stepC = coefficient_index(C, b, d, dim)
@@ -226,6 +238,10 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumul
             slot_C, partial_step_C = (d, 0) if C_constant else (block, 1)
             D_d = D[d] if has_D else ZERO
             bias_d = delta_bias[d] if has_bias else ZERO
+            if B_constant:
+                dB_partial[b, d] = ZERO
+            if C_constant:
+                dC_partial[b, d] = ZERO
             carry[:] = ZERO
             dA_d[:] = ZERO
             dD_d = ZERO
@@ -243,7 +259,7 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumul
                     delta_us[s] = delta_t * us[s]
                 states[0, :] = checkpoints[b, d, c, :]
                 for s in range(steps):  # the chunk's states again, from its checkpoint
-                    t = start + s
+                    t = coefficient_step(start + s, length, coefficients_reversed)
                     delta_t, delta_u = deltas[s], delta_us[s]
                     y = ZERO
                     for k in range(dstate):
@@ -267,7 +283,7 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumul
                 for s in range(steps):
                     dD_d += dys[s] * us[s]
                 for s in range(steps - 1, -1, -1):  # the adjoint recurrence alone, backwards through the chunk
-                    t = start + s
+                    t = coefficient_step(start + s, length, coefficients_reversed)
                     dy = dys[s]
                     for k in range(dstate):
                         g = dy * C[bC, gC, t * stepC, k] + carry[k]
@@ -276,17 +292,17 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumul
                 # what the adjoints give, step by step: one array written per loop, so that LLVM's checks that
                 # the arrays do not overlap stay few (they run each time a loop over the states starts)
                 for s in range(steps):
-                    t = start + s
+                    t = coefficient_step(start + s, length, coefficients_reversed)
                     dy = dys[s]
                     for k in range(dstate):
                         dC_partial[b, slot_C, t * partial_step_C, k] += dy * states[s + 1, k]
                 for s in range(steps):
-                    t = start + s
+                    t = coefficient_step(start + s, length, coefficients_reversed)
                     delta_u = delta_us[s]
                     for k in range(dstate):
                         dB_partial[b, slot_B, t * partial_step_B, k] += adjoints[s, k] * delta_u
                 for s in range(steps):
-                    t = start + s
+                    t = coefficient_step(start + s, length, coefficients_reversed)
                     delta_t = deltas[s]
                     d_delta_u = ZERO
                     d_exponent = ZERO
@@ -333,6 +349,7 @@ def _arithmetic_limit(rows, steps, A_log2, B, C, y):
 
 
 coefficient_index = numba.njit(inline="always", cache=True)(_coefficient_index)
+coefficient_step = numba.njit(inline="always", cache=True)(_coefficient_step)
 
 
 def _signatures(scalar: types.Float) -> SimpleNamespace:
@@ -341,9 +358,9 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
     flag, count = types.boolean, types.int64
     return SimpleNamespace(
         forward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count, flag,
-                           strided3, rows3, array4),
+                           flag, strided3, rows3, array4),
         backward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count, flag,
-                            array4, strided3, types.Array(types.int64, 1, "C"), flag, flag, strided3, strided3,
+                            flag, array4, strided3, types.Array(types.int64, 1, "C"), flag, flag, strided3, strided3,
                             strided3, rows3, array4, array4, matrix, matrix),
         limit=types.void(count, count, vector, vector, vector, vector))
 

@@ -22,8 +22,9 @@ summed over a task's channels into the task's own partial buffer (no two threads
 partial buffers of a group are summed by PyTorch afterwards: deterministic, whatever the number of threads.
 
 A reverse scan (`reverse=True`, the Mamba mixer's second direction) runs the same kernels on numpy views of the
-inputs and outputs with a negative stride along L, so the reversed sequence is never copied. The output and the
-input gradients take the inputs' memory layouts: a mixer that keeps its tensors channels last gets them back so.
+inputs and outputs with a negative stride along L, and reads B and C (and writes their gradients) from the end, so
+the reversed sequence is never copied. The output and the input gradients take the inputs' memory layouts: a mixer
+that keeps its tensors channels last gets them back so.
 
 Numba follows PyTorch's thread setting (`torch.get_num_threads()`, capped at Numba's maximum) at every call.
 Nothing is compiled at import: the kernels are compiled on first use, for the dtype in use, and kept in Numba's
@@ -123,15 +124,15 @@ def _warn_if_bound_to_fewer_cpus(torch_threads: int) -> None:
           f"and GOMP_CPU_AFFINITY for the scan to run on {torch_threads} CPUs", file=sys.stderr, flush=True)
 
 
-def _coefficient_layout(x: torch.Tensor, dtype: torch.dtype, reverse: bool) -> torch.Tensor:
+def _coefficient_layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """B or C as the kernels read it, a contiguous (batch or 1, groups, L or 1, n) array with n innermost, its steps
-    in scan order: constant (dim, n) -> (1, dim, 1, n); (batch, n, L) -> (batch, 1, L, n); (batch, G, n, L) ->
-    (batch, G, L, n). No copy for B and C as contiguous (batch, L, n) tensors transposed, scanned forward."""
+    in the sequence's order (a reverse scan reads them from the end): constant (dim, n) -> (1, dim, 1, n);
+    (batch, n, L) -> (batch, 1, L, n); (batch, G, n, L) -> (batch, G, L, n). No copy for B and C as contiguous
+    (batch, L, n) tensors transposed, which is how the Mamba mixer passes them."""
     x = x.detach().to(dtype)
     if x.dim() == 2:
         return x.reshape(1, x.shape[0], 1, x.shape[1]).contiguous()
-    grouped = (x.unsqueeze(1) if x.dim() == 3 else x).transpose(2, 3)
-    return (grouped.flip(2) if reverse else grouped).contiguous()
+    return (x.unsqueeze(1) if x.dim() == 3 else x).transpose(2, 3).contiguous()
 
 
 def _input_groups(x: torch.Tensor) -> int:
@@ -165,26 +166,25 @@ def _in_scan_order(x: Optional[torch.Tensor], dtype: torch.dtype, reverse: bool)
 
 
 def _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype: torch.dtype, reverse: bool) -> tuple:
-    """The inputs both kernels take first, as numpy arrays in the compute dtype and in scan order: u, delta, z
-    (strides kept), A log2(e), B, C (in the kernels' layout), D, delta_bias."""
+    """The inputs both kernels take first, as numpy arrays in the compute dtype: u, delta, z in scan order (strides
+    kept), A log2(e), B, C (in the kernels' layout, sequence order), D, delta_bias."""
     return (_in_scan_order(u, dtype, reverse), _in_scan_order(delta, dtype, reverse),
             _in_scan_order(z, dtype, reverse), (A.detach().to(dtype) * LOG2_E).contiguous().numpy(),
-            _coefficient_layout(B, dtype, reverse).numpy(), _coefficient_layout(C, dtype, reverse).numpy(),
+            _coefficient_layout(B, dtype).numpy(), _coefficient_layout(C, dtype).numpy(),
             _as_numpy(D, dtype, 1, True), _as_numpy(delta_bias, dtype, 1, True))
 
 
-def _sum_blocks(partial: torch.Tensor, like: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """The gradient of B or C from the kernels' partial sums: (batch, blocks, L, n) per channel block, steps in scan
-    order, for an input-dependent one (summed over each group's blocks), (batch, dim, 1, n) per row for a constant
-    one (summed over the batch); returned in `like`'s layout."""
+def _sum_blocks(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The gradient of B or C from the kernels' partial sums: (batch, blocks, L, n) per channel block for an
+    input-dependent one (summed over each group's blocks, where a group has several), (batch, dim, 1, n) per row
+    for a constant one (summed over the batch); returned in `like`'s layout."""
     if like.dim() == 2:
         return partial.sum(dim=0)[:, 0]
-    if reverse:
-        partial = partial.flip(2)
     batch, blocks, length, dstate = partial.shape
     groups = _input_groups(like)
-    summed = partial.reshape(batch, groups, blocks // groups, length, dstate).sum(dim=2)
-    return summed.transpose(2, 3).reshape(like.shape)
+    if blocks > groups:
+        partial = partial.reshape(batch, groups, blocks // groups, length, dstate).sum(dim=2)
+    return partial.transpose(2, 3).reshape(like.shape)
 
 
 def _direction(x: torch.Tensor, s: int) -> torch.Tensor:
@@ -230,7 +230,7 @@ class _SelectiveScanNumba(torch.autograd.Function):
                 for s, backwards in enumerate(reverse):
                     inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
                     kernels.forward(*_kernel_inputs(*inputs, dtype, backwards), bool(delta_softplus), CHUNK, s > 0,
-                                    _in_scan_order(out, dtype, backwards), last_state[s].numpy(),
+                                    backwards, _in_scan_order(out, dtype, backwards), last_state[s].numpy(),
                                     checkpoints[s].numpy())
         ctx.delta_softplus, ctx.reverse, ctx.stacked = bool(delta_softplus), reverse, stacked
         if needs_grad:
@@ -257,21 +257,21 @@ class _SelectiveScanNumba(torch.autograd.Function):
                 block_starts = _channel_blocks(batch, dim, groups, threads)
                 blocks = len(block_starts) - 1
 
-                def partial(coefficient: torch.Tensor) -> torch.Tensor:
+                def partial(coefficient: torch.Tensor) -> torch.Tensor:  # the kernel zeroes it
                     shape = (batch, dim, 1, dstate) if coefficient.dim() == 2 else (batch, blocks, length, dstate)
-                    return torch.zeros(shape, dtype=dtype)
+                    return torch.empty(shape, dtype=dtype)
                 for s, backwards in enumerate(ctx.reverse):
                     B_s, C_s = _direction(B, s), _direction(C, s)
                     dB_partial, dC_partial = partial(B_s), partial(C_s)
                     inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
                     kernels.backward(*_kernel_inputs(*inputs, dtype, backwards), ctx.delta_softplus, CHUNK, s > 0,
-                                     checkpoints[s].numpy(), _in_scan_order(dout, dtype, backwards),
+                                     backwards, checkpoints[s].numpy(), _in_scan_order(dout, dtype, backwards),
                                      block_starts.numpy(), B_s.dim() == 2, C_s.dim() == 2,
                                      *(_in_scan_order(g, dtype, backwards) for g in (du[s], ddelta[s], dz)),
                                      dA_rows[s].numpy(), dB_partial.numpy(), dC_partial.numpy(), dD_rows[s].numpy(),
                                      dbias_rows[s].numpy())
-                    dB.append(_sum_blocks(dB_partial, B_s, backwards))
-                    dC.append(_sum_blocks(dC_partial, C_s, backwards))
+                    dB.append(_sum_blocks(dB_partial, B_s))
+                    dC.append(_sum_blocks(dC_partial, C_s))
 
             def over_directions(gradients: list, like: torch.Tensor) -> torch.Tensor:
                 """A constant B or C is every direction's: its gradients add up; a stacked one's stack."""
