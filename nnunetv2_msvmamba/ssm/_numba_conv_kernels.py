@@ -1,9 +1,10 @@
 """The Numba kernels of `causal_conv1d_numba` (imported only where that backend runs: it imports numba).
 
-Layouts: x (batch, L, dim) with any strides (Mamba's in_proj output, channels last); weight_t (K, dim), the
-depthwise weights with the taps first so that a loop over channels reads them contiguously; bias (dim,); out and
-dout (directions, batch, L, dim), contiguous. Direction 0 is the causal convolution of x, direction 1 the
-causal convolution of x reversed, kept in x's order (an anti-causal convolution with the taps reversed):
+Layouts: x and dx (batch, L, dim) with any strides (Mamba's in_proj output and its gradient, channels last);
+weight_t (K, dim), the depthwise weights with the taps first so that a loop over channels reads them contiguously;
+bias (dim,); out and dout (directions, batch, L, dim), contiguous. Direction 0 is the causal convolution of x,
+direction 1 the causal convolution of x reversed, kept in x's order (an anti-causal convolution with the taps
+reversed):
 
     pre[0, t] = bias + sum_k w_k x[t - (K - 1) + k]        pre[1, t] = bias + sum_k w_k x[t + (K - 1) - k]
     out = silu(pre)
@@ -59,7 +60,7 @@ def _forward(x, weight_t, bias, out):
 
 
 def _backward(x, weight_t, bias, dout, dx, dweight_rows, dbias_rows):
-    """dx, and each batch row's own share of the weight and bias gradients (dweight_rows (batch, K, dim),
+    """dx (any strides), and each batch row's own share of the weight and bias gradients (dweight_rows (batch, K, dim),
     dbias_rows (batch, dim)), which PyTorch sums afterwards: no two threads write one element."""
     directions, batch, length, dim = dout.shape
     taps = weight_t.shape[0]
@@ -102,5 +103,5 @@ def compiled(float64: bool) -> SimpleNamespace:
     strided3, rows3 = types.Array(scalar, 3, "A"), types.Array(scalar, 3, "C")
     vector, matrix, array4 = types.Array(scalar, 1, "C"), types.Array(scalar, 2, "C"), types.Array(scalar, 4, "C")
     return SimpleNamespace(forward=_compile(_forward, types.void(strided3, matrix, vector, array4)),
-                           backward=_compile(_backward, types.void(strided3, matrix, vector, array4, rows3, rows3,
-                                                                   matrix)))
+                           backward=_compile(_backward, types.void(strided3, matrix, vector, array4, strided3,
+                                                                   rows3, matrix)))

@@ -9,7 +9,8 @@ passes them as views with a negative stride along L); B, C and the partial gradi
 sequence's order, and with `coefficients_reversed` step t of the scan reads their index L - 1 - t.
 
 Constants are float32 so that a float32 kernel stays in float32 (a Python float literal would promote it to
-float64) and a float64 kernel promotes them exactly.
+float64) and a float64 kernel promotes them exactly; ln 2, which float32 rounds, comes in each kernel's own type
+(`ln_2_as`).
 """
 from __future__ import annotations
 
@@ -109,6 +110,17 @@ def _exp_compiled(x):
     if x != types.float32:
         return lambda x: math.exp(x)
     return lambda x: exp2(x * LOG2_E)
+
+
+def ln_2_as(x):
+    """ln 2 in x's float type: a float64 kernel must not take float32's rounding of it (1e-8 relative)."""
+    return math.log(2.0)
+
+
+@overload(ln_2_as, inline="always")
+def _ln_2_compiled(x):
+    value = LN_2 if x == types.float32 else math.log(2.0)
+    return lambda x: value
 
 
 @numba.njit(inline="always", fastmath=FASTMATH, cache=True)
@@ -316,7 +328,7 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumul
                     d_exponents[s] = d_exponent
                 for s in range(steps):
                     dus[s] = dys[s] * D_d + d_delta_us[s] * deltas[s]
-                    d_delta = d_delta_us[s] * us[s] + d_exponents[s] * LN_2
+                    d_delta = d_delta_us[s] * us[s] + d_exponents[s] * ln_2_as(d_exponents[s])
                     raw = raw_deltas[s]
                     if softplus and raw <= SOFTPLUS_LINEAR_ABOVE:
                         d_delta *= sigmoid(raw)

@@ -28,37 +28,51 @@ def _kernel_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     return x.detach().to(dtype).numpy(), weight_t.numpy(), bias.numpy()
 
 
+def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], directions: int) -> torch.Tensor:
+    """The forward kernel: (directions, batch, L, dim), contiguous, in the compute dtype."""
+    batch, length, dim = x.shape
+    dtype = compute_dtype_for(x)
+    with torch.autocast("cpu", enabled=False):
+        out = x.new_empty((directions, batch, length, dim), dtype=dtype)
+        kernels = _kernels(dtype)
+        with _launch_lock:
+            set_threads_from_torch()
+            kernels.forward(*_kernel_inputs(x, weight, bias, dtype), out.numpy())
+    return out
+
+
+def conv_backward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dout: torch.Tensor,
+                  dx: Optional[torch.Tensor] = None) -> tuple:
+    """The backward kernel given the output's gradient: (dx, dweight, dbias) in the compute dtype, dx written into
+    `dx` where given (a (batch, L, dim) tensor in any layout), dbias None without a bias."""
+    batch, length, dim = x.shape
+    dtype = compute_dtype_for(x)
+    with torch.autocast("cpu", enabled=False):
+        if dx is None:
+            dx = x.new_empty((batch, length, dim), dtype=dtype)
+        dweight_rows = x.new_empty((batch, weight.shape[-1], dim), dtype=dtype)
+        dbias_rows = x.new_empty((batch, dim), dtype=dtype)
+        kernels = _kernels(dtype)
+        with _launch_lock:
+            set_threads_from_torch()
+            kernels.backward(*_kernel_inputs(x, weight, bias, dtype), dout.detach().to(dtype).contiguous().numpy(),
+                             dx.numpy(), dweight_rows.numpy(), dbias_rows.numpy())
+        dweight = dweight_rows.sum(dim=0).t().reshape(weight.shape)
+        dbias = dbias_rows.sum(dim=0) if bias is not None else None
+    return dx, dweight, dbias
+
+
 class _CausalConv1dSiLUNumba(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, directions: int):
-        batch, length, dim = x.shape
-        dtype = compute_dtype_for(x)
-        with torch.autocast("cpu", enabled=False):
-            out = x.new_empty((directions, batch, length, dim), dtype=dtype)
-            kernels = _kernels(dtype)
-            with _launch_lock:
-                set_threads_from_torch()
-                kernels.forward(*_kernel_inputs(x, weight, bias, dtype), out.numpy())
         ctx.save_for_backward(x, weight, bias)
         ctx.input_dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        return out.to(x.dtype)
+        return conv_forward(x, weight, bias, directions).to(x.dtype)
 
     @staticmethod
     def backward(ctx, dout):
         x, weight, bias = ctx.saved_tensors
-        batch, length, dim = x.shape
-        dtype = compute_dtype_for(x)
-        with torch.autocast("cpu", enabled=False):
-            dx = x.new_empty((batch, length, dim), dtype=dtype)
-            dweight_rows = x.new_empty((batch, weight.shape[-1], dim), dtype=dtype)
-            dbias_rows = x.new_empty((batch, dim), dtype=dtype)
-            kernels = _kernels(dtype)
-            with _launch_lock:
-                set_threads_from_torch()
-                kernels.backward(*_kernel_inputs(x, weight, bias, dtype), dout.detach().to(dtype).contiguous().numpy(),
-                                 dx.numpy(), dweight_rows.numpy(), dbias_rows.numpy())
-            dweight = dweight_rows.sum(dim=0).t().reshape(weight.shape)
-            dbias = dbias_rows.sum(dim=0) if bias is not None else None
+        dx, dweight, dbias = conv_backward(x, weight, bias, dout)
         x_dtype, weight_dtype, bias_dtype = ctx.input_dtypes
         return dx.to(x_dtype), dweight.to(weight_dtype), None if dbias is None else dbias.to(bias_dtype), None
 

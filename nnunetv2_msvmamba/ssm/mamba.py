@@ -12,8 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backend import cuda_kernels, resolve_backend, selective_scan
-from .causal_conv1d_numba import causal_conv1d_silu_numba
-from .selective_scan_numba import selective_scan_numba_directions
+from .mamba_inner_numba import mamba_inner_numba
 
 
 class Mamba(nn.Module):
@@ -122,22 +121,14 @@ class Mamba(nn.Module):
         return y.transpose(1, 2)
 
     def _numba_forward(self, hidden_states: torch.Tensor, bidirectional: bool) -> torch.Tensor:
-        """The CPU path of the Numba kernels, channels last from in_proj to out_proj. The reverse direction is
-        never flipped: its convolution reads the sequence backwards (`causal_conv1d_silu_numba`) and its scan runs
-        from the last step (`reverse=True`), so both directions' outputs are in the sequence's own order and
-        their sum, which the scan kernels accumulate, goes to out_proj as it is, with no flip, concatenation or
-        transposed copy on the way."""
-        directions = 2 if bidirectional else 1
-        x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (batch, L, d_inner) each
-        x = causal_conv1d_silu_numba(x, self.conv1d.weight, self.conv1d.bias, directions)  # (directions, batch, L, d)
-        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = _LowRankLinear.apply(dt, self.dt_proj.weight)  # the bias is applied inside the scan
-        A = -torch.exp(self.A_log.float())
-        y = selective_scan_numba_directions(x.transpose(2, 3), delta.transpose(2, 3), A, B.transpose(2, 3),
-                                            C.transpose(2, 3), self.D.float(), z=z.transpose(1, 2),
-                                            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                                            reverse=(False, True)[:directions])
-        return self._project_out(y.transpose(1, 2), bidirectional)
+        """The CPU path of the Numba kernels (`mamba_inner_numba`: everything between in_proj and out_proj in one
+        autograd node), channels last from in_proj to out_proj. The reverse direction is never flipped: its
+        convolution reads the sequence backwards and its scan runs from the last step, so both directions' outputs
+        are in the sequence's own order and their sum, which the scan kernels accumulate, goes to out_proj as it
+        is, with no flip, concatenation or transposed copy on the way."""
+        y = mamba_inner_numba(self.in_proj(hidden_states), self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
+                              self.dt_proj.weight, self.dt_proj.bias, self.A_log, self.D, 2 if bidirectional else 1)
+        return self._project_out(y, bidirectional)
 
     def _fused_forward(self, hidden_states: torch.Tensor, mamba_inner_fn, bidirectional: bool) -> torch.Tensor:
         # the fused kernel runs in float32: Mamba's recurrence produces NaNs in float16
@@ -154,26 +145,6 @@ class Mamba(nn.Module):
             if bidirectional:
                 out = _sum_directions(out)
         return out.to(hidden_states.dtype)
-
-
-class _LowRankLinear(torch.autograd.Function):
-    """`F.linear(x, weight)` (no bias) for a weight with few input features, as dt_proj's dt_rank, whose backward
-    takes the weight's gradient as (x^T grad)^T: PyTorch's linear takes it as grad^T x, which the CPU BLAS ran 9x
-    slower for a rank-2 x of half a million rows (205 ms against 24 ms, 2 threads, AMD EPYC)."""
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return F.linear(x, weight)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        dx = grad @ weight.to(grad.dtype) if ctx.needs_input_grad[0] else None
-        dweight = None
-        if ctx.needs_input_grad[1]:
-            rows = x.reshape(-1, x.shape[-1]).to(grad.dtype)
-            dweight = (rows.t() @ grad.reshape(-1, grad.shape[-1])).t().to(weight.dtype)
-        return dx, dweight
 
 
 def _with_reversed(xz: torch.Tensor) -> torch.Tensor:

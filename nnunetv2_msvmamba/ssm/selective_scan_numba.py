@@ -197,6 +197,74 @@ def _direction_inputs(s: int, u, delta, A, B, C, D, z, delta_bias) -> tuple:
     return u[s], delta[s], A, _direction(B, s), _direction(C, s), D, z, delta_bias
 
 
+def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                 D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                 delta_softplus: bool, reverse: tuple, keep_checkpoints: bool) -> tuple:
+    """The forward kernels over the directions of stacked inputs (u, delta (directions, batch, dim, L); B, C
+    (directions, batch, [groups,] n, L) or one constant (dim, n)): (out, last_state, checkpoints) in the compute
+    dtype, out in u[0]'s memory layout and summed over the directions, checkpoints empty unless kept."""
+    _, batch, dim, length = u.shape
+    dstate = A.shape[1]
+    dtype = compute_dtype_for(u)
+    with torch.autocast("cpu", enabled=False):
+        out = torch.empty_like(u[0], dtype=dtype)  # in u's layout: channels-last u gives channels-last out
+        last_state = u.new_empty((len(reverse), batch, dim, dstate), dtype=dtype)
+        chunks = math.ceil(length / CHUNK) if keep_checkpoints else 0
+        checkpoints = u.new_empty((len(reverse), batch, dim, chunks, dstate), dtype=dtype)
+        kernels = _kernels(dtype)
+        with _launch_lock:
+            set_threads_from_torch()
+            for s, backwards in enumerate(reverse):
+                inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
+                kernels.forward(*_kernel_inputs(*inputs, dtype, backwards), bool(delta_softplus), CHUNK, s > 0,
+                                backwards, _in_scan_order(out, dtype, backwards), last_state[s].numpy(),
+                                checkpoints[s].numpy())
+    return out, last_state, checkpoints
+
+
+def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                  D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                  delta_softplus: bool, reverse: tuple, checkpoints: torch.Tensor, dout: torch.Tensor,
+                  dz: Optional[torch.Tensor] = None) -> SimpleNamespace:
+    """The backward kernels for `scan_forward`'s inputs and checkpoints, given the output's gradient: du and ddelta
+    (in u's and delta's layouts), dA, dD, ddelta_bias, dz (written into `dz` where given, in any layout) and the
+    gradient of B and of C per direction (lists, each in that direction's layout), all in the compute dtype."""
+    _, batch, dim, length = u.shape
+    dstate = A.shape[1]
+    dtype = checkpoints.dtype
+    with torch.autocast("cpu", enabled=False):
+        groups = math.lcm(_input_groups(_direction(B, 0)), _input_groups(_direction(C, 0)))
+        kernels = _kernels(dtype)
+        du, ddelta = torch.empty_like(u, dtype=dtype), torch.empty_like(delta, dtype=dtype)
+        if dz is None:
+            dz = torch.empty_like(z, dtype=dtype) if z is not None else u.new_empty((0, 0, 0), dtype=dtype)
+        dA_rows = u.new_empty((len(reverse), batch, dim, dstate), dtype=dtype)
+        dD_rows, dbias_rows = (u.new_empty((len(reverse), batch, dim), dtype=dtype) for _ in range(2))
+        dB, dC = [], []
+        with _launch_lock:
+            threads = set_threads_from_torch()
+            block_starts = _channel_blocks(batch, dim, groups, threads)
+            blocks = len(block_starts) - 1
+
+            def partial(coefficient: torch.Tensor) -> torch.Tensor:  # the kernel zeroes it
+                shape = (batch, dim, 1, dstate) if coefficient.dim() == 2 else (batch, blocks, length, dstate)
+                return torch.empty(shape, dtype=dtype)
+            for s, backwards in enumerate(reverse):
+                B_s, C_s = _direction(B, s), _direction(C, s)
+                dB_partial, dC_partial = partial(B_s), partial(C_s)
+                inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
+                kernels.backward(*_kernel_inputs(*inputs, dtype, backwards), bool(delta_softplus), CHUNK, s > 0,
+                                 backwards, checkpoints[s].numpy(), _in_scan_order(dout, dtype, backwards),
+                                 block_starts.numpy(), B_s.dim() == 2, C_s.dim() == 2,
+                                 *(_in_scan_order(g, dtype, backwards) for g in (du[s], ddelta[s], dz)),
+                                 dA_rows[s].numpy(), dB_partial.numpy(), dC_partial.numpy(), dD_rows[s].numpy(),
+                                 dbias_rows[s].numpy())
+                dB.append(_sum_blocks(dB_partial, B_s))
+                dC.append(_sum_blocks(dC_partial, C_s))
+        return SimpleNamespace(du=du, ddelta=ddelta, dA=dA_rows.sum(dim=(0, 1)), dB=dB, dC=dC,
+                               dD=dD_rows.sum(dim=(0, 1)), dz=dz, ddelta_bias=dbias_rows.sum(dim=(0, 1)))
+
+
 class _SelectiveScanNumba(torch.autograd.Function):
     """The sum over directions s of the scan of u[s], delta[s], B[s], C[s] (forward, or reversed where
     `reverse[s]`), sharing A, D, z and delta_bias: one direction is upstream's scan, two are a bidirectional Mamba
@@ -212,26 +280,12 @@ class _SelectiveScanNumba(torch.autograd.Function):
         if not stacked:
             u, delta = u.unsqueeze(0), delta.unsqueeze(0)
             B, C = (t if t.dim() == 2 else t.unsqueeze(0) for t in (B, C))
-        _, batch, dim, length = u.shape
-        dstate = A.shape[1]
         for name, coefficient in (("B", B), ("C", C)):
-            _groups(_direction(coefficient, 0), name, dim, dstate)  # the shape checks, with their messages
+            _groups(_direction(coefficient, 0), name, u.shape[2], A.shape[1])  # the shape checks, with their messages
         ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
-        dtype = compute_dtype_for(u)
         needs_grad = any(ctx.needs_input_grad[:8])
-        with torch.autocast("cpu", enabled=False):
-            out = torch.empty_like(u[0], dtype=dtype)  # in u's layout: channels-last u gives channels-last out
-            last_state = u.new_empty((len(reverse), batch, dim, dstate), dtype=dtype)
-            chunks = math.ceil(length / CHUNK) if needs_grad else 0
-            checkpoints = u.new_empty((len(reverse), batch, dim, chunks, dstate), dtype=dtype)
-            kernels = _kernels(dtype)
-            with _launch_lock:
-                set_threads_from_torch()
-                for s, backwards in enumerate(reverse):
-                    inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
-                    kernels.forward(*_kernel_inputs(*inputs, dtype, backwards), bool(delta_softplus), CHUNK, s > 0,
-                                    backwards, _in_scan_order(out, dtype, backwards), last_state[s].numpy(),
-                                    checkpoints[s].numpy())
+        out, last_state, checkpoints = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
+                                                    needs_grad)
         ctx.delta_softplus, ctx.reverse, ctx.stacked = bool(delta_softplus), reverse, stacked
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
@@ -241,48 +295,17 @@ class _SelectiveScanNumba(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, unused_last_state_grad):
         u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
-        _, batch, dim, length = u.shape
-        dstate = A.shape[1]
-        dtype = checkpoints.dtype
-        with torch.autocast("cpu", enabled=False):
-            groups = math.lcm(_input_groups(_direction(B, 0)), _input_groups(_direction(C, 0)))
-            kernels = _kernels(dtype)
-            du, ddelta = torch.empty_like(u, dtype=dtype), torch.empty_like(delta, dtype=dtype)
-            dz = torch.empty_like(z, dtype=dtype) if z is not None else u.new_empty((0, 0, 0), dtype=dtype)
-            dA_rows = u.new_empty((len(ctx.reverse), batch, dim, dstate), dtype=dtype)
-            dD_rows, dbias_rows = (u.new_empty((len(ctx.reverse), batch, dim), dtype=dtype) for _ in range(2))
-            dB, dC = [], []
-            with _launch_lock:
-                threads = set_threads_from_torch()
-                block_starts = _channel_blocks(batch, dim, groups, threads)
-                blocks = len(block_starts) - 1
+        grads = scan_backward(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ctx.reverse, checkpoints, dout)
 
-                def partial(coefficient: torch.Tensor) -> torch.Tensor:  # the kernel zeroes it
-                    shape = (batch, dim, 1, dstate) if coefficient.dim() == 2 else (batch, blocks, length, dstate)
-                    return torch.empty(shape, dtype=dtype)
-                for s, backwards in enumerate(ctx.reverse):
-                    B_s, C_s = _direction(B, s), _direction(C, s)
-                    dB_partial, dC_partial = partial(B_s), partial(C_s)
-                    inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
-                    kernels.backward(*_kernel_inputs(*inputs, dtype, backwards), ctx.delta_softplus, CHUNK, s > 0,
-                                     backwards, checkpoints[s].numpy(), _in_scan_order(dout, dtype, backwards),
-                                     block_starts.numpy(), B_s.dim() == 2, C_s.dim() == 2,
-                                     *(_in_scan_order(g, dtype, backwards) for g in (du[s], ddelta[s], dz)),
-                                     dA_rows[s].numpy(), dB_partial.numpy(), dC_partial.numpy(), dD_rows[s].numpy(),
-                                     dbias_rows[s].numpy())
-                    dB.append(_sum_blocks(dB_partial, B_s))
-                    dC.append(_sum_blocks(dC_partial, C_s))
-
-            def over_directions(gradients: list, like: torch.Tensor) -> torch.Tensor:
-                """A constant B or C is every direction's: its gradients add up; a stacked one's stack."""
-                if like.dim() == 2:
-                    return sum(gradients)
-                return torch.stack(gradients) if ctx.stacked else gradients[0]
-            if not ctx.stacked:
-                du, ddelta = du[0], ddelta[0]
-            grads = [du, ddelta, dA_rows.sum(dim=(0, 1)), over_directions(dB, B), over_directions(dC, C),
-                     dD_rows.sum(dim=(0, 1)) if D is not None else None, dz if z is not None else None,
-                     dbias_rows.sum(dim=(0, 1)) if delta_bias is not None else None]
+        def over_directions(gradients: list, like: torch.Tensor) -> torch.Tensor:
+            """A constant B or C is every direction's: its gradients add up; a stacked one's stack."""
+            if like.dim() == 2:
+                return sum(gradients)
+            return torch.stack(gradients) if ctx.stacked else gradients[0]
+        du, ddelta = (grads.du, grads.ddelta) if ctx.stacked else (grads.du[0], grads.ddelta[0])
+        grads = [du, ddelta, grads.dA, over_directions(grads.dB, B), over_directions(grads.dC, C),
+                 grads.dD if D is not None else None, grads.dz if z is not None else None,
+                 grads.ddelta_bias if delta_bias is not None else None]
         grads = [g.to(input_dtype) if g is not None else None for g, input_dtype in zip(grads, ctx.input_dtypes)]
         return (*grads, None, None, None)
 

@@ -20,8 +20,9 @@ from nnunetv2_msvmamba.ssm import BACKEND_ENV, Mamba
 from nnunetv2_msvmamba.ssm.selective_scan_ref import relative_error
 
 PARITY_TOLERANCE = 1e-4  # both compute in float32, in different orders
-# the projections and the convolution around the scan run in the autocast dtype: bfloat16 keeps 8 significant
-# bits (measured error 7e-3), float16 11 (measured 8e-4); the scan itself runs in float32
+# on the pure-PyTorch path the projections and the convolution around the scan run in the autocast dtype: bfloat16
+# keeps 8 significant bits (measured error 7e-3), float16 11 (measured 8e-4); the scan itself runs in float32, as
+# does everything between in_proj and out_proj on the Numba path
 AUTOCAST_TOLERANCES = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
 
 CONFIGURATIONS = [
