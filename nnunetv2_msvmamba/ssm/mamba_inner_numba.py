@@ -46,17 +46,19 @@ class _MambaInnerNumba(torch.autograd.Function):
             x, z = xz_computed.chunk(2, dim=-1)
             u = conv_forward(x, conv_weight, conv_bias, directions)  # (directions, batch, L, d_inner)
             x_proj_w, dt_proj_w = x_proj_weight.detach().to(dtype), dt_proj_weight.detach().to(dtype)
-            x_dbl = F.linear(u, x_proj_w)  # (directions, batch, L, dt_rank + 2 n)
             rank = dt_proj_w.shape[1]
-            dstate = (x_dbl.shape[-1] - rank) // 2
-            dt = x_dbl[..., :rank]
-            B, C = (x_dbl[..., start:start + dstate].contiguous() for start in (rank, rank + dstate))
+            dstate = (x_proj_w.shape[0] - rank) // 2
+            # x_proj's output (directions, batch, L, dt_rank + 2 n) as three contiguous tensors, which are kept for
+            # the backward instead of it (no larger in all), so that it is freed before the scan runs
+            dt, B, C = (part.contiguous() for part in F.linear(u, x_proj_w).split([rank, dstate, dstate], dim=-1))
             delta = F.linear(dt, dt_proj_w)  # its bias is applied inside the scan
             A = -torch.exp(A_log.detach().to(dtype))
             D, delta_bias = D.detach().to(dtype), dt_proj_bias.detach().to(dtype)
             out, _, checkpoints = scan_forward(*_scan_inputs(u, delta, A, B, C, D, z, delta_bias), True,
                                                REVERSE[:directions], needs_grad)
         if needs_grad:
+            # delta is kept (mamba_ssm's mamba_inner_fn recomputes it from dt in the backward: a mixer's training
+            # step took 4-5 % longer that way on the CPU, for one (directions, batch, L, d_inner) tensor less kept)
             ctx.save_for_backward(xz_computed, conv_weight, conv_bias, x_proj_w, dt_proj_w, u, dt, delta, A, B, C, D,
                                   delta_bias, checkpoints)
             ctx.input_dtypes = [t.dtype if t is not None else None
@@ -85,6 +87,7 @@ class _MambaInnerNumba(torch.autograd.Function):
             # dt_proj's weight gradient as (dt^T ddelta)^T: the CPU BLAS took 9x as long for PyTorch's
             # ddelta^T dt, whose inner dimension is half a million rows of rank 2 (205 ms against 24 ms)
             d_dt_proj_w = (_rows(dt).t() @ _rows(ddelta)).t()
+            del ddelta, grads.ddelta
             d_x_proj_w = _rows(d_x_dbl).t() @ _rows(u)
             _rows(du).addmm_(_rows(d_x_dbl), x_proj_w)
             _, d_conv_weight, d_conv_bias = conv_backward(x, conv_weight, conv_bias, du, dx=dx)
