@@ -149,16 +149,17 @@ def _coefficient_step(t, length, coefficients_reversed):
 
 
 def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, coefficients_reversed, out,
-             last_state, checkpoints):
-    """out = the scan's output (out += it when `accumulate`), last_state = h_{L-1}, and (when checkpoints has room)
-    checkpoints[..., c, :] = the state before step c * chunk; one (batch, channel) row per parallel iteration,
+             last_state, checkpoints, gate_inputs):
+    """out = the scan's output (out += it when `accumulate`), last_state = h_{L-1}, and (when checkpoints and
+    gate_inputs have room) checkpoints[..., c, :] = the state before step c * chunk and gate_inputs = y + D u, the
+    output before the gate (+= as out), which the backward's dz needs; one (batch, channel) row per parallel iteration,
     `chunk` steps at a time. Each chunk's inputs are first copied into contiguous scratch, so that the per-step work
     (softplus, D u, the gate) vectorises: LLVM cannot bound a strided array's accesses, and gives up vectorising a
     loop that reads one."""
     batch, dim, length = u.shape
     dstate = A_log2.shape[1]
     has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
-    save_checkpoints = checkpoints.shape[2] > 0
+    save_checkpoints, save_gate_inputs = checkpoints.shape[2] > 0, gate_inputs.shape[0] > 0
     dtype = A_log2.dtype
     for row in prange(batch * dim):
         b, d = row // dim, row % dim
@@ -193,6 +194,11 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumula
                 ys[s] = y
             for s in range(steps):
                 ys[s] += D_d * us[s]
+            if save_gate_inputs:
+                if accumulate:
+                    gate_inputs[b, d, start:start + steps] += ys[:steps]
+                else:
+                    gate_inputs[b, d, start:start + steps] = ys[:steps]
             if has_z:
                 zs[:steps] = z[b, d, start:start + steps]
                 for s in range(steps):
@@ -204,10 +210,12 @@ def _forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumula
         last_state[b, d, :] = h
 
 
-def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, coefficients_reversed,
-              checkpoints, dout, block_starts, B_constant, C_constant, du, ddelta, dz, dA_rows, dB_partial, dC_partial,
-              dD_rows, dbias_rows):
-    """Gradients of the scan given dout (dz += its gradient when `accumulate`). Each parallel iteration is one batch
+def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, writes_dz, coefficients_reversed,
+              checkpoints, gate_inputs, dout, block_starts, B_constant, C_constant, du, ddelta, dz, dA_rows, dB_partial,
+              dC_partial, dD_rows, dbias_rows):
+    """Gradients of the scan given dout. dz comes from the forward's gate_inputs (y + D u), and only where
+    `writes_dz`: the gate is shared by the directions, and gate_inputs sums them, so the first direction writes all of
+    dz, and the states need not be multiplied by C again to give y. Each parallel iteration is one batch
     row and one block of channels (block_starts): it writes du, ddelta, dz and the per-row dA, dD, ddelta_bias of
     its channels, and sums the B/C gradients of its channels into its own partial slot, dB_partial[b, block]
     (input-dependent B: (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)), which it
@@ -231,7 +239,7 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumul
         raw_deltas = np.empty(chunk, dtype=dtype)
         deltas = np.empty(chunk, dtype=dtype)
         delta_us = np.empty(chunk, dtype=dtype)
-        ys = np.empty(chunk, dtype=dtype)
+        gates = np.empty(chunk, dtype=dtype)  # y + D u, before the gate
         dys = np.empty(chunk, dtype=dtype)  # dL/dy_t, through the gate
         dzs = np.empty(chunk, dtype=dtype)
         dus = np.empty(chunk, dtype=dtype)
@@ -273,25 +281,23 @@ def _backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumul
                 for s in range(steps):  # the chunk's states again, from its checkpoint
                     t = coefficient_step(start + s, length, coefficients_reversed)
                     delta_t, delta_u = deltas[s], delta_us[s]
-                    y = ZERO
                     for k in range(dstate):
                         decay = exp2(delta_t * A_log2[d, k])
                         decays[s, k] = decay
-                        h_k = decay * states[s, k] + delta_u * B[bB, gB, t * stepB, k]
-                        states[s + 1, k] = h_k
-                        y += h_k * C[bC, gC, t * stepC, k]
-                    ys[s] = y
+                        states[s + 1, k] = decay * states[s, k] + delta_u * B[bB, gB, t * stepB, k]
                 if has_z:  # out = (y + D u) z sigmoid(z): dz, and dy through the gate
                     zs[:steps] = z[b, d, start:start + steps]
-                    for s in range(steps):
-                        z_t = zs[s]
-                        sig = sigmoid(z_t)
-                        dzs[s] = dys[s] * (ys[s] + D_d * us[s]) * sig * (ONE + z_t * (ONE - sig))
-                        dys[s] *= z_t * sig
-                    if accumulate:
-                        dz[b, d, start:start + steps] += dzs[:steps]
-                    else:
+                    if writes_dz:
+                        gates[:steps] = gate_inputs[b, d, start:start + steps]
+                        for s in range(steps):
+                            z_t = zs[s]
+                            sig = sigmoid(z_t)
+                            dzs[s] = dys[s] * gates[s] * sig * (ONE + z_t * (ONE - sig))
+                            dys[s] *= z_t * sig
                         dz[b, d, start:start + steps] = dzs[:steps]
+                    else:
+                        for s in range(steps):
+                            dys[s] *= zs[s] * sigmoid(zs[s])
                 for s in range(steps):
                     dD_d += dys[s] * us[s]
                 for s in range(steps - 1, -1, -1):  # the adjoint recurrence alone, backwards through the chunk
@@ -370,10 +376,10 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
     flag, count = types.boolean, types.int64
     return SimpleNamespace(
         forward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count, flag,
-                           flag, strided3, rows3, array4),
+                           flag, strided3, rows3, array4, strided3),
         backward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count, flag,
-                            flag, array4, strided3, types.Array(types.int64, 1, "C"), flag, flag, strided3, strided3,
-                            strided3, rows3, array4, array4, matrix, matrix),
+                            flag, array4, strided3, strided3, types.Array(types.int64, 1, "C"), flag, flag, strided3,
+                            strided3, strided3, rows3, array4, array4, matrix, matrix),
         limit=types.void(count, count, vector, vector, vector, vector))
 
 

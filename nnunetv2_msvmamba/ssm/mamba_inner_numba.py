@@ -54,13 +54,13 @@ class _MambaInnerNumba(torch.autograd.Function):
             delta = F.linear(dt, dt_proj_w)  # its bias is applied inside the scan
             A = -torch.exp(A_log.detach().to(dtype))
             D, delta_bias = D.detach().to(dtype), dt_proj_bias.detach().to(dtype)
-            out, _, checkpoints = scan_forward(*_scan_inputs(u, delta, A, B, C, D, z, delta_bias), True,
-                                               REVERSE[:directions], needs_grad)
+            out, _, checkpoints, gate_inputs = scan_forward(*_scan_inputs(u, delta, A, B, C, D, z, delta_bias), True,
+                                                            REVERSE[:directions], needs_grad)
         if needs_grad:
             # delta is kept (mamba_ssm's mamba_inner_fn recomputes it from dt in the backward: a mixer's training
             # step took 4-5 % longer that way on the CPU, for one (directions, batch, L, d_inner) tensor less kept)
             ctx.save_for_backward(xz_computed, conv_weight, conv_bias, x_proj_w, dt_proj_w, u, dt, delta, A, B, C, D,
-                                  delta_bias, checkpoints)
+                                  delta_bias, checkpoints, gate_inputs)
             ctx.input_dtypes = [t.dtype if t is not None else None
                                 for t in (xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias,
                                           A_log, D)]
@@ -68,8 +68,8 @@ class _MambaInnerNumba(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        (xz, conv_weight, conv_bias, x_proj_w, dt_proj_w, u, dt, delta, A, B, C, D, delta_bias,
-         checkpoints) = ctx.saved_tensors
+        (xz, conv_weight, conv_bias, x_proj_w, dt_proj_w, u, dt, delta, A, B, C, D, delta_bias, checkpoints,
+         gate_inputs) = ctx.saved_tensors
         directions = u.shape[0]
         rank, dstate = dt.shape[-1], B.shape[-1]
         with torch.autocast("cpu", enabled=False):
@@ -77,7 +77,7 @@ class _MambaInnerNumba(torch.autograd.Function):
             dxz = torch.empty_like(xz)
             dx, dz = dxz.chunk(2, dim=-1)
             grads = scan_backward(*_scan_inputs(u, delta, A, B, C, D, z, delta_bias), True, REVERSE[:directions],
-                                  checkpoints, dy.to(xz.dtype).transpose(1, 2), dz=dz.transpose(1, 2))
+                                  checkpoints, gate_inputs, dy.to(xz.dtype).transpose(1, 2), dz=dz.transpose(1, 2))
             du, ddelta = grads.du.transpose(2, 3), grads.ddelta.transpose(2, 3)  # channels last, contiguous
             d_x_dbl = u.new_empty((*u.shape[:-1], rank + 2 * dstate))
             d_x_dbl[..., :rank] = ddelta @ dt_proj_w
