@@ -279,9 +279,10 @@ class _SelectiveScanNumba(torch.autograd.Function):
     `reverse[s]`), sharing A, D, z and delta_bias: one direction is upstream's scan, two are a bidirectional Mamba
     mixer's. The first direction writes the output, and in the backward dz, the others add to the output in the
     kernels, so no per-direction output is made or summed. The forward keeps the state every CHUNK steps and the
-    output before the gate (only when a gradient is needed); the backward recomputes the rest from them. Both run the kernels on the inputs' memory where they are
-    in the compute dtype already. Single-direction inputs (`stacked` False) get their directions axis here, not
-    outside: a view made outside would not reach autograd inside the custom op's backward."""
+    output before the gate (only when a gradient is needed); the backward recomputes the rest from them. Both run
+    the kernels on the inputs' memory where they are in the compute dtype already. Single-direction inputs
+    (`stacked` False) get their directions axis here, not outside: a view made outside would not reach autograd
+    inside the custom op's backward."""
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: tuple, stacked: bool):
         if A.is_complex():
