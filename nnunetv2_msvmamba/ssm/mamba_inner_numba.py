@@ -38,9 +38,9 @@ def _scan_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
 class _MambaInnerNumba(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D,
-                directions: int):
+                directions: int, grad_enabled: bool):
         dtype = compute_dtype_for(xz)
-        needs_grad = any(ctx.needs_input_grad[:8])
+        needs_grad = grad_enabled and any(ctx.needs_input_grad[:8])  # as in _SelectiveScanNumba
         with torch.autocast("cpu", enabled=False):
             xz_computed = xz.detach().to(dtype)
             x, z = xz_computed.chunk(2, dim=-1)
@@ -93,7 +93,7 @@ class _MambaInnerNumba(torch.autograd.Function):
             _, d_conv_weight, d_conv_bias = conv_backward(x, conv_weight, conv_bias, du, dx=dx)
             grads = (dxz, d_conv_weight, d_conv_bias, d_x_proj_w, d_dt_proj_w, grads.ddelta_bias, grads.dA * A,
                      grads.dD)
-        return (*(g.to(dtype) if g is not None else None for g, dtype in zip(grads, ctx.input_dtypes)), None)
+        return (*(g.to(dtype) if g is not None else None for g, dtype in zip(grads, ctx.input_dtypes)), None, None)
 
 
 def mamba_inner_numba(xz: torch.Tensor, conv_weight: torch.Tensor, conv_bias: Optional[torch.Tensor],
@@ -109,4 +109,4 @@ def mamba_inner_numba(xz: torch.Tensor, conv_weight: torch.Tensor, conv_bias: Op
     if directions not in (1, 2):
         raise ValueError(f"directions must be 1 or 2, got {directions}")
     return _MambaInnerNumba.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D,
-                                  directions)
+                                  directions, torch.is_grad_enabled())

@@ -284,7 +284,8 @@ class _SelectiveScanNumba(torch.autograd.Function):
     (`stacked` False) get their directions axis here, not outside: a view made outside would not reach autograd
     inside the custom op's backward."""
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: tuple, stacked: bool):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: tuple, stacked: bool,
+                grad_enabled: bool):
         if A.is_complex():
             raise NotImplementedError("the Numba selective scan supports real A only")
         if not stacked:
@@ -293,7 +294,9 @@ class _SelectiveScanNumba(torch.autograd.Function):
         for name, coefficient in (("B", B), ("C", C)):
             _groups(_direction(coefficient, 0), name, u.shape[2], A.shape[1])  # the shape checks, with their messages
         ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
-        needs_grad = any(ctx.needs_input_grad[:8])
+        # the caller's grad mode: inside forward it is always off, and needs_input_grad is True for a parameter even
+        # under torch.no_grad(), where checkpoints and gate inputs would be kept for no backward
+        needs_grad = grad_enabled and any(ctx.needs_input_grad[:8])
         out, last_state, checkpoints, gate_inputs = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                                                  reverse, needs_grad)
         ctx.delta_softplus, ctx.reverse, ctx.stacked = bool(delta_softplus), reverse, stacked
@@ -318,7 +321,7 @@ class _SelectiveScanNumba(torch.autograd.Function):
                  grads.dD if D is not None else None, grads.dz if z is not None else None,
                  grads.ddelta_bias if delta_bias is not None else None]
         grads = [g.to(input_dtype) if g is not None else None for g, input_dtype in zip(grads, ctx.input_dtypes)]
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
 def _check_cpu(u: torch.Tensor) -> None:
@@ -338,7 +341,8 @@ def selective_scan_numba(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     `reverse` scans from the last step to the first: the same as flipping every input along L, scanning, and
     flipping `out` back (`last_state` is then the state after step 0), without making any of those copies."""
     _check_cpu(u)
-    out, last_state = _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), False)
+    out, last_state = _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), False,
+                                                torch.is_grad_enabled())
     return (out, last_state[0]) if return_last_state else out
 
 
@@ -354,4 +358,5 @@ def selective_scan_numba_directions(u: torch.Tensor, delta: torch.Tensor, A: tor
     _check_cpu(u)
     if len(reverse) != u.shape[0]:
         raise ValueError(f"{u.shape[0]} directions in u, but {len(reverse)} in reverse={tuple(reverse)}")
-    return _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, tuple(reverse), True)[0]
+    return _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, tuple(reverse), True,
+                                     torch.is_grad_enabled())[0]

@@ -1,16 +1,22 @@
 """`mamba_inner_numba` (the Mamba mixer's CPU path between in_proj and out_proj, one autograd node): its output and
 every gradient against the same computation composed of PyTorch's ops (conv1d, linear layers, the float64 reference
 scan, each direction on flipped copies), against autograd's numerical gradients (gradcheck, float64), in float32
-within float32's accuracy, with a strided in_proj output; that half-precision inputs come back in their dtype; and
-its argument errors."""
+within float32's accuracy, with a strided in_proj output; that half-precision inputs come back in their dtype; that
+nothing is kept for a backward under torch.no_grad(); and its argument errors."""
 from __future__ import annotations
+
+import importlib
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import nnunetv2_msvmamba.ssm.mamba_inner_numba as mamba_inner_module
 from nnunetv2_msvmamba.ssm.mamba_inner_numba import mamba_inner_numba
 from nnunetv2_msvmamba.ssm.selective_scan_ref import relative_error, selective_scan_ref
+
+# the module, not the function of the same name that the ssm package exports
+numba_scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba")
 
 CASES = [  # batch, length, d_inner, d_state, dt_rank, taps, conv bias, directions
     (2, 13, 6, 4, 2, 4, True, 2), (1, 200, 5, 3, 1, 4, False, 2), (3, 7, 4, 2, 3, 2, True, 1),
@@ -101,3 +107,23 @@ def test_argument_errors() -> None:
         mamba_inner_numba(*inputs, 3)
     with pytest.raises(RuntimeError, match="runs on CPU tensors, got tensors on meta"):
         mamba_inner_numba(inputs[0].to("meta"), *inputs[1:], 2)
+
+
+@pytest.mark.parametrize("grad_enabled", [True, False])
+def test_keeps_state_for_a_backward_only_where_one_can_run(monkeypatch: pytest.MonkeyPatch, grad_enabled: bool) -> None:
+    """Under torch.no_grad() a parameter still says it needs a gradient (ctx.needs_input_grad), but no backward can
+    run: the scan must not keep its checkpoints and gate inputs then, in the mixer's node or in the scan's own."""
+    kept, scan_forward = [], numba_scan.scan_forward
+
+    def recording_scan_forward(*args):
+        kept.append(args[-1])  # keep_checkpoints
+        return scan_forward(*args)
+    monkeypatch.setattr(mamba_inner_module, "scan_forward", recording_scan_forward)
+    monkeypatch.setattr(numba_scan, "scan_forward", recording_scan_forward)
+    inputs = [t if t is None else t.requires_grad_() for t in mixer_inputs(1, 5, 2, 2, 1, 4, True, torch.float32)]
+    u, delta = torch.randn(2, 1, 2, 5).unbind(0)
+    with torch.set_grad_enabled(grad_enabled):
+        mamba_inner_numba(*inputs, 2)
+        numba_scan.selective_scan_numba(u, delta, -torch.ones(2, 3, requires_grad=True), torch.randn(1, 3, 5),
+                                        torch.randn(1, 3, 5))
+    assert kept == [grad_enabled, grad_enabled]
