@@ -110,22 +110,22 @@ def test_plain_and_resenc_plans_give_the_encoder_their_block_counts():
         MSVMambaUNet(1, 2, [4, 8], nn.Conv2d, 3, [1, 2], n_blocks_per_stage=1, n_conv_per_stage=1)
 
 
-@pytest.mark.parametrize("shape, window", [((2, 5, 40, 56), (16, 16)), ((1, 3, 7, 9, 12), (4, 8, 5))])
+@pytest.mark.parametrize("shape, window", [((2, 40, 56, 5), (16, 16)), ((1, 7, 9, 12, 3), (4, 8, 5))])
 def test_window_partition_round_trip_and_windows_are_contiguous_blocks(shape, window):
-    x = torch.randn(*shape)
+    x = torch.randn(*shape)  # channels last: (B, *S, C)
     windows, padded = window_partition(x, window)
-    assert windows.shape[1:] == (torch.Size(window).numel(), shape[1])
-    assert torch.equal(window_unpartition(windows, window, padded, shape[0], shape[2:]), x)
+    assert windows.shape[1:] == (torch.Size(window).numel(), shape[-1])
+    assert torch.equal(window_unpartition(windows, window, padded, shape[0], shape[1:-1]), x)
     # the first window of the first image is the top-left block, in row-major order
-    block = x[(0, slice(None), *[slice(0, min(w, s)) for w, s in zip(window, shape[2:])])]
-    if all(w <= s for w, s in zip(window, shape[2:])):
-        assert torch.equal(windows[0], block.flatten(1).T)
+    block = x[(0, *[slice(0, min(w, s)) for w, s in zip(window, shape[1:-1])])]
+    if all(w <= s for w, s in zip(window, shape[1:-1])):
+        assert torch.equal(windows[0], block.reshape(-1, shape[-1]))
 
 
 def test_lms_sequence_length_is_the_window_not_the_image():
     """Linear cost: a bigger image gives more windows of the same length, never longer sequences."""
-    small, _ = window_partition(torch.randn(1, 4, 32, 32), (16, 16))
-    large, _ = window_partition(torch.randn(1, 4, 128, 128), (16, 16))
+    small, _ = window_partition(torch.randn(1, 32, 32, 4), (16, 16))
+    large, _ = window_partition(torch.randn(1, 128, 128, 4), (16, 16))
     assert small.shape[1] == large.shape[1] == 256
     assert large.shape[0] == 16 * small.shape[0]
 
