@@ -203,21 +203,21 @@ def _direction_inputs(s: int, u, delta, A, B, C, D, z, delta_bias) -> tuple:
 
 def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                  D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                 delta_softplus: bool, reverse: tuple, keep_checkpoints: bool) -> tuple:
+                 delta_softplus: bool, reverse: tuple, for_backward: bool) -> tuple:
     """The forward kernels over the directions of stacked inputs (u, delta (directions, batch, dim, L); B, C
     (directions, batch, [groups,] n, L) or one constant (dim, n)): (out, last_state, checkpoints, gate_inputs) in the
-    compute dtype, out in u[0]'s memory layout and summed over the directions. When kept (for the backward),
-    checkpoints holds the states every CHUNK steps and gate_inputs (with z) the output before the gate, y + D u,
-    summed over the directions; both are empty otherwise."""
+    compute dtype, out in u[0]'s memory layout and summed over the directions. With `for_backward`, checkpoints
+    holds the states every CHUNK steps and gate_inputs (with z) the output before the gate, y + D u, summed over
+    the directions; both are empty otherwise."""
     _, batch, dim, length = u.shape
     dstate = A.shape[1]
     dtype = compute_dtype_for(u)
     with torch.autocast("cpu", enabled=False):
         out = torch.empty_like(u[0], dtype=dtype)  # in u's layout: channels-last u gives channels-last out
         last_state = u.new_empty((len(reverse), batch, dim, dstate), dtype=dtype)
-        chunks = math.ceil(length / CHUNK) if keep_checkpoints else 0
+        chunks = math.ceil(length / CHUNK) if for_backward else 0
         checkpoints = u.new_empty((len(reverse), batch, dim, chunks, dstate), dtype=dtype)
-        gate_inputs = torch.empty_like(out) if keep_checkpoints and z is not None else out.new_empty((0, 0, 0))
+        gate_inputs = torch.empty_like(out) if for_backward and z is not None else out.new_empty((0, 0, 0))
         kernels = _kernels(dtype)
         with _launch_lock:
             set_threads_from_torch()
@@ -234,9 +234,9 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
                   delta_softplus: bool, reverse: tuple, checkpoints: torch.Tensor, gate_inputs: torch.Tensor,
                   dout: torch.Tensor, dz: Optional[torch.Tensor] = None) -> SimpleNamespace:
     """The backward kernels for `scan_forward`'s inputs, checkpoints and gate inputs, given the output's gradient: du
-    and ddelta
-    (in u's and delta's layouts), dA, dD, ddelta_bias, dz (written into `dz` where given, in any layout) and the
-    gradient of B and of C per direction (lists, each in that direction's layout), all in the compute dtype."""
+    and ddelta (in u's and delta's layouts), dA, dD, ddelta_bias, dz (written into `dz` where given, in any layout)
+    and the gradient of B and of C per direction (lists, each in that direction's layout), all in the compute
+    dtype."""
     _, batch, dim, length = u.shape
     dstate = A.shape[1]
     dtype = checkpoints.dtype

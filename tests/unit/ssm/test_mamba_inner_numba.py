@@ -116,7 +116,7 @@ def test_keeps_state_for_a_backward_only_where_one_can_run(monkeypatch: pytest.M
     kept, scan_forward = [], numba_scan.scan_forward
 
     def recording_scan_forward(*args):
-        kept.append(args[-1])  # keep_checkpoints
+        kept.append(args[-1])  # for_backward
         return scan_forward(*args)
     monkeypatch.setattr(mamba_inner_module, "scan_forward", recording_scan_forward)
     monkeypatch.setattr(numba_scan, "scan_forward", recording_scan_forward)
