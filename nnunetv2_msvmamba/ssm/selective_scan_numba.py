@@ -56,6 +56,11 @@ from .selective_scan_torch import _groups, compute_dtype_for
 # 128 instead of 64 made a forward + backward faster in 13 of 15 alternated comparisons (the README's shapes, 1 and
 # 2 threads, AMD EPYC; 3-30 %, about 10 % typically), and 256 was no faster than 128, with twice the scratch.
 CHUNK = 128
+# State counts with kernels of their own, compiled with n as a constant (other counts run kernels that read n at
+# run time): Mamba's default, 16, which is the network's. Each adds a compile (seconds, once: Numba's cache keeps it).
+# A forward + backward 8-15 % faster with n = 16 constant (the README's shapes, 1 and 2 threads, alternated in one
+# process; the backward's per-step loops over the states lose their trip-count checks and remainder loops).
+CONSTANT_STATE_COUNTS = (16,)
 TASKS_PER_THREAD = 2  # backward tasks per thread at least (load balance), where the batch and groups allow
 LOG2_E = math.log2(math.e)
 LN_2 = math.log(2.0)
@@ -64,17 +69,19 @@ _launch_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_kernels(module: str, compute_dtype: torch.dtype) -> SimpleNamespace:
-    """The compiled kernels of `module` (a Numba kernel module of this package) for float32 or float64: compiled, or
-    loaded from Numba's cache, on the first call for that dtype. The module imports numba: only where it runs."""
+def compiled_kernels(module: str, compute_dtype: torch.dtype, *specialisation: int) -> SimpleNamespace:
+    """The compiled kernels of `module` (a Numba kernel module of this package) for float32 or float64 (and the
+    module's `specialisation` arguments): compiled, or loaded from Numba's cache, on the first call for them. The
+    module imports numba: only where it runs."""
     kernels = importlib.import_module(f"{__package__}.{module}")
     with _pytorch_threads_kept():
-        return kernels.compiled(compute_dtype == torch.float64)
+        return kernels.compiled(compute_dtype == torch.float64, *specialisation)
 
 
-def _kernels(compute_dtype: torch.dtype) -> SimpleNamespace:
-    """The scan's forward and backward kernels for float32 or float64."""
-    return compiled_kernels("_numba_kernels", compute_dtype)
+def _kernels(compute_dtype: torch.dtype, dstate: int) -> SimpleNamespace:
+    """The scan's forward and backward kernels for float32 or float64 and n = dstate states: kernels compiled for
+    that n where it is one of CONSTANT_STATE_COUNTS, else the kernels that read n at run time."""
+    return compiled_kernels("_numba_kernels", compute_dtype, dstate if dstate in CONSTANT_STATE_COUNTS else 0)
 
 
 @contextlib.contextmanager
@@ -218,7 +225,7 @@ def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
         chunks = math.ceil(length / CHUNK) if for_backward else 0
         checkpoints = u.new_empty((len(reverse), batch, dim, chunks, dstate), dtype=dtype)
         gate_inputs = torch.empty_like(out) if for_backward and z is not None else out.new_empty((0, 0, 0))
-        kernels = _kernels(dtype)
+        kernels = _kernels(dtype, dstate)
         with _launch_lock:
             set_threads_from_torch()
             for s, backwards in enumerate(reverse):
@@ -242,7 +249,7 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
     dtype = checkpoints.dtype
     with torch.autocast("cpu", enabled=False):
         groups = math.lcm(_input_groups(_direction(B, 0)), _input_groups(_direction(C, 0)))
-        kernels = _kernels(dtype)
+        kernels = _kernels(dtype, dstate)
         du, ddelta = torch.empty_like(u, dtype=dtype), torch.empty_like(delta, dtype=dtype)
         if dz is None:
             dz = torch.empty_like(z, dtype=dtype) if z is not None else u.new_empty((0, 0, 0), dtype=dtype)

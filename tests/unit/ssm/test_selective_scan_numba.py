@@ -31,8 +31,10 @@ DEFAULT_CHUNK = numba_scan.CHUNK
 
 @pytest.fixture(scope="module", autouse=True)
 def compiled_kernels():
-    """Both dtypes' kernels, compiled or loaded from the cache once for the whole module."""
-    return {dtype: numba_scan._kernels(dtype) for dtype in (torch.float32, torch.float64)}
+    """Both dtypes' kernels, those for any n and those for n = 16, compiled or loaded from the cache once for the
+    whole module."""
+    return {(dtype, dstate): numba_scan._kernels(dtype, dstate)
+            for dtype, dstate in itertools.product((torch.float32, torch.float64), (4, 16))}
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +71,31 @@ def test_matches_float64_reference_and_upstream(case: ScanCase) -> None:
     ours32 = run_numba(case, inputs)
     assert ours32[0].dtype == torch.float32 and all(g.dtype == torch.float32 for g in ours32[2].values())
     assert_matches(case, ours32, run_upstream(case, inputs), FLOAT32_TOLERANCE)
+
+
+# n = 16 (Mamba's default) runs kernels compiled for 16 states; each case here also runs the kernels for any n
+SIXTEEN_STATE_CASES = [ScanCase(batch=2, dim=5, length=19, dstate=16, b_layout="shared", c_layout="grouped", groups=5),
+                       ScanCase(batch=1, dim=3, length=21, dstate=16, b_layout="constant", c_layout="shared",
+                                with_z=False, delta_softplus=False, with_delta_bias=False)]
+
+
+@pytest.mark.parametrize("reverse", (False, True), ids=("forward", "reverse"))
+@pytest.mark.parametrize("case", SIXTEEN_STATE_CASES, ids=str)
+def test_kernels_for_sixteen_states_equal_the_kernels_for_any_n(case: ScanCase, reverse: bool,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels compiled with n = 16 as a constant (vectorised differently) give the output, last state and
+    every gradient of the kernels that read n at run time, in both dtypes and both directions."""
+    assert numba_scan._kernels(torch.float32, 16) is not numba_scan._kernels(torch.float32, 4)
+    assert numba_scan._kernels(torch.float32, 5) is numba_scan._kernels(torch.float32, 4)
+    inputs = case.inputs()
+    for dtype, tolerance in ((torch.float64, FLOAT64_TOLERANCE), (torch.float32, 1e-6)):
+        constant = outputs_and_gradients(selective_scan_numba, case, inputs, dtype, reverse=reverse,
+                                         return_last_state=case.return_last_state)
+        with monkeypatch.context() as patch:
+            patch.setattr(numba_scan, "CONSTANT_STATE_COUNTS", ())
+            any_n = outputs_and_gradients(selective_scan_numba, case, inputs, dtype, reverse=reverse,
+                                          return_last_state=case.return_last_state)
+        assert_matches(case, constant, any_n, tolerance)
 
 
 def reversed_by_flipping(scan):
@@ -378,7 +405,7 @@ numba_scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba
 u = torch.randn(1, 4, 9, requires_grad=True)
 out = ssm.selective_scan_numba(u, torch.rand(1, 4, 9), -torch.ones(4, 16), torch.randn(1, 16, 9), torch.randn(1, 16, 9))
 out.sum().backward()
-kernels = numba_scan._kernels(torch.float32)
+kernels = numba_scan._kernels(torch.float32, 16)
 print(json.dumps({"imported_numba_at_import": imported_numba,
                   "cache_hits": sum(sum(k.stats.cache_hits.values()) for k in (kernels.forward, kernels.backward)),
                   "cache_misses": sum(sum(k.stats.cache_misses.values()) for k in (kernels.forward, kernels.backward)),
