@@ -58,7 +58,7 @@ from .selective_scan_torch import _groups, compute_dtype_for
 CHUNK = 128
 # State counts with kernels of their own, compiled with n as a constant (other counts run kernels that read n at
 # run time): Mamba's default, 16, which is the network's. Each adds a compile (seconds, once: Numba's cache keeps it).
-# A forward + backward 8-15 % faster with n = 16 constant (the README's shapes, 1 and 2 threads, alternated in one
+# A forward + backward 9-12 % faster with n = 16 constant (the README's shapes, 1 and 2 threads, alternated in one
 # process; the backward's per-step loops over the states lose their trip-count checks and remainder loops).
 CONSTANT_STATE_COUNTS = (16,)
 TASKS_PER_THREAD = 2  # backward tasks per thread at least (load balance), where the batch and groups allow
