@@ -402,9 +402,8 @@ def _state_loops_kept_vectorised():
     runs and the whole loop runs scalar, as LLVM's loop-vectorize remarks show. Without interleaving, 16 states
     are two vector iterations. Where n is a constant (`_scan_kernel_functions`), LLVM's full unrolling, which runs
     before the vectoriser, would turn each loop over 16 states into 16 scalar statements that its straight-line
-    vectoriser then leaves scalar (it cannot tell the arrays apart): a forward + backward 30 % slower than with n
-    read at run time. Full unrolling limited to 2 iterations leaves those loops to the loop vectoriser, and still
-    unrolls the 2 vector iterations it makes of them.
+    vectoriser then leaves scalar (it cannot tell the arrays apart): a forward + backward 27 % slower than with n
+    read at run time. Full unrolling limited to 2 iterations leaves those loops to the loop vectoriser.
     The options are LLVM's process-wide settings, so they are set only while these kernels compile."""
     llvmlite.binding.set_option("", "-force-vector-interleave=1")
     llvmlite.binding.set_option("", f"-unroll-full-max-count={FULL_UNROLL_MAX_COUNT}")
