@@ -4,7 +4,8 @@ compiled by Numba (`causal_conv1d`'s `causal_conv1d_fn(x, weight, bias, activati
 It reads in_proj's output where it lies, channels last, and writes both directions into one channels-last
 tensor that x_proj reads as it is: PyTorch's conv1d needs (batch, channels, L), a flipped copy for the reverse
 direction, and the concatenation of both directions, and takes several times as long (see docs/benchmarks.md).
-Compiled on first use and cached on disk, as the Numba selective scan.
+Compiled on first use and cached on disk, as the Numba selective scan. The mixer's autograd node
+(`mamba_inner_numba`) calls the forward and the backward here, which are not autograd functions themselves.
 """
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ def _kernel_inputs(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
 
 
 def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], directions: int) -> torch.Tensor:
-    """The forward kernel: (directions, batch, L, dim), contiguous, in the compute dtype."""
+    """silu(depthwise causal conv1d), channels last: x (batch, L, dim) with any strides, weight (dim, 1, K) or
+    (dim, K) (nn.Conv1d's), bias (dim,) or None -> (directions, batch, L, dim), contiguous, in the compute dtype
+    (float32; float64 for float64 x). Direction 0 is `silu(conv1d(x.transpose(1, 2), weight, bias, padding=K - 1,
+    groups=dim)[..., :L])` transposed back; direction 1 (`directions=2`) the same of x reversed along L, reversed
+    back: what a Mamba mixer's reverse scan reads, in x's own order."""
     batch, length, dim = x.shape
     dtype = compute_dtype_for(x)
     with torch.autocast("cpu", enabled=False):
@@ -60,33 +65,3 @@ def conv_backward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
         dweight = dweight_rows.sum(dim=0).t().reshape(weight.shape)
         dbias = dbias_rows.sum(dim=0) if bias is not None else None
     return dx, dweight, dbias
-
-
-class _CausalConv1dSiLUNumba(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, directions: int):
-        ctx.save_for_backward(x, weight, bias)
-        ctx.input_dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        return conv_forward(x, weight, bias, directions).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, dout):
-        x, weight, bias = ctx.saved_tensors
-        dx, dweight, dbias = conv_backward(x, weight, bias, dout)
-        x_dtype, weight_dtype, bias_dtype = ctx.input_dtypes
-        return dx.to(x_dtype), dweight.to(weight_dtype), None if dbias is None else dbias.to(bias_dtype), None
-
-
-def causal_conv1d_silu_numba(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                             directions: int = 1) -> torch.Tensor:
-    """silu(depthwise causal conv1d) on CPU tensors, channels last: x (batch, L, dim) with any strides, weight
-    (dim, 1, K) or (dim, K) (nn.Conv1d's), bias (dim,) or None -> (directions, batch, L, dim), contiguous.
-
-    Direction 0 is `silu(conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=dim)[..., :L])` transposed
-    back; with `directions=2`, direction 1 is the same of x reversed along L, reversed back: what a Mamba mixer's
-    reverse scan reads, in x's own order. Computes in float32 (float64 for float64 x); returns x's dtype."""
-    if x.device.type != "cpu":
-        raise RuntimeError(f"the Numba causal convolution runs on CPU tensors, got tensors on {x.device}")
-    if directions not in (1, 2):
-        raise ValueError(f"directions must be 1 or 2, got {directions}")
-    return _CausalConv1dSiLUNumba.apply(x, weight, bias, directions)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .causal_conv1d_numba import conv_backward, conv_forward
-from .selective_scan_numba import scan_backward, scan_forward
+from .selective_scan_numba import check_cpu, scan_backward, scan_forward
 from .selective_scan_torch import compute_dtype_for
 
 REVERSE = (False, True)  # direction 0 scans forward, direction 1 (bidirectional) backward
@@ -104,8 +104,7 @@ def mamba_inner_numba(xz: torch.Tensor, conv_weight: torch.Tensor, conv_bias: Op
     A = -exp(A_log), and the selective scan gated by the second half -> (batch, L, d_inner). With `directions=2`
     the sum of that and of the same for the sequences reversed, turned back. Computes in float32 (float64 for
     float64 xz) whatever the autocast state, and returns xz's dtype."""
-    if xz.device.type != "cpu":
-        raise RuntimeError(f"the Numba Mamba mixer runs on CPU tensors, got tensors on {xz.device}")
+    check_cpu(xz, "Mamba mixer")
     if directions not in (1, 2):
         raise ValueError(f"directions must be 1 or 2, got {directions}")
     return _MambaInnerNumba.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D,

@@ -45,7 +45,7 @@ import os
 import sys
 import threading
 from types import SimpleNamespace
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -282,22 +282,17 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
 
 
 class _SelectiveScanNumba(torch.autograd.Function):
-    """The sum over directions s of the scan of u[s], delta[s], B[s], C[s] (forward, or reversed where
-    `reverse[s]`), sharing A, D, z and delta_bias: one direction is upstream's scan, two are a bidirectional Mamba
-    mixer's. The first direction writes the output, and in the backward dz, the others add to the output in the
-    kernels, so no per-direction output is made or summed. The forward keeps the state every CHUNK steps and the
-    output before the gate (only when a gradient is needed); the backward recomputes the rest from them. Both run
-    the kernels on the inputs' memory where they are in the compute dtype already. Single-direction inputs
-    (`stacked` False) get their directions axis here, not outside: a view made outside would not reach autograd
-    inside the custom op's backward."""
+    """Upstream's scan, forward or reversed (`reverse`), on the Numba kernels: the forward keeps the state every
+    CHUNK steps and the output before the gate (only when a gradient is needed); the backward recomputes the rest
+    from them. Both run the kernels on the inputs' memory where they are in the compute dtype already. The inputs
+    get the directions axis that `scan_forward` takes here, not outside: a view made outside would not reach
+    autograd inside the custom op's backward."""
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: tuple, stacked: bool,
-                grad_enabled: bool):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool, grad_enabled: bool):
         if A.is_complex():
             raise NotImplementedError("the Numba selective scan supports real A only")
-        if not stacked:
-            u, delta = u.unsqueeze(0), delta.unsqueeze(0)
-            B, C = (t if t.dim() == 2 else t.unsqueeze(0) for t in (B, C))
+        u, delta = u.unsqueeze(0), delta.unsqueeze(0)
+        B, C = (t if t.dim() == 2 else t.unsqueeze(0) for t in (B, C))
         for name, coefficient in (("B", B), ("C", C)):
             _groups(_direction(coefficient, 0), name, u.shape[2], A.shape[1])  # the shape checks, with their messages
         ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
@@ -305,8 +300,9 @@ class _SelectiveScanNumba(torch.autograd.Function):
         # under torch.no_grad(), where checkpoints and gate inputs would be kept for no backward
         needs_grad = grad_enabled and any(ctx.needs_input_grad[:8])
         out, last_state, checkpoints, gate_inputs = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                                 reverse, needs_grad)
-        ctx.delta_softplus, ctx.reverse, ctx.stacked = bool(delta_softplus), reverse, stacked
+                                                                 (reverse,), needs_grad)
+        last_state = last_state[0]
+        ctx.delta_softplus, ctx.reverse = bool(delta_softplus), reverse
         if needs_grad:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints, gate_inputs)
         ctx.mark_non_differentiable(last_state)
@@ -315,25 +311,19 @@ class _SelectiveScanNumba(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, unused_last_state_grad):
         u, delta, A, B, C, D, z, delta_bias, checkpoints, gate_inputs = ctx.saved_tensors
-        grads = scan_backward(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ctx.reverse, checkpoints,
+        grads = scan_backward(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, (ctx.reverse,), checkpoints,
                               gate_inputs, dout)
-
-        def over_directions(gradients: list, like: torch.Tensor) -> torch.Tensor:
-            """A constant B or C is every direction's: its gradients add up; a stacked one's stack."""
-            if like.dim() == 2:
-                return sum(gradients)
-            return torch.stack(gradients) if ctx.stacked else gradients[0]
-        du, ddelta = (grads.du, grads.ddelta) if ctx.stacked else (grads.du[0], grads.ddelta[0])
-        grads = [du, ddelta, grads.dA, over_directions(grads.dB, B), over_directions(grads.dC, C),
+        grads = [grads.du[0], grads.ddelta[0], grads.dA, grads.dB[0], grads.dC[0],
                  grads.dD if D is not None else None, grads.dz if z is not None else None,
                  grads.ddelta_bias if delta_bias is not None else None]
         grads = [g.to(input_dtype) if g is not None else None for g, input_dtype in zip(grads, ctx.input_dtypes)]
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None)
 
 
-def _check_cpu(u: torch.Tensor) -> None:
-    if u.device.type != "cpu":
-        raise RuntimeError(f"the Numba selective scan runs on CPU tensors, got tensors on {u.device}")
+def check_cpu(x: torch.Tensor, what: str) -> None:
+    """A clear error where a Numba op (`what`) is given tensors on another device."""
+    if x.device.type != "cpu":
+        raise RuntimeError(f"the Numba {what} runs on CPU tensors, got tensors on {x.device}")
 
 
 def selective_scan_numba(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -347,23 +337,7 @@ def selective_scan_numba(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
 
     `reverse` scans from the last step to the first: the same as flipping every input along L, scanning, and
     flipping `out` back (`last_state` is then the state after step 0), without making any of those copies."""
-    _check_cpu(u)
-    out, last_state = _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), False,
+    check_cpu(u, "selective scan")
+    out, last_state = _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
                                                 torch.is_grad_enabled())
-    return (out, last_state[0]) if return_last_state else out
-
-
-def selective_scan_numba_directions(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                                    C: torch.Tensor, D: Optional[torch.Tensor] = None,
-                                    z: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
-                                    delta_softplus: bool = False, reverse: Sequence[bool] = (False, True)):
-    """The sum over directions s of `selective_scan_numba(u[s], delta[s], A, B[s], C[s], D, z, delta_bias,
-    delta_softplus, reverse=reverse[s])`: u and delta (directions, batch, dim, L), B and C (directions, batch, n,
-    L), (directions, batch, groups, n, L) or one constant (dim, n); A, D, z, delta_bias shared. By default the
-    two directions of a bidirectional Mamba mixer, summed as it sums them, in one autograd node: no output per
-    direction is made, and the gradients come back stacked as the inputs are, in their layouts."""
-    _check_cpu(u)
-    if len(reverse) != u.shape[0]:
-        raise ValueError(f"{u.shape[0]} directions in u, but {len(reverse)} in reverse={tuple(reverse)}")
-    return _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, tuple(reverse), True,
-                                     torch.is_grad_enabled())[0]
+    return (out, last_state) if return_last_state else out

@@ -134,11 +134,27 @@ def test_reverse_scan_is_the_scan_of_the_flipped_sequence_flipped_back(case: Sca
     assert_matches(case, reverse32, flipped32, 1e-6)
 
 
+def stacked_directions_through_the_kernels(case: ScanCase, stacked: dict) -> tuple:
+    """`scan_forward` and `scan_backward` (what the mixer's node runs) on two stacked directions, forward and
+    reversed, with the output gradient that `outputs_and_gradients` uses: (out, None, {name: gradient}) as it
+    returns them, the gradients of B and C stacked as the inputs are, or summed for a constant (dim, n) one."""
+    inputs = [stacked[name] for name in INPUT_NAMES]
+    out, _, checkpoints, gate_inputs = numba_scan.scan_forward(*inputs, case.delta_softplus, (False, True), True)
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads = numba_scan.scan_backward(*inputs, case.delta_softplus, (False, True), checkpoints, gate_inputs, dout)
+
+    def over_directions(gradients: list, like: torch.Tensor) -> torch.Tensor:
+        return sum(gradients) if like.dim() == 2 else torch.stack(gradients)
+    gradients = dict(u=grads.du, delta=grads.ddelta, A=grads.dA, B=over_directions(grads.dB, stacked["B"]),
+                     C=over_directions(grads.dC, stacked["C"]), D=grads.dD, z=grads.dz, delta_bias=grads.ddelta_bias)
+    return out, None, {name: gradients[name] for name in INPUT_NAMES if stacked[name] is not None}
+
+
 @pytest.mark.parametrize("case", REVERSE_CASES[:2], ids=str)
 def test_directions_sum_the_scans_of_each_direction_with_their_gradients(case: ScanCase) -> None:
-    """`selective_scan_numba_directions` (a bidirectional mixer's two scans in one autograd node, the second one
-    adding to the first's output and dz in the kernels) equals the sum of two separate scans, forward and reversed,
-    on each direction's own u, delta, B, C, in float64; gradients come back stacked."""
+    """The kernels on stacked directions (a bidirectional mixer's two scans, the second one adding to the first's
+    output in the kernels, and only the first writing dz) equal the sum of two separate scans, forward and
+    reversed, on each direction's own u, delta, B, C, in float64."""
     first, second = case.inputs(seed=0), case.inputs(seed=1)
     # shared by the directions: A, D, z, delta_bias, and a constant (dim, n) B or C
     stacked = {name: value if name in ("A", "D", "z", "delta_bias") or value.dim() == 2
@@ -149,16 +165,9 @@ def test_directions_sum_the_scans_of_each_direction_with_their_gradients(case: S
             return x if x.dim() == 2 else x[s]
         return sum(selective_scan_numba(u[s], delta[s], A, direction(s, B), direction(s, C), D, z, delta_bias,
                                         delta_softplus, reverse=s == 1) for s in range(2))
-    summed = outputs_and_gradients(numba_scan.selective_scan_numba_directions, case, stacked, torch.float64)
+    summed = stacked_directions_through_the_kernels(case, stacked)
     separate = outputs_and_gradients(two_scans, case, stacked, torch.float64)
     assert_matches(dataclasses.replace(case, return_last_state=False), summed, separate, FLOAT64_TOLERANCE)
-
-
-def test_directions_must_match_the_reverse_flags() -> None:
-    u = torch.zeros(2, 1, 3, 5)
-    with pytest.raises(ValueError, match=r"2 directions in u, but 1 in reverse=\(True,\)"):
-        numba_scan.selective_scan_numba_directions(u, u, -torch.ones(3, 2), torch.zeros(3, 2), torch.zeros(3, 2),
-                                                   reverse=(True,))
 
 
 def test_output_and_input_gradients_keep_the_inputs_channels_last_layout() -> None:
