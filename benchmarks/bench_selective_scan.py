@@ -61,8 +61,8 @@ D_STATE = 16
 PARITY_TOLERANCE = 1e-4
 IMPLEMENTATIONS = ("numba", "torch", "triton", "mamba_ssm", "upstream")
 DEFAULT_IMPLEMENTATIONS = {"cpu": ("numba", "torch", "upstream"), "cuda": ("triton", "torch", "mamba_ssm")}
-# the arithmetic-limit kernel's work: rows x steps updates of D_STATE states (~17 M updates, milliseconds)
-LIMIT_ROWS, LIMIT_STEPS = 256, 4096
+# the arithmetic-limit kernel's work: rows x steps updates of D_STATE x LANES states (~17 M updates, milliseconds)
+LIMIT_ROWS, LIMIT_STEPS = 16, 2048
 # rounds of the Numba scan's paired 1-thread / all-thread samples at least: its times are milliseconds, and on a
 # shared machine consecutive samples vary by 30 % and more
 THREAD_ROUNDS = 10
@@ -348,21 +348,23 @@ def measure_training(scan: Callable, batch: int, dim: int, length: int, repeats:
 
 
 def arithmetic_limit_runner() -> Callable[[int], float]:
-    """A function that runs the arithmetic-limit kernel (`_numba_kernels._arithmetic_limit`: one exp2, the scan's
-    own, and two fused multiply-adds per state update) once on the given number of threads and returns its updates
-    per second; the kernel is compiled (or loaded) and run once here."""
+    """A function that runs the arithmetic-limit kernel (`_numba_kernels._arithmetic_limit_function`: one exp2, the
+    scan's own, and two fused multiply-adds per state update, vectorised over a block of channels as the scan is) once
+    on the given number of threads and returns its updates per second; the kernel is compiled (or loaded) and run
+    once here."""
     import numba
     import numpy as np
     from nnunetv2_msvmamba.ssm._numba_kernels import compiled_arithmetic_limit
-    kernel = compiled_arithmetic_limit()
-    A_log2 = -np.linspace(0.01, 0.2, D_STATE, dtype=np.float32)
-    B, C, y = np.ones(D_STATE, np.float32), np.ones(D_STATE, np.float32), np.empty(LIMIT_ROWS, np.float32)
+    from nnunetv2_msvmamba.ssm.selective_scan_numba import LANES
+    kernel = compiled_arithmetic_limit(LANES)
+    A_log2 = -np.linspace(0.01, 0.2, D_STATE * LANES, dtype=np.float32).reshape(D_STATE, LANES)
+    B, C, y = np.ones(D_STATE, np.float32), np.ones(D_STATE, np.float32), np.empty((LIMIT_ROWS, LANES), np.float32)
 
     def run(threads: int) -> float:
         numba.set_num_threads(threads)
         start = time.perf_counter()
         kernel(LIMIT_ROWS, LIMIT_STEPS, A_log2, B, C, y)
-        return LIMIT_ROWS * LIMIT_STEPS * D_STATE / (time.perf_counter() - start)
+        return LIMIT_ROWS * LIMIT_STEPS * D_STATE * LANES / (time.perf_counter() - start)
     run(1)
     return run
 

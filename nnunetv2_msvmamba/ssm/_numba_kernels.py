@@ -1,13 +1,15 @@
 """The Numba kernels of `selective_scan_numba` (imported only where that backend runs: it imports numba).
 
-The functions below are plain Python until `compiled` builds them for one dtype (and, where asked, one number of
-states n as a constant) with explicit signatures, so that each is compiled once (and cached on disk) whatever the
-strides of the tensors passed in. Array
-layouts: u, delta, z, dout (batch, dim, L) with any strides; A_log2 = A log2(e) (dim, n); B and C
-(batch or 1, groups, L or 1, n), n innermost (see selective_scan_numba._coefficient_layout); D, delta_bias
-(dim,), empty when absent, as is z. u, delta, z, dout and their gradients are indexed in scan order (a reverse scan
-passes them as views with a negative stride along L); B, C and the partial gradients of B and C stay in the
-sequence's order, and with `coefficients_reversed` step t of the scan reads their index L - 1 - t.
+The functions below are plain Python until `compiled` builds them for one dtype and one block width (`lanes`),
+with explicit signatures, so that each is compiled once (and cached on disk). The channels come in blocks of
+`lanes` (padded with zero channels where a group's channels are no multiple of it; see
+selective_scan_numba.ChannelBlocks), every array C-contiguous with a block's lanes innermost:
+u, delta, dout, out, gate_inputs and the input gradients (batch, L, blocks, lanes); z and dz (batch, L, blocks', lanes)
+with the scan's blocks from `z_first` on (z is the second half of the mixer's in_proj output, read where it lies);
+A_log2 = A log2(e) (blocks, n, lanes); D, delta_bias (blocks, lanes), empty when absent, as is z; B and C
+(batch or 1, groups, L or 1, n), n innermost (see selective_scan_numba._coefficient_layout); checkpoints (batch,
+chunks, blocks, n, lanes). Everything is indexed by the sequence's index t; a reverse scan (`reverse`) runs its step
+s at t = L - 1 - s.
 
 Constants are float32 so that a float32 kernel stays in float32 (a Python float literal would promote it to
 float64) and a float64 kernel promotes them exactly; ln 2, which float32 rounds, comes in each kernel's own type
@@ -140,296 +142,301 @@ def step_delta(raw, softplus):
     return softplus_value if softplus and raw <= SOFTPLUS_LINEAR_ABOVE else raw
 
 
-def _coefficient_index(coefficient, batch_row, channel, dim):
-    """(batch index, group index, steps per time index: 1, or 0 for one vector for all steps) of a B/C."""
-    return (batch_row if coefficient.shape[0] > 1 else 0, channel // (dim // coefficient.shape[1]),
+def _coefficient_index(coefficient, batch_row, block, blocks):
+    """(batch index, group index, steps per time index: 1, or 0 for one vector for all steps) of a B/C for a block
+    of channels (each block lies in one group)."""
+    return (batch_row if coefficient.shape[0] > 1 else 0, block // (blocks // coefficient.shape[1]),
             1 if coefficient.shape[2] > 1 else 0)
 
 
-def _coefficient_step(t, length, coefficients_reversed):
-    """The index of B, C and their partial gradients that step t of the scan reads: t, or L - 1 - t."""
-    return length - 1 - t if coefficients_reversed else t
+def _write_step(target, values, accumulate):
+    """target = values, or target += values where `accumulate` (a second direction adds to the first's)."""
+    if accumulate:
+        for w in range(values.shape[0]):
+            target[w] += values[w]
+    else:
+        for w in range(values.shape[0]):
+            target[w] = values[w]
 
 
-def _scan_kernel_functions(constant_states: int) -> SimpleNamespace:
-    """The scan's forward and backward kernels as Python functions, for `_compile`. With `constant_states` (else 0)
-    the number of states n is that constant, which Numba freezes into the compiled code (and into the cache's key),
-    instead of A's shape at run time: LLVM then knows that every loop over the states runs n times, and drops the
-    trip-count checks and remainder loops it would run at every step (with the unrolling limit of
-    `_state_loops_kept_vectorised`)."""
+def _time_index(step, length, reverse):
+    """The sequence index of the scan's step `step`: step itself, or L - 1 - step for a reverse scan."""
+    return length - 1 - step if reverse else step
 
-    def forward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, coefficients_reversed, out,
+
+def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
+    """The scan's forward and backward kernels as Python functions, for `_compile`, for blocks of `lanes` channels.
+    Every loop that does the per-element work runs over a block's channels, which lie side by side in memory in the
+    channels-last layout that the Mamba mixer keeps: a constant trip count that LLVM vectorises without remainder
+    loops, with contiguous loads, one exp2 per lane, and B_t and C_t broadcast. `lanes` is a constant that Numba
+    freezes into the compiled code (and into its cache's key). (The number of states as such a constant too, which
+    made the kernels vectorised over the states 9-12 % faster, made these no faster: 0-2 %.)"""
+
+    def forward(u, delta, z, z_first, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, reverse, out,
                 last_state, checkpoints, gate_inputs):
         """out = the scan's output (out += it when `accumulate`), last_state = h_{L-1}, and (when checkpoints and
-        gate_inputs have room) checkpoints[..., c, :] = the state before step c * chunk and gate_inputs = y + D u,
-        the output before the gate (+= as out), which the backward's dz needs; one (batch, channel) row per parallel
-        iteration, `chunk` steps at a time. Each chunk's inputs are first copied into contiguous scratch, so that the
-        per-step work (softplus, D u, the gate) vectorises: LLVM cannot bound a strided array's accesses, and gives
-        up vectorising a loop that reads one."""
-        batch, dim, length = u.shape
-        dstate = constant_states or A_log2.shape[1]
+        gate_inputs have room) checkpoints[b, c, j] = the state before scan step c * chunk and gate_inputs = y + D u,
+        the output before the gate (+= as out), which the backward's dz needs. One (batch row, channel block) per
+        parallel iteration, `chunk` steps at a time: softplus and D u for the chunk, then the recurrence, then the
+        gate, each a loop of its own."""
+        batch, length, blocks, _ = u.shape
+        dstate = A_log2.shape[1]
         has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
-        save_checkpoints, save_gate_inputs = checkpoints.shape[2] > 0, gate_inputs.shape[0] > 0
+        save_checkpoints, save_gate_inputs = checkpoints.shape[1] > 0, gate_inputs.shape[0] > 0
         dtype = A_log2.dtype
-        for row in prange(batch * dim):
-            b, d = row // dim, row % dim
-            bB, gB, stepB = coefficient_index(B, b, d, dim)
-            bC, gC, stepC = coefficient_index(C, b, d, dim)
-            D_d = D[d] if has_D else ZERO
-            bias_d = delta_bias[d] if has_bias else ZERO
-            h = np.zeros(dstate, dtype=dtype)
-            us = np.empty(chunk, dtype=dtype)
-            zs = np.empty(chunk, dtype=dtype)
-            deltas = np.empty(chunk, dtype=dtype)
-            delta_us = np.empty(chunk, dtype=dtype)
-            ys = np.empty(chunk, dtype=dtype)
+        for task in prange(batch * blocks):
+            b, j = task // blocks, task % blocks
+            bB, gB, stepB = coefficient_index(B, b, j, blocks)
+            bC, gC, stepC = coefficient_index(C, b, j, blocks)
+            A = A_log2[j]
+            D_j, bias_j = np.zeros(lanes, dtype=dtype), np.zeros(lanes, dtype=dtype)
+            if has_D:
+                D_j[:] = D[j]
+            if has_bias:
+                bias_j[:] = delta_bias[j]
+            h = np.zeros((dstate, lanes), dtype=dtype)
+            deltas = np.empty((chunk, lanes), dtype=dtype)
+            delta_us = np.empty((chunk, lanes), dtype=dtype)
+            ys = np.empty((chunk, lanes), dtype=dtype)
             for start in range(0, length, chunk):
                 steps = min(chunk, length - start)
                 if save_checkpoints:
-                    checkpoints[b, d, start // chunk, :] = h
-                us[:steps] = u[b, d, start:start + steps]
-                deltas[:steps] = delta[b, d, start:start + steps]
+                    checkpoints[b, start // chunk, j] = h
                 for s in range(steps):
-                    delta_t = step_delta(deltas[s] + bias_d, softplus)
-                    deltas[s] = delta_t
-                    delta_us[s] = delta_t * us[s]
+                    t = time_index(start + s, length, reverse)
+                    for w in range(lanes):
+                        u_w = u[b, t, j, w]
+                        delta_w = step_delta(delta[b, t, j, w] + bias_j[w], softplus)
+                        deltas[s, w] = delta_w
+                        delta_us[s, w] = delta_w * u_w
+                        ys[s, w] = D_j[w] * u_w
                 for s in range(steps):  # the recurrence
-                    t = coefficient_step(start + s, length, coefficients_reversed)
-                    delta_t, delta_u = deltas[s], delta_us[s]
-                    y = ZERO
+                    t = time_index(start + s, length, reverse)
                     for k in range(dstate):
-                        h_k = exp2(delta_t * A_log2[d, k]) * h[k] + delta_u * B[bB, gB, t * stepB, k]
-                        h[k] = h_k
-                        y += h_k * C[bC, gC, t * stepC, k]
-                    ys[s] = y
+                        B_k, C_k = B[bB, gB, t * stepB, k], C[bC, gC, t * stepC, k]
+                        for w in range(lanes):
+                            h_kw = exp2(deltas[s, w] * A[k, w]) * h[k, w] + delta_us[s, w] * B_k
+                            h[k, w] = h_kw
+                            ys[s, w] += h_kw * C_k
                 for s in range(steps):
-                    ys[s] += D_d * us[s]
-                if save_gate_inputs:
-                    if accumulate:
-                        gate_inputs[b, d, start:start + steps] += ys[:steps]
-                    else:
-                        gate_inputs[b, d, start:start + steps] = ys[:steps]
-                if has_z:
-                    zs[:steps] = z[b, d, start:start + steps]
-                    for s in range(steps):
-                        ys[s] *= zs[s] * sigmoid(zs[s])
-                if accumulate:
-                    out[b, d, start:start + steps] += ys[:steps]
-                else:
-                    out[b, d, start:start + steps] = ys[:steps]
-            last_state[b, d, :] = h
+                    t = time_index(start + s, length, reverse)
+                    if save_gate_inputs:
+                        write_step(gate_inputs[b, t, j], ys[s], accumulate)
+                    if has_z:
+                        for w in range(lanes):
+                            z_w = z[b, t, z_first + j, w]
+                            ys[s, w] *= z_w * sigmoid(z_w)
+                    write_step(out[b, t, j], ys[s], accumulate)
+            last_state[b, j] = h
 
-
-    def backward(u, delta, z, A_log2, B, C, D, delta_bias, softplus, chunk, writes_dz, coefficients_reversed,
-                 checkpoints, gate_inputs, dout, block_starts, B_constant, C_constant, du, ddelta, dz, dA_rows,
-                 dB_partial, dC_partial, dD_rows, dbias_rows):
+    def backward(u, delta, z, z_first, A_log2, B, C, D, delta_bias, softplus, chunk, writes_dz, reverse,
+                 checkpoints, gate_inputs, dout, block_starts, du, ddelta, dz, dz_first, dA_rows, dB_partial,
+                 dC_partial, dD_rows, dbias_rows):
         """Gradients of the scan given dout. dz comes from the forward's gate_inputs (y + D u), and only where
         `writes_dz`: the gate is shared by the directions, and gate_inputs sums them, so the first direction writes
         all of dz, and the states need not be multiplied by C again to give y. Each parallel iteration is one batch
-        row and one block of channels (block_starts): it writes du, ddelta, dz and the per-row dA, dD, ddelta_bias of
-        its channels, and sums the B/C gradients of its channels into its own partial slot, dB_partial[b, block]
-        (input-dependent B: (batch, blocks, L, n)) or dB_partial[b, channel] (constant B: (batch, dim, 1, n)), which it
-        zeroes first (the slots need no zeroing before the call); the same for C.
-        Per chunk: its inputs copied into contiguous scratch (as in the forward), its states again from its
-        checkpoint, the adjoint recurrence alone backwards through the chunk, and everything else in loops without a
-        recurrence, which vectorise."""
-        batch, dim, length = u.shape
-        dstate = constant_states or A_log2.shape[1]
+        row and a run of channel blocks (block_starts) in one B/C group: it writes du, ddelta, dz and the per-row dA,
+        dD, ddelta_bias of its blocks, and sums the B/C gradients of its channels into its own partial slot,
+        dB_partial[b, part] ((batch, parts, L or 1, n)), which it zeroes first (no two threads write one element;
+        the slots need no zeroing before the call); the same for C.
+        Per chunk: its inputs, its states again from its checkpoint, the adjoint recurrence alone backwards through
+        the chunk, and everything else in loops without a recurrence."""
+        batch, length, blocks, _ = u.shape
+        dstate = A_log2.shape[1]
         has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
-        blocks = block_starts.shape[0] - 1
-        chunks = checkpoints.shape[2]
+        parts = block_starts.shape[0] - 1
+        chunks = checkpoints.shape[1]
         dtype = A_log2.dtype
-        for task in prange(batch * blocks):
-            b, block = task // blocks, task % blocks
-            states = np.empty((chunk + 1, dstate), dtype=dtype)  # h before the chunk, then h_t of each step
-            decays = np.empty((chunk, dstate), dtype=dtype)
-            adjoints = np.empty((chunk, dstate), dtype=dtype)  # g_t = dL/dh_t
-            us = np.empty(chunk, dtype=dtype)
-            zs = np.empty(chunk, dtype=dtype)
-            raw_deltas = np.empty(chunk, dtype=dtype)
-            deltas = np.empty(chunk, dtype=dtype)
-            delta_us = np.empty(chunk, dtype=dtype)
-            gates = np.empty(chunk, dtype=dtype)  # y + D u, before the gate
-            dys = np.empty(chunk, dtype=dtype)  # dL/dy_t, through the gate
-            dzs = np.empty(chunk, dtype=dtype)
-            dus = np.empty(chunk, dtype=dtype)
-            d_delta_us = np.empty(chunk, dtype=dtype)  # dL/d(delta_t u_t) through the input term, then d_delta
-            d_exponents = np.empty(chunk, dtype=dtype)  # sum_k g_k h_{t-1,k} exp(delta_t A_k) A_k log2(e)
-            carry = np.empty(dstate, dtype=dtype)  # exp(delta_{t+1} A) g_{t+1}: what g_t receives from step t + 1
-            dA_d = np.empty(dstate, dtype=dtype)
-            if not B_constant:
-                dB_partial[b, block] = ZERO
-            if not C_constant:
-                dC_partial[b, block] = ZERO
-            for d in range(block_starts[block], block_starts[block + 1]):
-                bB, gB, stepB = coefficient_index(B, b, d, dim)
-                bC, gC, stepC = coefficient_index(C, b, d, dim)
-                slot_B, partial_step_B = (d, 0) if B_constant else (block, 1)
-                slot_C, partial_step_C = (d, 0) if C_constant else (block, 1)
-                D_d = D[d] if has_D else ZERO
-                bias_d = delta_bias[d] if has_bias else ZERO
-                if B_constant:
-                    dB_partial[b, d] = ZERO
-                if C_constant:
-                    dC_partial[b, d] = ZERO
+        for task in prange(batch * parts):
+            b, part = task // parts, task % parts
+            states = np.empty((chunk + 1, dstate, lanes), dtype=dtype)  # h before the chunk, then h_t of each step
+            decays = np.empty((chunk, dstate, lanes), dtype=dtype)
+            adjoints = np.empty((chunk, dstate, lanes), dtype=dtype)  # g_t = dL/dh_t
+            us = np.empty((chunk, lanes), dtype=dtype)
+            raw_deltas = np.empty((chunk, lanes), dtype=dtype)
+            deltas = np.empty((chunk, lanes), dtype=dtype)
+            delta_us = np.empty((chunk, lanes), dtype=dtype)
+            dys = np.empty((chunk, lanes), dtype=dtype)  # dL/dy_t, through the gate
+            d_delta_us = np.empty((chunk, lanes), dtype=dtype)  # dL/d(delta_t u_t) through the input term
+            d_exponents = np.empty((chunk, lanes), dtype=dtype)  # sum_k g_k h_{t-1,k} exp(delta_t A_k) A_k log2(e)
+            carry = np.empty((dstate, lanes), dtype=dtype)  # exp(delta_{t+1} A) g_{t+1}: what g_t gets from t + 1
+            dA_j = np.empty((dstate, lanes), dtype=dtype)
+            D_j, bias_j = np.zeros(lanes, dtype=dtype), np.zeros(lanes, dtype=dtype)
+            dD_j, dbias_j = np.empty(lanes, dtype=dtype), np.empty(lanes, dtype=dtype)
+            dB_partial[b, part] = ZERO
+            dC_partial[b, part] = ZERO
+            for j in range(block_starts[part], block_starts[part + 1]):
+                bB, gB, stepB = coefficient_index(B, b, j, blocks)
+                bC, gC, stepC = coefficient_index(C, b, j, blocks)
+                A = A_log2[j]
+                if has_D:
+                    D_j[:] = D[j]
+                if has_bias:
+                    bias_j[:] = delta_bias[j]
                 carry[:] = ZERO
-                dA_d[:] = ZERO
-                dD_d = ZERO
-                dbias_d = ZERO
+                dA_j[:] = ZERO
+                dD_j[:] = ZERO
+                dbias_j[:] = ZERO
                 for c in range(chunks - 1, -1, -1):
                     start = c * chunk
                     steps = min(chunk, length - start)
-                    us[:steps] = u[b, d, start:start + steps]
-                    raw_deltas[:steps] = delta[b, d, start:start + steps]
-                    dys[:steps] = dout[b, d, start:start + steps]
                     for s in range(steps):
-                        raw = raw_deltas[s] + bias_d
-                        delta_t = step_delta(raw, softplus)
-                        raw_deltas[s], deltas[s] = raw, delta_t
-                        delta_us[s] = delta_t * us[s]
-                    states[0, :] = checkpoints[b, d, c, :]
+                        t = time_index(start + s, length, reverse)
+                        for w in range(lanes):
+                            raw = delta[b, t, j, w] + bias_j[w]
+                            delta_w = step_delta(raw, softplus)
+                            u_w = u[b, t, j, w]
+                            raw_deltas[s, w], deltas[s, w], us[s, w] = raw, delta_w, u_w
+                            delta_us[s, w] = delta_w * u_w
+                            dys[s, w] = dout[b, t, j, w]
+                    states[0] = checkpoints[b, c, j]
                     for s in range(steps):  # the chunk's states again, from its checkpoint
-                        t = coefficient_step(start + s, length, coefficients_reversed)
-                        delta_t, delta_u = deltas[s], delta_us[s]
+                        t = time_index(start + s, length, reverse)
                         for k in range(dstate):
-                            decay = exp2(delta_t * A_log2[d, k])
-                            decays[s, k] = decay
-                            states[s + 1, k] = decay * states[s, k] + delta_u * B[bB, gB, t * stepB, k]
+                            B_k = B[bB, gB, t * stepB, k]
+                            for w in range(lanes):
+                                decay = exp2(deltas[s, w] * A[k, w])
+                                decays[s, k, w] = decay
+                                states[s + 1, k, w] = decay * states[s, k, w] + delta_us[s, w] * B_k
                     if has_z:  # out = (y + D u) z sigmoid(z): dz, and dy through the gate
-                        zs[:steps] = z[b, d, start:start + steps]
-                        if writes_dz:
-                            gates[:steps] = gate_inputs[b, d, start:start + steps]
-                            for s in range(steps):
-                                z_t = zs[s]
-                                sig = sigmoid(z_t)
-                                dzs[s] = dys[s] * gates[s] * sig * (ONE + z_t * (ONE - sig))
-                                dys[s] *= z_t * sig
-                            dz[b, d, start:start + steps] = dzs[:steps]
-                        else:
-                            for s in range(steps):
-                                dys[s] *= zs[s] * sigmoid(zs[s])
+                        for s in range(steps):
+                            t = time_index(start + s, length, reverse)
+                            if writes_dz:
+                                for w in range(lanes):
+                                    z_w = z[b, t, z_first + j, w]
+                                    sig = sigmoid(z_w)
+                                    dz[b, t, dz_first + j, w] = (dys[s, w] * gate_inputs[b, t, j, w] * sig
+                                                                * (ONE + z_w * (ONE - sig)))
+                                    dys[s, w] *= z_w * sig
+                            else:
+                                for w in range(lanes):
+                                    z_w = z[b, t, z_first + j, w]
+                                    dys[s, w] *= z_w * sigmoid(z_w)
                     for s in range(steps):
-                        dD_d += dys[s] * us[s]
+                        for w in range(lanes):
+                            dD_j[w] += dys[s, w] * us[s, w]
                     for s in range(steps - 1, -1, -1):  # the adjoint recurrence alone, backwards through the chunk
-                        t = coefficient_step(start + s, length, coefficients_reversed)
-                        dy = dys[s]
+                        t = time_index(start + s, length, reverse)
                         for k in range(dstate):
-                            g = dy * C[bC, gC, t * stepC, k] + carry[k]
-                            adjoints[s, k] = g
-                            carry[k] = decays[s, k] * g
-                    # what the adjoints give, step by step: one array written per loop, so that LLVM's checks that
-                    # the arrays do not overlap stay few (they run each time a loop over the states starts)
+                            C_k = C[bC, gC, t * stepC, k]
+                            for w in range(lanes):
+                                g = dys[s, w] * C_k + carry[k, w]
+                                adjoints[s, k, w] = g
+                                carry[k, w] = decays[s, k, w] * g
+                    # what the adjoints give, step by step; dB and dC sum over the block's channels
                     for s in range(steps):
-                        t = coefficient_step(start + s, length, coefficients_reversed)
-                        dy = dys[s]
+                        t = time_index(start + s, length, reverse)
                         for k in range(dstate):
-                            dC_partial[b, slot_C, t * partial_step_C, k] += dy * states[s + 1, k]
+                            total = ZERO
+                            for w in range(lanes):
+                                total += dys[s, w] * states[s + 1, k, w]
+                            dC_partial[b, part, t * stepC, k] += total
                     for s in range(steps):
-                        t = coefficient_step(start + s, length, coefficients_reversed)
-                        delta_u = delta_us[s]
+                        t = time_index(start + s, length, reverse)
                         for k in range(dstate):
-                            dB_partial[b, slot_B, t * partial_step_B, k] += adjoints[s, k] * delta_u
+                            total = ZERO
+                            for w in range(lanes):
+                                total += adjoints[s, k, w] * delta_us[s, w]
+                            dB_partial[b, part, t * stepB, k] += total
                     for s in range(steps):
-                        t = coefficient_step(start + s, length, coefficients_reversed)
-                        delta_t = deltas[s]
-                        d_delta_u = ZERO
-                        d_exponent = ZERO
+                        t = time_index(start + s, length, reverse)
+                        d_delta_us[s] = ZERO
+                        d_exponents[s] = ZERO
                         for k in range(dstate):
-                            g = adjoints[s, k]
-                            d_delta_u += g * B[bB, gB, t * stepB, k]
-                            through_decay = g * decays[s, k] * states[s, k]
-                            d_exponent += through_decay * A_log2[d, k]
-                            dA_d[k] += through_decay * delta_t
-                        d_delta_us[s] = d_delta_u
-                        d_exponents[s] = d_exponent
+                            B_k = B[bB, gB, t * stepB, k]
+                            for w in range(lanes):
+                                g = adjoints[s, k, w]
+                                d_delta_us[s, w] += g * B_k
+                                through_decay = g * decays[s, k, w] * states[s, k, w]
+                                d_exponents[s, w] += through_decay * A[k, w]
+                                dA_j[k, w] += through_decay * deltas[s, w]
                     for s in range(steps):
-                        dus[s] = dys[s] * D_d + d_delta_us[s] * deltas[s]
-                        d_delta = d_delta_us[s] * us[s] + d_exponents[s] * ln_2_as(d_exponents[s])
-                        raw = raw_deltas[s]
-                        if softplus and raw <= SOFTPLUS_LINEAR_ABOVE:
-                            d_delta *= sigmoid(raw)
-                        d_delta_us[s] = d_delta
-                    for s in range(steps):
-                        dbias_d += d_delta_us[s]
-                    du[b, d, start:start + steps] = dus[:steps]
-                    ddelta[b, d, start:start + steps] = d_delta_us[:steps]
-                dA_rows[b, d, :] = dA_d
-                dD_rows[b, d] = dD_d
-                dbias_rows[b, d] = dbias_d
+                        t = time_index(start + s, length, reverse)
+                        for w in range(lanes):
+                            du[b, t, j, w] = dys[s, w] * D_j[w] + d_delta_us[s, w] * deltas[s, w]
+                            d_delta = d_delta_us[s, w] * us[s, w] + d_exponents[s, w] * ln_2_as(d_exponents[s, w])
+                            raw = raw_deltas[s, w]
+                            if softplus and raw <= SOFTPLUS_LINEAR_ABOVE:
+                                d_delta *= sigmoid(raw)
+                            ddelta[b, t, j, w] = d_delta
+                            dbias_j[w] += d_delta
+                dA_rows[b, j] = dA_j
+                dD_rows[b, j] = dD_j
+                dbias_rows[b, j] = dbias_j
 
     return SimpleNamespace(forward=forward, backward=backward)
 
 
-def _arithmetic_limit(rows, steps, A_log2, B, C, y):
-    """The scan's arithmetic and nothing else: per state update one exp2 and two fused multiply-adds
-    (h = exp2(x) h + b; y += h c), over `rows` independent rows of n states, with no memory traffic beyond
-    n-sized arrays. Its updates per second are the limit the benchmark holds the scan against."""
-    dstate = A_log2.shape[0]
-    for row in prange(rows):
-        h = np.zeros(dstate, dtype=A_log2.dtype)
-        total = ZERO
-        scale = ONE / np.float32(steps)
-        for t in range(steps):
-            x = np.float32(t) * scale
-            for k in range(dstate):
-                h_k = exp2(x * A_log2[k]) * h[k] + B[k]
-                h[k] = h_k
-                total += h_k * C[k]
-        y[row] = total
+def _arithmetic_limit_function(lanes: int):
+    def arithmetic_limit(rows, steps, A_log2, B, C, y):
+        """The scan's arithmetic and nothing else: per state update one exp2 and two fused multiply-adds
+        (h = exp2(x) h + b; y += h c), over `rows` independent rows of n x `lanes` states, vectorised over the lanes
+        as the scan is, with no memory traffic beyond the states. Its updates per second are the limit the
+        benchmark holds the scan against."""
+        dstate = A_log2.shape[0]
+        for row in prange(rows):
+            h = np.zeros((dstate, lanes), dtype=A_log2.dtype)
+            totals = np.zeros(lanes, dtype=A_log2.dtype)
+            scale = ONE / np.float32(steps)
+            for t in range(steps):
+                x = np.float32(t) * scale
+                for k in range(dstate):
+                    B_k, C_k = B[k], C[k]
+                    for w in range(lanes):
+                        h_kw = exp2(x * A_log2[k, w]) * h[k, w] + B_k
+                        h[k, w] = h_kw
+                        totals[w] += h_kw * C_k
+            y[row] = totals
+    return arithmetic_limit
 
 
 coefficient_index = numba.njit(inline="always", cache=True)(_coefficient_index)
-coefficient_step = numba.njit(inline="always", cache=True)(_coefficient_step)
+time_index = numba.njit(inline="always", cache=True)(_time_index)
+write_step = numba.njit(inline="always", cache=True, fastmath=FASTMATH)(_write_step)
 
 
 def _signatures(scalar: types.Float) -> SimpleNamespace:
-    strided3, rows3 = types.Array(scalar, 3, "A"), types.Array(scalar, 3, "C")
-    vector, matrix, array4 = types.Array(scalar, 1, "C"), types.Array(scalar, 2, "C"), types.Array(scalar, 4, "C")
+    vector, matrix = types.Array(scalar, 1, "C"), types.Array(scalar, 2, "C")
+    array3, array4, array5 = (types.Array(scalar, rank, "C") for rank in (3, 4, 5))
     flag, count = types.boolean, types.int64
+    inputs = (array4, array4, array4, count, array3, array4, array4, matrix, matrix, flag, count, flag, flag)
     return SimpleNamespace(
-        forward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count, flag,
-                           flag, strided3, rows3, array4, strided3),
-        backward=types.void(strided3, strided3, strided3, matrix, array4, array4, vector, vector, flag, count, flag,
-                            flag, array4, strided3, strided3, types.Array(types.int64, 1, "C"), flag, flag, strided3,
-                            strided3, strided3, rows3, array4, array4, matrix, matrix),
-        limit=types.void(count, count, vector, vector, vector, vector))
+        forward=types.void(*inputs, array4, array4, array5, array4),
+        backward=types.void(*inputs, array5, array4, array4, types.Array(types.int64, 1, "C"), array4, array4, array4,
+                            count, array4, array4, array4, array3, array3),
+        limit=types.void(count, count, matrix, vector, vector, matrix))
 
 
 @contextlib.contextmanager
-def _state_loops_kept_vectorised():
-    """LLVM's cost model vectorises the loops over the n states 8 lanes wide and interleaves them 4 ways (on the
-    development machine's Xeon): 32 states per vector iteration, so with Mamba's 16 states the vector body never
-    runs and the whole loop runs scalar, as LLVM's loop-vectorize remarks show. Without interleaving, 16 states
-    are two vector iterations. Where n is a constant (`_scan_kernel_functions`), LLVM's full unrolling, which runs
-    before the vectoriser, would turn each loop over 16 states into 16 scalar statements that its straight-line
-    vectoriser then leaves scalar (it cannot tell the arrays apart): a forward + backward 27 % slower than with n
-    read at run time. Full unrolling limited to 2 iterations leaves those loops to the loop vectoriser.
-    The options are LLVM's process-wide settings, so they are set only while these kernels compile."""
-    llvmlite.binding.set_option("", "-force-vector-interleave=1")
+def _lane_loops_kept_vectorised():
+    """LLVM's full unrolling, which runs before its loop vectoriser, would turn each loop over a block's lanes into
+    scalar statements that its straight-line vectoriser then leaves scalar
+    (it cannot tell the arrays apart): the backward 2.5x slower. Full unrolling limited to 2 iterations leaves those
+    loops to the loop vectoriser. The option is LLVM's process-wide setting, so it is set only while these kernels
+    compile."""
     llvmlite.binding.set_option("", f"-unroll-full-max-count={FULL_UNROLL_MAX_COUNT}")
     try:
         yield
     finally:
-        llvmlite.binding.set_option("", "-force-vector-interleave=0")  # 0: the cost model decides again
         llvmlite.binding.set_option("", f"-unroll-full-max-count={LLVM_FULL_UNROLL_MAX_COUNT}")
 
 
 def _compile(function, signature):
     # the numpy error model: a float division by zero gives inf as in PyTorch, and no check blocks vectorisation
-    with _state_loops_kept_vectorised():
+    with _lane_loops_kept_vectorised():
         return numba.njit(signature, parallel=True, cache=True, fastmath=FASTMATH, nogil=True,
                           error_model="numpy")(function)
 
 
-def compiled(float64: bool, constant_states: int = 0) -> SimpleNamespace:
-    """The kernels for float64 (else float32), for `constant_states` states only where given (0: any number, read
-    from A at run time), compiled now or loaded from Numba's on-disk cache."""
+def compiled(float64: bool, lanes: int) -> SimpleNamespace:
+    """The kernels for float64 (else float32) and blocks of `lanes` channels, compiled now or loaded from Numba's
+    on-disk cache."""
     signatures = _signatures(types.float64 if float64 else types.float32)
-    functions = _scan_kernel_functions(constant_states)
+    functions = _scan_kernel_functions(lanes)
     return SimpleNamespace(forward=_compile(functions.forward, signatures.forward),
                            backward=_compile(functions.backward, signatures.backward))
 
 
-def compiled_arithmetic_limit() -> numba.core.registry.CPUDispatcher:
-    """The float32 arithmetic-limit kernel (for the benchmark)."""
-    return _compile(_arithmetic_limit, _signatures(types.float32).limit)
+def compiled_arithmetic_limit(lanes: int) -> numba.core.registry.CPUDispatcher:
+    """The float32 arithmetic-limit kernel for `lanes` lanes (for the benchmark)."""
+    return _compile(_arithmetic_limit_function(lanes), _signatures(types.float32).limit)

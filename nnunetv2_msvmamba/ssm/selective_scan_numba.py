@@ -5,30 +5,39 @@ Same contract as `selective_scan_torch` (and `mamba_ssm`'s `selective_scan_fn`, 
     u, delta, z: (batch, dim, L)     A: (dim, n)     D, delta_bias: (dim,)
     B, C: (dim, n) constant, (batch, n, L), or (batch, groups, n, L) with dim divisible by groups
 
-The forward kernel runs the (batch, channel) rows in parallel (`prange`), each row sequentially over L with its
-n states in a small local array; softplus(delta + delta_bias), D u and the silu(z) gate are computed inside it,
-so no per-element PyTorch work surrounds it. exp(delta A) is taken as exp2(delta A log2(e)) with a polynomial
-exp2 that vectorises over the n states (float32; float64 inputs use the exact exp2 and compute in float64).
+The kernels work on blocks of LANES channels side by side, channels last (`ChannelBlocks`): every per-element loop
+runs over a block's channels, so it vectorises with contiguous loads, one exp2 per channel and state, and B_t and
+C_t broadcast, with no sum across a vector except for the gradients of B and C. The Mamba mixer's tensors are
+channels last already, and are read and written where they lie (z and dz inside in_proj's output and its gradient);
+other layouts, and groups of channels that are no multiple of LANES (padded with zero channels), are copied. A
+constant (dim, n) B or C makes each channel a group of its own, and so costs LANES times the work (Mamba's B and C
+are input-dependent).
+Vectorised over the n states instead, with the channels' rows in parallel, the kernels took 1.3x-1.6x as long for
+a forward + backward (each loop over 16 states one vector, with a sum across it at every step).
+
+The forward kernel runs the (batch, channel block) pairs in parallel (`prange`), each sequentially over L with its
+n x LANES states in a small local array; softplus(delta + delta_bias), D u and the silu(z) gate are computed
+inside it, so no per-element PyTorch work surrounds it. exp(delta A) is taken as exp2(delta A log2(e)) with a
+polynomial exp2 that vectorises (float32; float64 inputs use the exact exp2 and compute in float64).
 
 The forward keeps the state at the start of every CHUNK steps (only when a gradient is needed); the backward
-walks each row's chunks in reverse, recomputes a chunk's states from its checkpoint into a CHUNK x n scratch and
-runs the adjoint recurrence
+walks each block's chunks in reverse, recomputes a chunk's states from its checkpoint into a CHUNK x n x LANES
+scratch and runs the adjoint recurrence
 
     g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}          (g_t = dL/dh_t)
 
-so memory is O(batch * dim * n * L / CHUNK) plus CHUNK x n per thread. With z the forward also keeps the output
-before the gate, y + D u (one tensor of the output's size), from which the backward takes dz, so that it need not
-multiply the recomputed states by C again: the gate is shared by the directions and this tensor sums them, so dz
-is written once (a bidirectional mixer's forward + backward 7-14 % faster; a single direction no faster, the extra
-tensor costing what the multiply saved). The backward runs tasks in parallel, each a batch row and a block of
-channels that read the same B/C group; the gradient of an input-dependent B/C is
-summed over a task's channels into the task's own partial buffer (no two threads write one element), and the
-partial buffers of a group are summed by PyTorch afterwards: deterministic, whatever the number of threads.
+so memory is O(batch * dim * n * L / CHUNK) plus 3 CHUNK x n x LANES per thread. With z the forward also keeps the
+output before the gate, y + D u (one tensor of the output's size), from which the backward takes dz, so that it
+need not multiply the recomputed states by C again: the gate is shared by the directions and this tensor sums
+them, so dz is written once (a bidirectional mixer's forward + backward 7-14 % faster; a single direction no faster,
+the extra tensor costing what the multiply saved). The backward runs tasks in parallel, each a batch row and a run
+of channel blocks that read the same B/C group; the gradient of B/C is summed over a task's channels into the
+task's own partial buffer (no two threads write one element), and the partial buffers of a group are summed by
+PyTorch afterwards: deterministic, whatever the number of threads.
 
-A reverse scan (`reverse=True`, the Mamba mixer's second direction) runs the same kernels on numpy views of the
-inputs and outputs with a negative stride along L, and reads B and C (and writes their gradients) from the end, so
-the reversed sequence is never copied. The output and the input gradients take the inputs' memory layouts: a mixer
-that keeps its tensors channels last gets them back so.
+A reverse scan (`reverse=True`, the Mamba mixer's second direction) runs the same kernels, which then take step s
+of the scan from the sequence's index L - 1 - s, so the reversed sequence is never copied. The output and the
+input gradients come back channels last.
 
 Numba follows PyTorch's thread setting (`torch.get_num_threads()`, capped at Numba's maximum) at every call.
 Nothing is compiled at import: the kernels are compiled on first use, for the dtype in use, and kept in Numba's
@@ -38,6 +47,7 @@ or NUMBA_CACHE_DIR), so later processes load them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import math
@@ -47,6 +57,7 @@ import threading
 from types import SimpleNamespace
 from typing import Optional
 
+import numpy as np
 import torch
 
 from .selective_scan_torch import _groups, compute_dtype_for
@@ -56,11 +67,10 @@ from .selective_scan_torch import _groups, compute_dtype_for
 # 128 instead of 64 made a forward + backward faster in 13 of 15 alternated comparisons (the README's shapes, 1 and
 # 2 threads, AMD EPYC; 3-30 %, about 10 % typically), and 256 was no faster than 128, with twice the scratch.
 CHUNK = 128
-# State counts with kernels of their own, compiled with n as a constant (other counts run kernels that read n at
-# run time): Mamba's default, 16, which is the network's. Each adds a compile (seconds, once: Numba's cache keeps it).
-# A forward + backward 9-12 % faster with n = 16 constant (the README's shapes, 1 and 2 threads, alternated in one
-# process; the backward's per-step loops over the states lose their trip-count checks and remainder loops).
-CONSTANT_STATE_COUNTS = (16,)
+# Channels per block, the trip count of the kernels' vectorised loops: two AVX-512 vectors of float32. 32 instead of
+# 16 made the backward kernel 10-15 % faster (the README's shapes, 1 thread), each loop's set-up being paid for twice
+# the work; 64 was no faster, with twice the scratch. A group of channels that is no multiple of it is padded.
+LANES = 32
 TASKS_PER_THREAD = 2  # backward tasks per thread at least (load balance), where the batch and groups allow
 LOG2_E = math.log2(math.e)
 LN_2 = math.log(2.0)
@@ -78,10 +88,9 @@ def compiled_kernels(module: str, compute_dtype: torch.dtype, *specialisation: i
         return kernels.compiled(compute_dtype == torch.float64, *specialisation)
 
 
-def _kernels(compute_dtype: torch.dtype, dstate: int) -> SimpleNamespace:
-    """The scan's forward and backward kernels for float32 or float64 and n = dstate states: kernels compiled for
-    that n where it is one of CONSTANT_STATE_COUNTS, else the kernels that read n at run time."""
-    return compiled_kernels("_numba_kernels", compute_dtype, dstate if dstate in CONSTANT_STATE_COUNTS else 0)
+def _kernels(compute_dtype: torch.dtype) -> SimpleNamespace:
+    """The scan's forward and backward kernels for float32 or float64 and blocks of LANES channels."""
+    return compiled_kernels("_numba_kernels", compute_dtype, LANES)
 
 
 @contextlib.contextmanager
@@ -147,54 +156,132 @@ def _coefficient_layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _input_groups(x: torch.Tensor) -> int:
-    """Channel groups whose gradient of B/C is summed over channels (1 for a constant B/C: no such sum)."""
-    return 1 if x.dim() == 2 else (1 if x.dim() == 3 else x.shape[1])
+    """Channel groups that share one B/C vector per step: a constant B/C is per channel (dim groups)."""
+    return x.shape[0] if x.dim() == 2 else (1 if x.dim() == 3 else x.shape[1])
 
 
-def _channel_blocks(batch: int, dim: int, groups: int, threads: int) -> torch.Tensor:
-    """Start channel of each backward block (and `dim` at the end): every group of dim // groups channels split
-    into as many blocks as it takes for batch x blocks to give each thread TASKS_PER_THREAD tasks."""
-    per_group = dim // groups
+@dataclasses.dataclass(frozen=True)
+class ChannelBlocks:
+    """How the kernels see `dim` channels in `groups` groups: each group's channels in blocks of LANES, side by side
+    (channels last), the group's last block padded with zero channels where its channels are no multiple of LANES.
+    Unpadded, a channels-last tensor is its blocks as it lies in memory."""
+    dim: int
+    groups: int
+
+    @property
+    def per_group(self) -> int:
+        return self.dim // self.groups
+
+    @property
+    def blocks_per_group(self) -> int:
+        return -(-self.per_group // LANES)
+
+    @property
+    def blocks(self) -> int:
+        return self.groups * self.blocks_per_group
+
+    @property
+    def padded(self) -> bool:
+        return self.per_group % LANES != 0
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., dim) -> (..., blocks, LANES): a view where x is contiguous and nothing is padded."""
+        if not self.padded:
+            return x.reshape(*x.shape[:-1], self.blocks, LANES)
+        padded = x.new_zeros(*x.shape[:-1], self.groups, self.blocks_per_group * LANES)
+        padded[..., :self.per_group] = x.reshape(*x.shape[:-1], self.groups, self.per_group)
+        return padded.reshape(*x.shape[:-1], self.blocks, LANES)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., blocks, LANES) -> (..., dim): a view where nothing is padded, else a contiguous copy."""
+        if not self.padded:
+            return x.reshape(*x.shape[:-2], self.dim)
+        x = x.reshape(*x.shape[:-2], self.groups, self.blocks_per_group * LANES)[..., :self.per_group]
+        return x.contiguous().reshape(*x.shape[:-2], self.dim)
+
+    def blocked(self, x: torch.Tensor, dtype: torch.dtype):
+        """A (batch, dim, L) tensor as the kernels' (batch, L, blocks, LANES) numpy array in `dtype`: its own memory
+        where it is channels last and contiguous in that dtype (the mixer's layout), else a copy."""
+        rows = x.detach().to(dtype).transpose(1, 2)
+        return self.pad(rows if self.padded else rows.contiguous()).numpy()
+
+    def blocked_in_place(self, x: torch.Tensor, dtype: torch.dtype) -> Optional[tuple]:
+        """(array, first block) with x's channels at blocks first, first + 1, ... of an array of whole rows
+        (batch, L, row / LANES, LANES) over x's own memory, as z and dz lie in the mixer's in_proj output and its
+        gradient; None where x's layout or dtype does not allow that."""
+        if self.padded or x.dtype != dtype:
+            return None
+        rows = x.transpose(1, 2)
+        batch, length, dim = rows.shape
+        row = rows.stride(1)
+        first = rows.storage_offset() % row if row else 0
+        start = rows.storage_offset() - first
+        if (rows.stride(2) != 1 or length < 2 or row % LANES or first % LANES or first + dim > row
+                or (batch > 1 and rows.stride(0) != length * row)
+                or start + batch * length * row > rows.untyped_storage().nbytes() // rows.element_size()):
+            return None
+        whole_rows = torch.as_strided(rows.detach(), (batch, length, row // LANES, LANES),
+                                      (length * row, row, LANES, 1), start)
+        return whole_rows.numpy(), first // LANES
+
+    def blocked_from(self, x: Optional[torch.Tensor], dtype: torch.dtype) -> tuple:
+        """(array, first block) for z: in place where it can be (`blocked_in_place`), else a blocked copy (first
+        block 0); an absent z is an empty array."""
+        if x is None:
+            return np.empty((0, 0, 0, LANES), dtype=_NUMPY_DTYPES[dtype]), 0
+        return self.blocked_in_place(x, dtype) or (self.blocked(x, dtype), 0)
+
+    def channels(self, x: torch.Tensor) -> torch.Tensor:
+        """A blocked (..., batch, L, blocks, LANES) tensor as (..., batch, dim, L): a channels-last view where nothing
+        is padded."""
+        return self.unpad(x).transpose(-1, -2)
+
+    def per_channel(self, x: Optional[torch.Tensor], dtype: torch.dtype):
+        """A (dim,) parameter as a (blocks, LANES) numpy array; an absent one as an empty array."""
+        if x is None:
+            return np.empty((0, LANES), dtype=_NUMPY_DTYPES[dtype])
+        return self.pad(x.detach().to(dtype).contiguous()).contiguous().numpy()
+
+    def states(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-channel states (..., blocks, n, LANES) as (..., dim, n)."""
+        return self.unpad(x.transpose(-3, -2)).transpose(-1, -2)
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _channel_blocks(batch: int, blocks: int, groups: int, threads: int) -> torch.Tensor:
+    """First block of each backward task's run of channel blocks (and `blocks` at the end): every group's blocks
+    split into as many runs as it takes for batch x runs to give each thread TASKS_PER_THREAD tasks."""
+    per_group = blocks // groups
     splits = min(per_group, max(1, math.ceil(TASKS_PER_THREAD * threads / (batch * groups))))
     starts = [group * per_group + (split * per_group) // splits for group in range(groups) for split in range(splits)]
-    return torch.tensor(starts + [dim], dtype=torch.int64)
+    return torch.tensor(starts + [blocks], dtype=torch.int64)
 
 
-def _as_numpy(x: Optional[torch.Tensor], dtype: torch.dtype, rank: int, contiguous: bool = False):
-    """x in the compute dtype as a numpy array, sharing its memory where it is in that dtype already (its strides
-    kept unless `contiguous`); an absent input becomes an empty array of the same rank."""
-    if x is None:
-        return torch.empty((0,) * rank, dtype=dtype).numpy()
-    x = x.detach().to(dtype)
-    return (x.contiguous() if contiguous else x).numpy()
-
-
-def _in_scan_order(x: Optional[torch.Tensor], dtype: torch.dtype, reverse: bool):
-    """A (batch, dim, L) input or output as a numpy array whose steps are in the order the kernels scan them: for a
-    reverse scan a view with a negative stride along L (numpy has them, PyTorch does not), so nothing is copied."""
-    array = _as_numpy(x, dtype, 3)
-    return array[:, :, ::-1] if reverse else array
-
-
-def _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, dtype: torch.dtype, reverse: bool) -> tuple:
-    """The inputs both kernels take first, as numpy arrays in the compute dtype: u, delta, z in scan order (strides
-    kept), A log2(e), B, C (in the kernels' layout, sequence order), D, delta_bias."""
-    return (_in_scan_order(u, dtype, reverse), _in_scan_order(delta, dtype, reverse),
-            _in_scan_order(z, dtype, reverse), (A.detach().to(dtype) * LOG2_E).contiguous().numpy(),
+def _kernel_inputs(layout: ChannelBlocks, u, delta, A, B, C, D, z, delta_bias, dtype: torch.dtype) -> tuple:
+    """The inputs both kernels take first, as numpy arrays in the compute dtype: u, delta blocked, z blocked with its
+    first block, A log2(e) (blocks, n, LANES), B, C (in the kernels' layout), D, delta_bias blocked."""
+    A_log2 = layout.pad(A.detach().to(dtype).t() * LOG2_E).transpose(0, 1).contiguous()
+    return (layout.blocked(u, dtype), layout.blocked(delta, dtype), *layout.blocked_from(z, dtype), A_log2.numpy(),
             _coefficient_layout(B, dtype).numpy(), _coefficient_layout(C, dtype).numpy(),
-            _as_numpy(D, dtype, 1, True), _as_numpy(delta_bias, dtype, 1, True))
+            layout.per_channel(D, dtype), layout.per_channel(delta_bias, dtype))
+
+
+def _layout(dim: int, B: torch.Tensor, C: torch.Tensor) -> ChannelBlocks:
+    """The channel blocks for B and C of the first direction (every direction's have the same groups)."""
+    return ChannelBlocks(dim, math.lcm(_input_groups(_direction(B, 0)), _input_groups(_direction(C, 0))))
 
 
 def _sum_blocks(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The gradient of B or C from the kernels' partial sums: (batch, blocks, L, n) per channel block for an
-    input-dependent one (summed over each group's blocks, where a group has several), (batch, dim, 1, n) per row
-    for a constant one (summed over the batch); returned in `like`'s layout."""
+    """The gradient of B or C from the kernels' partial sums (batch, parts, L or 1, n), one per task's run of
+    channel blocks: summed over each group's parts (and, for a constant (dim, n) one, over the batch), returned in
+    `like`'s layout."""
+    batch, parts, length, dstate = partial.shape
+    groups = _input_groups(like)
+    partial = partial.reshape(batch, groups, parts // groups, length, dstate).sum(dim=2)
     if like.dim() == 2:
         return partial.sum(dim=0)[:, 0]
-    batch, blocks, length, dstate = partial.shape
-    groups = _input_groups(like)
-    if blocks > groups:
-        partial = partial.reshape(batch, groups, blocks // groups, length, dstate).sum(dim=2)
     return partial.transpose(2, 3).reshape(like.shape)
 
 
@@ -213,27 +300,29 @@ def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
                  delta_softplus: bool, reverse: tuple, for_backward: bool) -> tuple:
     """The forward kernels over the directions of stacked inputs (u, delta (directions, batch, dim, L); B, C
     (directions, batch, [groups,] n, L) or one constant (dim, n)): (out, last_state, checkpoints, gate_inputs) in the
-    compute dtype, out in u[0]'s memory layout and summed over the directions. With `for_backward`, checkpoints
-    holds the states every CHUNK steps and gate_inputs (with z) the output before the gate, y + D u, summed over
-    the directions; both are empty otherwise."""
+    compute dtype, out (batch, dim, L) summed over the directions and channels last, last_state (directions, batch,
+    dim, n). With `for_backward`, checkpoints holds the states every CHUNK steps and gate_inputs (with z) the output
+    before the gate, y + D u, summed over the directions, both in the kernels' blocked layout; both are empty
+    otherwise."""
     _, batch, dim, length = u.shape
     dstate = A.shape[1]
     dtype = compute_dtype_for(u)
+    layout = _layout(dim, B, C)
     with torch.autocast("cpu", enabled=False):
-        out = torch.empty_like(u[0], dtype=dtype)  # in u's layout: channels-last u gives channels-last out
-        last_state = u.new_empty((len(reverse), batch, dim, dstate), dtype=dtype)
+        out = u.new_empty((batch, length, layout.blocks, LANES), dtype=dtype)
+        last_state = u.new_empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=dtype)
         chunks = math.ceil(length / CHUNK) if for_backward else 0
-        checkpoints = u.new_empty((len(reverse), batch, dim, chunks, dstate), dtype=dtype)
-        gate_inputs = torch.empty_like(out) if for_backward and z is not None else out.new_empty((0, 0, 0))
-        kernels = _kernels(dtype, dstate)
+        checkpoints = u.new_empty((len(reverse), batch, chunks, layout.blocks, dstate, LANES), dtype=dtype)
+        gate_inputs = torch.empty_like(out) if for_backward and z is not None else out.new_empty((0, 0, 0, LANES))
+        kernels = _kernels(dtype)
         with _launch_lock:
             set_threads_from_torch()
             for s, backwards in enumerate(reverse):
                 inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
-                kernels.forward(*_kernel_inputs(*inputs, dtype, backwards), bool(delta_softplus), CHUNK, s > 0,
-                                backwards, _in_scan_order(out, dtype, backwards), last_state[s].numpy(),
-                                checkpoints[s].numpy(), _in_scan_order(gate_inputs, dtype, backwards))
-    return out, last_state, checkpoints, gate_inputs
+                kernels.forward(*_kernel_inputs(layout, *inputs, dtype), bool(delta_softplus), CHUNK, s > 0,
+                                backwards, out.numpy(), last_state[s].numpy(), checkpoints[s].numpy(),
+                                gate_inputs.numpy())
+    return layout.channels(out), layout.states(last_state), checkpoints, gate_inputs
 
 
 def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -241,44 +330,51 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
                   delta_softplus: bool, reverse: tuple, checkpoints: torch.Tensor, gate_inputs: torch.Tensor,
                   dout: torch.Tensor, dz: Optional[torch.Tensor] = None) -> SimpleNamespace:
     """The backward kernels for `scan_forward`'s inputs, checkpoints and gate inputs, given the output's gradient: du
-    and ddelta (in u's and delta's layouts), dA, dD, ddelta_bias, dz (written into `dz` where given, in any layout)
-    and the gradient of B and of C per direction (lists, each in that direction's layout), all in the compute
-    dtype."""
+    and ddelta ((directions, batch, dim, L), channels last), dA, dD, ddelta_bias, dz (written into `dz` where given,
+    in any layout) and the gradient of B and of C per direction (lists, each in that direction's layout), all in the
+    compute dtype."""
     _, batch, dim, length = u.shape
     dstate = A.shape[1]
     dtype = checkpoints.dtype
+    layout = _layout(dim, B, C)
     with torch.autocast("cpu", enabled=False):
-        groups = math.lcm(_input_groups(_direction(B, 0)), _input_groups(_direction(C, 0)))
-        kernels = _kernels(dtype, dstate)
-        du, ddelta = torch.empty_like(u, dtype=dtype), torch.empty_like(delta, dtype=dtype)
-        if dz is None:
-            dz = torch.empty_like(z, dtype=dtype) if z is not None else u.new_empty((0, 0, 0), dtype=dtype)
-        dA_rows = u.new_empty((len(reverse), batch, dim, dstate), dtype=dtype)
-        dD_rows, dbias_rows = (u.new_empty((len(reverse), batch, dim), dtype=dtype) for _ in range(2))
+        kernels = _kernels(dtype)
+        du, ddelta = (u.new_empty((len(reverse), batch, length, layout.blocks, LANES), dtype=dtype) for _ in range(2))
+        dz_array, dz_first = np.empty((0, 0, 0, LANES), dtype=_NUMPY_DTYPES[dtype]), 0
+        dz_blocked = None
+        if z is not None:
+            in_place = layout.blocked_in_place(dz, dtype) if dz is not None else None
+            if in_place is None:
+                dz_blocked = u.new_empty((batch, length, layout.blocks, LANES), dtype=dtype)
+            dz_array, dz_first = in_place or (dz_blocked.numpy(), 0)
+        dA_rows = u.new_empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=dtype)
+        dD_rows, dbias_rows = (u.new_empty((len(reverse), batch, layout.blocks, LANES), dtype=dtype) for _ in range(2))
         dB, dC = [], []
         with _launch_lock:
             threads = set_threads_from_torch()
-            block_starts = _channel_blocks(batch, dim, groups, threads)
-            blocks = len(block_starts) - 1
+            block_starts = _channel_blocks(batch, layout.blocks, layout.groups, threads)
+            parts = len(block_starts) - 1
 
             def partial(coefficient: torch.Tensor) -> torch.Tensor:  # the kernel zeroes it
-                shape = (batch, dim, 1, dstate) if coefficient.dim() == 2 else (batch, blocks, length, dstate)
-                return torch.empty(shape, dtype=dtype)
+                steps = 1 if coefficient.dim() == 2 else length
+                return torch.empty((batch, parts, steps, dstate), dtype=dtype)
             for s, backwards in enumerate(reverse):
                 B_s, C_s = _direction(B, s), _direction(C, s)
                 dB_partial, dC_partial = partial(B_s), partial(C_s)
                 inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
-                kernels.backward(*_kernel_inputs(*inputs, dtype, backwards), bool(delta_softplus), CHUNK, s == 0,
-                                 backwards, checkpoints[s].numpy(), _in_scan_order(gate_inputs, dtype, backwards),
-                                 _in_scan_order(dout, dtype, backwards),
-                                 block_starts.numpy(), B_s.dim() == 2, C_s.dim() == 2,
-                                 *(_in_scan_order(g, dtype, backwards) for g in (du[s], ddelta[s], dz)),
-                                 dA_rows[s].numpy(), dB_partial.numpy(), dC_partial.numpy(), dD_rows[s].numpy(),
-                                 dbias_rows[s].numpy())
+                kernels.backward(*_kernel_inputs(layout, *inputs, dtype), bool(delta_softplus), CHUNK, s == 0,
+                                 backwards, checkpoints[s].numpy(), gate_inputs.numpy(),
+                                 layout.blocked(dout, dtype), block_starts.numpy(), du[s].numpy(), ddelta[s].numpy(),
+                                 dz_array, dz_first, dA_rows[s].numpy(), dB_partial.numpy(), dC_partial.numpy(),
+                                 dD_rows[s].numpy(), dbias_rows[s].numpy())
                 dB.append(_sum_blocks(dB_partial, B_s))
                 dC.append(_sum_blocks(dC_partial, C_s))
-        return SimpleNamespace(du=du, ddelta=ddelta, dA=dA_rows.sum(dim=(0, 1)), dB=dB, dC=dC,
-                               dD=dD_rows.sum(dim=(0, 1)), dz=dz, ddelta_bias=dbias_rows.sum(dim=(0, 1)))
+        if dz_blocked is not None:
+            dz = layout.channels(dz_blocked) if dz is None else dz.copy_(layout.channels(dz_blocked))
+        return SimpleNamespace(du=layout.channels(du), ddelta=layout.channels(ddelta),
+                               dA=layout.states(dA_rows.sum(dim=(0, 1))),
+                               dB=dB, dC=dC, dD=layout.unpad(dD_rows.sum(dim=(0, 1))), dz=dz,
+                               ddelta_bias=layout.unpad(dbias_rows.sum(dim=(0, 1))))
 
 
 class _SelectiveScanNumba(torch.autograd.Function):

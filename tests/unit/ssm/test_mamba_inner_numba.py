@@ -42,13 +42,13 @@ def composed(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_
     return out + one_direction(xz.flip(1)).flip(1) if directions == 2 else out
 
 
-def mixer_inputs(batch, length, d_inner, d_state, dt_rank, taps, conv_bias, dtype, seed=0):
+def mixer_inputs(batch, length, d_inner, d_state, dt_rank, taps, conv_bias, dtype, seed=0, row_padding=3):
     generator = torch.Generator().manual_seed(seed)
 
     def randn(*shape, scale=1.0):
         return scale * torch.randn(*shape, generator=generator, dtype=dtype)
-    # xz as in_proj gives it to the CPU path: a (batch, L, 2 d_inner) tensor, here a strided view
-    xz = randn(batch, length, 2 * d_inner + 3)[..., :2 * d_inner]
+    # xz as in_proj gives it to the CPU path: a (batch, L, 2 d_inner) tensor, a strided view unless row_padding=0
+    xz = randn(batch, length, 2 * d_inner + row_padding)[..., :2 * d_inner]
     A_log = torch.log(torch.arange(1, d_state + 1, dtype=dtype).repeat(d_inner, 1)) + randn(d_inner, d_state, scale=0.1)
     return [xz, randn(d_inner, 1, taps, scale=0.5), randn(d_inner) if conv_bias else None,
             randn(dt_rank + 2 * d_state, d_inner, scale=0.5), randn(d_inner, dt_rank, scale=0.5),
@@ -82,6 +82,27 @@ def test_matches_the_composed_ops(batch, length, d_inner, d_state, dt_rank, taps
             assert value.shape == given.shape, name
         error = relative_error(value.double(), expected)
         assert error <= tolerance, f"{name}: {error:.1e}"
+
+
+@pytest.mark.parametrize("directions", [1, 2])
+def test_channels_in_whole_blocks_use_z_and_dz_where_they_lie(directions: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """d_inner in whole blocks of LANES and xz contiguous, as in_proj gives it: the scan reads z and writes dz in
+    xz's and its gradient's own memory, and the results match the composed ops."""
+    in_place = []
+    blocked_in_place = numba_scan.ChannelBlocks.blocked_in_place
+
+    def recorded(layout, x, dtype):
+        result = blocked_in_place(layout, x, dtype)
+        in_place.append(result is not None)
+        return result
+    monkeypatch.setattr(numba_scan.ChannelBlocks, "blocked_in_place", recorded)
+    inputs = mixer_inputs(2, 21, 2 * numba_scan.LANES, 4, 2, 4, True, torch.float64, row_padding=0)
+    ours = outputs_and_gradients(mamba_inner_numba, inputs, directions)
+    reference = outputs_and_gradients(composed, inputs, directions)
+    assert in_place == [True] * (2 * directions + 1)  # z in each direction's forward and backward, dz once
+    for name, value, expected in zip(NAMES, ours, reference):
+        if expected is not None:
+            assert relative_error(value, expected) <= 1e-12, name
 
 
 @pytest.mark.parametrize("directions", [1, 2])

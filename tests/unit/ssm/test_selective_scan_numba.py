@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,10 +32,8 @@ DEFAULT_CHUNK = numba_scan.CHUNK
 
 @pytest.fixture(scope="module", autouse=True)
 def compiled_kernels():
-    """Both dtypes' kernels, those for any n and those for n = 16, compiled or loaded from the cache once for the
-    whole module."""
-    return {(dtype, dstate): numba_scan._kernels(dtype, dstate)
-            for dtype, dstate in itertools.product((torch.float32, torch.float64), (4, 16))}
+    """Both dtypes' kernels, compiled or loaded from the cache once for the whole module."""
+    return {dtype: numba_scan._kernels(dtype) for dtype in (torch.float32, torch.float64)}
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +58,12 @@ LAYOUT_CASES = [ScanCase(batch=batch, dim=6, length=length, dstate=3, b_layout=b
 # Mamba's d_state 16, channels that are no multiple of a vector, and a length of several default chunks
 ODD_CASES = [ScanCase(batch=1, dim=7, length=45, dstate=16, b_layout="shared", c_layout="shared"),
              ScanCase(batch=2, dim=3, length=33, dstate=5, b_layout="grouped", c_layout="grouped", groups=3)]
-GRID = OPTION_CASES + LAYOUT_CASES + ODD_CASES
+# channels in whole blocks of LANES (no padding): two blocks, in one group and in two groups of one block each
+WHOLE_BLOCK_CASES = [ScanCase(batch=2, dim=2 * numba_scan.LANES, length=21, dstate=16, b_layout="shared",
+                              c_layout="grouped", groups=2),
+                     ScanCase(batch=1, dim=2 * numba_scan.LANES, length=19, dstate=4, b_layout="shared",
+                              c_layout="shared", return_last_state=True)]
+GRID = OPTION_CASES + LAYOUT_CASES + ODD_CASES + WHOLE_BLOCK_CASES
 
 
 @pytest.mark.parametrize("case", GRID, ids=str)
@@ -71,31 +75,6 @@ def test_matches_float64_reference_and_upstream(case: ScanCase) -> None:
     ours32 = run_numba(case, inputs)
     assert ours32[0].dtype == torch.float32 and all(g.dtype == torch.float32 for g in ours32[2].values())
     assert_matches(case, ours32, run_upstream(case, inputs), FLOAT32_TOLERANCE)
-
-
-# n = 16 (Mamba's default) runs kernels compiled for 16 states; each case here also runs the kernels for any n
-SIXTEEN_STATE_CASES = [ScanCase(batch=2, dim=5, length=19, dstate=16, b_layout="shared", c_layout="grouped", groups=5),
-                       ScanCase(batch=1, dim=3, length=21, dstate=16, b_layout="constant", c_layout="shared",
-                                with_z=False, delta_softplus=False, with_delta_bias=False)]
-
-
-@pytest.mark.parametrize("reverse", (False, True), ids=("forward", "reverse"))
-@pytest.mark.parametrize("case", SIXTEEN_STATE_CASES, ids=str)
-def test_kernels_for_sixteen_states_equal_the_kernels_for_any_n(case: ScanCase, reverse: bool,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernels compiled with n = 16 as a constant (vectorised differently) give the output, last state and
-    every gradient of the kernels that read n at run time, in both dtypes and both directions."""
-    assert numba_scan._kernels(torch.float32, 16) is not numba_scan._kernels(torch.float32, 4)
-    assert numba_scan._kernels(torch.float32, 5) is numba_scan._kernels(torch.float32, 4)
-    inputs = case.inputs()
-    for dtype, tolerance in ((torch.float64, FLOAT64_TOLERANCE), (torch.float32, 1e-6)):
-        constant = outputs_and_gradients(selective_scan_numba, case, inputs, dtype, reverse=reverse,
-                                         return_last_state=case.return_last_state)
-        with monkeypatch.context() as patch:
-            patch.setattr(numba_scan, "CONSTANT_STATE_COUNTS", ())
-            any_n = outputs_and_gradients(selective_scan_numba, case, inputs, dtype, reverse=reverse,
-                                          return_last_state=case.return_last_state)
-        assert_matches(case, constant, any_n, tolerance)
 
 
 def reversed_by_flipping(scan):
@@ -331,11 +310,48 @@ def test_openmp_binding_of_the_main_thread_is_reported_for_real() -> None:
     assert "[nnunetv2_msvmamba]" not in reports[None], reports[None]
 
 
-def test_channel_blocks_stay_inside_a_group_and_cover_every_channel() -> None:
-    starts = numba_scan._channel_blocks(batch=1, dim=12, groups=3, threads=4).tolist()
-    assert starts == [0, 1, 2, 4, 5, 6, 8, 9, 10, 12]  # 3 groups of 4 channels in 3 blocks: 9 tasks >= 2 per thread
-    assert numba_scan._channel_blocks(batch=64, dim=12, groups=1, threads=2).tolist() == [0, 12]
-    assert numba_scan._channel_blocks(batch=1, dim=3, groups=1, threads=16).tolist() == [0, 1, 2, 3]
+def test_channel_blocks_pad_each_group_and_unpad_back() -> None:
+    """Channels in blocks of LANES per group: a group of 5 channels takes one block, its last LANES - 5 channels
+    zero; unpadding gives the channels back; with whole blocks both are views."""
+    lanes = numba_scan.LANES
+    layout = numba_scan.ChannelBlocks(dim=10, groups=2)
+    assert (layout.blocks, layout.padded) == (2, True)
+    x = torch.arange(30.0).reshape(3, 10)
+    blocks = layout.pad(x)
+    assert blocks.shape == (3, 2, lanes)
+    assert torch.equal(blocks[:, 1, :5], x[:, 5:]) and not blocks[:, :, 5:].any()
+    assert torch.equal(layout.unpad(blocks), x)
+    whole = numba_scan.ChannelBlocks(dim=2 * lanes, groups=1)
+    y = torch.randn(3, 2 * lanes)
+    assert not whole.padded and whole.pad(y).data_ptr() == y.data_ptr()
+    assert whole.unpad(whole.pad(y)).data_ptr() == y.data_ptr()
+
+
+def test_z_and_dz_are_read_and_written_where_they_lie_when_whole_blocks_allow() -> None:
+    """The second half of a contiguous (batch, L, 2 dim) tensor (z and dz in the mixer) is used in place, from its
+    first block on; a row or an offset that is no multiple of LANES, another dtype, or padded channels give None
+    (the scan then copies)."""
+    lanes = numba_scan.LANES
+    layout = numba_scan.ChannelBlocks(dim=2 * lanes, groups=1)
+    in_proj_output = torch.randn(3, 7, 4 * lanes)
+    z = in_proj_output[..., 2 * lanes:].transpose(1, 2)
+    array, first = layout.blocked_in_place(z, torch.float32)
+    assert first == 2 and array.shape == (3, 7, 4, lanes)
+    assert np.shares_memory(array, in_proj_output.numpy())
+    assert np.array_equal(array[:, :, first:first + 2].reshape(3, 7, 2 * lanes), z.transpose(1, 2).numpy())
+    odd_rows = torch.randn(3, 7, 4 * lanes + 1)[..., 2 * lanes:4 * lanes].transpose(1, 2)
+    odd_offset = torch.randn(3, 7, 3 * lanes)[..., lanes // 2:lanes // 2 + 2 * lanes].transpose(1, 2)
+    assert layout.blocked_in_place(odd_rows, torch.float32) is None
+    assert layout.blocked_in_place(odd_offset, torch.float32) is None
+    assert layout.blocked_in_place(z, torch.float64) is None
+    assert numba_scan.ChannelBlocks(dim=lanes + 1, groups=1).blocked_in_place(z[:, :lanes + 1], torch.float32) is None
+
+
+def test_backward_runs_of_blocks_stay_inside_a_group_and_cover_every_block() -> None:
+    starts = numba_scan._channel_blocks(batch=1, blocks=12, groups=3, threads=4).tolist()
+    assert starts == [0, 1, 2, 4, 5, 6, 8, 9, 10, 12]  # 3 groups of 4 blocks in 3 runs: 9 tasks >= 2 per thread
+    assert numba_scan._channel_blocks(batch=64, blocks=12, groups=1, threads=2).tolist() == [0, 12]
+    assert numba_scan._channel_blocks(batch=1, blocks=3, groups=1, threads=16).tolist() == [0, 1, 2, 3]
 
 
 def test_no_gradient_needed_keeps_no_checkpoints_and_gives_the_same_output() -> None:
@@ -414,7 +430,7 @@ numba_scan = importlib.import_module("nnunetv2_msvmamba.ssm.selective_scan_numba
 u = torch.randn(1, 4, 9, requires_grad=True)
 out = ssm.selective_scan_numba(u, torch.rand(1, 4, 9), -torch.ones(4, 16), torch.randn(1, 16, 9), torch.randn(1, 16, 9))
 out.sum().backward()
-kernels = numba_scan._kernels(torch.float32, 16)
+kernels = numba_scan._kernels(torch.float32)
 print(json.dumps({"imported_numba_at_import": imported_numba,
                   "cache_hits": sum(sum(k.stats.cache_hits.values()) for k in (kernels.forward, kernels.backward)),
                   "cache_misses": sum(sum(k.stats.cache_misses.values()) for k in (kernels.forward, kernels.backward)),
