@@ -60,6 +60,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ._huge_pages import empty_on_huge_pages
 from .selective_scan_torch import _groups, compute_dtype_for
 
 # Steps between checkpointed states: L / CHUNK states per channel are kept, CHUNK x n are recomputed per thread.
@@ -271,7 +272,7 @@ def _kernel_inputs(layout: ChannelBlocks, u, delta, A, B, C, D, z, delta_bias, d
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """A (batch, dim, L) tensor as a view of a contiguous (batch, L, dim) one: itself where it is one already."""
     rows = x.transpose(1, 2)
-    return x if rows.is_contiguous() else rows.contiguous().transpose(1, 2)
+    return x if rows.is_contiguous() else empty_on_huge_pages(rows.shape, x.dtype).copy_(rows).transpose(1, 2)
 
 
 def _layout(dim: int, B: torch.Tensor, C: torch.Tensor) -> ChannelBlocks:
@@ -315,11 +316,12 @@ def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
     dtype = compute_dtype_for(u)
     layout = _layout(dim, B, C)
     with torch.autocast("cpu", enabled=False):
-        out = u.new_empty((batch, length, layout.blocks, LANES), dtype=dtype)
+        out = empty_on_huge_pages((batch, length, layout.blocks, LANES), dtype)
         last_state = u.new_empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=dtype)
         chunks = math.ceil(length / CHUNK) if for_backward else 0
-        checkpoints = u.new_empty((len(reverse), batch, chunks, layout.blocks, dstate, LANES), dtype=dtype)
-        gate_inputs = torch.empty_like(out) if for_backward and z is not None else out.new_empty((0, 0, 0, LANES))
+        checkpoints = empty_on_huge_pages((len(reverse), batch, chunks, layout.blocks, dstate, LANES), dtype)
+        gate_inputs = (empty_on_huge_pages(out.shape, dtype) if for_backward and z is not None
+                       else out.new_empty((0, 0, 0, LANES)))
         kernels = _kernels(dtype)
         with _launch_lock:
             set_threads_from_torch()
@@ -345,13 +347,13 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
     layout = _layout(dim, B, C)
     with torch.autocast("cpu", enabled=False):
         kernels = _kernels(dtype)
-        du, ddelta = (u.new_empty((len(reverse), batch, length, layout.blocks, LANES), dtype=dtype) for _ in range(2))
+        du, ddelta = (empty_on_huge_pages((len(reverse), batch, length, layout.blocks, LANES), dtype) for _ in range(2))
         dz_array, dz_first = np.empty((0, 0, 0, LANES), dtype=_NUMPY_DTYPES[dtype]), 0
         dz_blocked = None
         if z is not None:
             in_place = layout.blocked_in_place(dz, dtype) if dz is not None else None
             if in_place is None:
-                dz_blocked = u.new_empty((batch, length, layout.blocks, LANES), dtype=dtype)
+                dz_blocked = empty_on_huge_pages((batch, length, layout.blocks, LANES), dtype)
             dz_array, dz_first = in_place or (dz_blocked.numpy(), 0)
         dA_rows = u.new_empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=dtype)
         dD_rows, dbias_rows = (u.new_empty((len(reverse), batch, layout.blocks, LANES), dtype=dtype) for _ in range(2))
@@ -363,7 +365,7 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
 
             def partial(coefficient: torch.Tensor) -> torch.Tensor:  # the kernel zeroes it
                 steps = 1 if coefficient.dim() == 2 else length
-                return torch.empty((batch, parts, steps, dstate), dtype=dtype)
+                return empty_on_huge_pages((batch, parts, steps, dstate), dtype)
             for s, backwards in enumerate(reverse):
                 B_s, C_s = _direction(B, s), _direction(C, s)
                 dB_partial, dC_partial = partial(B_s), partial(C_s)
