@@ -8,8 +8,8 @@ u, delta, dout, out, gate_inputs and the input gradients (batch, L, blocks, lane
 with the scan's blocks from `z_first` on (z is the second half of the mixer's in_proj output, read where it lies);
 A_log2 = A log2(e) (blocks, n, lanes); D, delta_bias (blocks, lanes), empty when absent, as is z; B and C
 (batch or 1, groups, L or 1, n), n innermost (see selective_scan_numba._coefficient_layout); checkpoints (batch,
-chunks, blocks, n, lanes). Everything is indexed by the sequence's index t; a reverse scan (`reverse`) runs its step
-s at t = L - 1 - s.
+chunks, blocks, n, lanes); the last argument of each kernel is EXP2_CONSTANTS (see `run_time_constants`).
+Everything is indexed by the sequence's index t; a reverse scan (`reverse`) runs its step s at t = L - 1 - s.
 
 Constants are float32 so that a float32 kernel stays in float32 (a Python float literal would promote it to
 float64) and a float64 kernel promotes them exactly; ln 2, which float32 rounds, comes in each kernel's own type
@@ -55,25 +55,52 @@ def _int32_bits_as_float32(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
+# exp2's constants in the order `exp2_with` takes them, as an array for the kernels' last argument
+EXP2_CONSTANTS = np.array([EXP2_LOWEST, EXP2_HIGHEST, *EXP2_COEFFICIENTS], dtype=np.float32)
+
+
+def exp2_with(x, constants):
+    """2 ** x; in a compiled float32 kernel a polynomial that vectorises, with `constants` (EXP2_CONSTANTS as a
+    tuple) as its range and coefficients (see the overload)."""
+    return 2.0 ** x
+
+
+@overload(exp2_with, inline="always", fastmath=FASTMATH)
+def _exp2_with_compiled(x, constants):
+    if x != types.float32:
+        return lambda x, constants: math.exp2(x)
+
+    def exp2_float32(x, constants):
+        lowest, highest, c0, c1, c2, c3, c4, c5, c6 = constants
+        x = min(max(x, lowest), highest)
+        whole = np.floor(x + HALF)
+        f = x - whole  # in [-1/2, 1/2]
+        power_of_f = c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
+        # multiply by 2^whole by adding whole to the exponent field
+        return _int32_bits_as_float32(np.int32((np.int32(whole) << MANTISSA_BITS) + _float32_bits_as_int32(power_of_f)))
+    return exp2_float32
+
+
+EXP2_CONSTANTS_FIXED = tuple(EXP2_CONSTANTS)
+
+
 def exp2(x):
-    """2 ** x; in a compiled float32 kernel a polynomial that vectorises (see the overload)."""
+    """2 ** x with exp2's constants fixed at compile time."""
     return 2.0 ** x
 
 
 @overload(exp2, inline="always", fastmath=FASTMATH)
 def _exp2_compiled(x):
-    if x != types.float32:
-        return lambda x: math.exp2(x)
+    return lambda x: exp2_with(x, EXP2_CONSTANTS_FIXED)
 
-    def exp2_float32(x):
-        x = min(max(x, EXP2_LOWEST), EXP2_HIGHEST)
-        whole = np.floor(x + HALF)
-        f = x - whole  # in [-1/2, 1/2]
-        c0, c1, c2, c3, c4, c5, c6 = EXP2_COEFFICIENTS
-        power_of_f = c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
-        # multiply by 2^whole by adding whole to the exponent field
-        return _int32_bits_as_float32(np.int32((np.int32(whole) << MANTISSA_BITS) + _float32_bits_as_int32(power_of_f)))
-    return exp2_float32
+
+def run_time_constants(constants):
+    """The kernels' exp2 constants as a tuple read from their array argument. The loops over the states and lanes
+    take them from there: with the constants fixed at compile time, LLVM reloaded all nine from memory at every
+    iteration of the loop over the states (broadcasts from its constant pool) rather than keep them in registers,
+    and the forward kernel took 1.2x as long."""
+    return (constants[0], constants[1], constants[2], constants[3], constants[4], constants[5], constants[6],
+            constants[7], constants[8])
 
 
 @intrinsic
@@ -173,7 +200,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
     made the kernels vectorised over the states 9-12 % faster, made these no faster: 0-2 %.)"""
 
     def forward(u, delta, z, z_first, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, reverse, out,
-                last_state, checkpoints, gate_inputs):
+                last_state, checkpoints, gate_inputs, exp2_array):
         """out = the scan's output (out += it when `accumulate`), last_state = h_{L-1}, and (when checkpoints and
         gate_inputs have room) checkpoints[b, c, j] = the state before scan step c * chunk and gate_inputs = y + D u,
         the output before the gate (+= as out), which the backward's dz needs. One (batch row, channel block) per
@@ -185,6 +212,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
         save_checkpoints, save_gate_inputs = checkpoints.shape[1] > 0, gate_inputs.shape[0] > 0
         dtype = A_log2.dtype
         for task in prange(batch * blocks):
+            exp2_constants = run_time_constants_of(exp2_array)
             b, j = task // blocks, task % blocks
             bB, gB, stepB = coefficient_index(B, b, j, blocks)
             bC, gC, stepC = coefficient_index(C, b, j, blocks)
@@ -215,7 +243,8 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                     for k in range(dstate):
                         B_k, C_k = B[bB, gB, t * stepB, k], C[bC, gC, t * stepC, k]
                         for w in range(lanes):
-                            h_kw = exp2(deltas[s, w] * A[k, w]) * h[k, w] + delta_us[s, w] * B_k
+                            decay = exp2_with(deltas[s, w] * A[k, w], exp2_constants)
+                            h_kw = decay * h[k, w] + delta_us[s, w] * B_k
                             h[k, w] = h_kw
                             ys[s, w] += h_kw * C_k
                 for s in range(steps):
@@ -231,7 +260,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
 
     def backward(u, delta, z, z_first, A_log2, B, C, D, delta_bias, softplus, chunk, writes_dz, reverse,
                  checkpoints, gate_inputs, dout, block_starts, du, ddelta, dz, dz_first, dA_rows, dB_partial,
-                 dC_partial, dD_rows, dbias_rows):
+                 dC_partial, dD_rows, dbias_rows, exp2_array):
         """Gradients of the scan given dout. dz comes from the forward's gate_inputs (y + D u), and only where
         `writes_dz`: the gate is shared by the directions, and gate_inputs sums them, so the first direction writes
         all of dz, and the states need not be multiplied by C again to give y. Each parallel iteration is one batch
@@ -250,6 +279,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
         chunks = checkpoints.shape[1]
         dtype = A_log2.dtype
         for task in prange(batch * parts):
+            exp2_constants = run_time_constants_of(exp2_array)
             b, part = task // parts, task % parts
             states = np.empty((chunk + 1, dstate, lanes), dtype=dtype)  # h before the chunk, then h_t of each step
             decays = np.empty((chunk, dstate, lanes), dtype=dtype)
@@ -296,7 +326,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                         for k in range(dstate):
                             B_k = B[bB, gB, t * stepB, k]
                             for w in range(lanes):
-                                decay = exp2(deltas[s, w] * A[k, w])
+                                decay = exp2_with(deltas[s, w] * A[k, w], exp2_constants)
                                 decays[s, k, w] = decay
                                 states[s + 1, k, w] = decay * states[s, k, w] + delta_us[s, w] * B_k
                     if has_z:  # out = (y + D u) z sigmoid(z): dz, and dy through the gate
@@ -358,13 +388,14 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
 
 
 def _arithmetic_limit_function(lanes: int):
-    def arithmetic_limit(rows, steps, A_log2, B, C, y):
+    def arithmetic_limit(rows, steps, A_log2, B, C, y, exp2_array):
         """The scan's arithmetic and nothing else: per state update one exp2 and two fused multiply-adds
         (h = exp2(x) h + b; y += h c), over `rows` independent rows of n x `lanes` states, vectorised over the lanes
         as the scan is, with no memory traffic beyond the states. Its updates per second are the limit the
         benchmark holds the scan against."""
         dstate = A_log2.shape[0]
         for row in prange(rows):
+            exp2_constants = run_time_constants_of(exp2_array)
             h = np.zeros((dstate, lanes), dtype=A_log2.dtype)
             totals = np.zeros(lanes, dtype=A_log2.dtype)
             scale = ONE / np.float32(steps)
@@ -373,7 +404,7 @@ def _arithmetic_limit_function(lanes: int):
                 for k in range(dstate):
                     B_k, C_k = B[k], C[k]
                     for w in range(lanes):
-                        h_kw = exp2(x * A_log2[k, w]) * h[k, w] + B_k
+                        h_kw = exp2_with(x * A_log2[k, w], exp2_constants) * h[k, w] + B_k
                         h[k, w] = h_kw
                         totals[w] += h_kw * C_k
             y[row] = totals
@@ -382,6 +413,7 @@ def _arithmetic_limit_function(lanes: int):
 
 coefficient_index = numba.njit(inline="always", cache=True)(_coefficient_index)
 time_index = numba.njit(inline="always", cache=True)(_time_index)
+run_time_constants_of = numba.njit(inline="always", cache=True)(run_time_constants)
 write_step = numba.njit(inline="always", cache=True, fastmath=FASTMATH)(_write_step)
 
 
@@ -390,11 +422,12 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
     array3, array4, array5 = (types.Array(scalar, rank, "C") for rank in (3, 4, 5))
     flag, count = types.boolean, types.int64
     inputs = (array4, array4, array4, count, array3, array4, array4, matrix, matrix, flag, count, flag, flag)
+    exp2_constants = types.Array(types.float32, 1, "C")
     return SimpleNamespace(
-        forward=types.void(*inputs, array4, array4, array5, array4),
+        forward=types.void(*inputs, array4, array4, array5, array4, exp2_constants),
         backward=types.void(*inputs, array5, array4, array4, types.Array(types.int64, 1, "C"), array4, array4, array4,
-                            count, array4, array4, array4, array3, array3),
-        limit=types.void(count, count, matrix, vector, vector, matrix))
+                            count, array4, array4, array4, array3, array3, exp2_constants),
+        limit=types.void(count, count, matrix, vector, vector, matrix, exp2_constants))
 
 
 @contextlib.contextmanager
@@ -424,7 +457,7 @@ def compiled(float64: bool, lanes: int) -> SimpleNamespace:
     signatures = _signatures(types.float64 if float64 else types.float32)
     functions = _scan_kernel_functions(lanes)
     return SimpleNamespace(forward=_compile(functions.forward, signatures.forward),
-                           backward=_compile(functions.backward, signatures.backward))
+                           backward=_compile(functions.backward, signatures.backward), exp2_constants=EXP2_CONSTANTS)
 
 
 def compiled_arithmetic_limit(lanes: int) -> numba.core.registry.CPUDispatcher:

@@ -329,7 +329,7 @@ def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
                 inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
                 kernels.forward(*_kernel_inputs(layout, *inputs, dtype), bool(delta_softplus), CHUNK, s > 0,
                                 backwards, out.numpy(), last_state[s].numpy(), checkpoints[s].numpy(),
-                                gate_inputs.numpy())
+                                gate_inputs.numpy(), kernels.exp2_constants)
     return layout.channels(out), layout.states(last_state), checkpoints, gate_inputs
 
 
@@ -374,7 +374,7 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
                                  backwards, checkpoints[s].numpy(), gate_inputs.numpy(),
                                  layout.blocked(dout, dtype), block_starts.numpy(), du[s].numpy(), ddelta[s].numpy(),
                                  dz_array, dz_first, dA_rows[s].numpy(), dB_partial.numpy(), dC_partial.numpy(),
-                                 dD_rows[s].numpy(), dbias_rows[s].numpy())
+                                 dD_rows[s].numpy(), dbias_rows[s].numpy(), kernels.exp2_constants)
                 dB.append(_sum_blocks(dB_partial, B_s))
                 dC.append(_sum_blocks(dC_partial, C_s))
         if dz_blocked is not None:
