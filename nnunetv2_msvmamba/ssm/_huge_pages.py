@@ -10,20 +10,19 @@ user's allocator settings hold everywhere else. Elsewhere (no Linux, THP off), p
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 
 import torch
 
 HUGE_PAGE = 2 << 20
 MADV_HUGEPAGE = 14  # asm-generic's value, which x86 and ARM use
-_libc = None
 
 
+@functools.lru_cache(maxsize=None)
 def _madvise():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else False
-    return _libc.madvise if _libc else None
+    """libc's madvise on Linux, else None."""
+    return ctypes.CDLL(None).madvise if sys.platform.startswith("linux") else None
 
 
 def empty_on_huge_pages(shape: tuple, dtype: torch.dtype) -> torch.Tensor:

@@ -94,7 +94,7 @@ def _exp2_compiled(x):
     return lambda x: exp2_with(x, EXP2_CONSTANTS_FIXED)
 
 
-def run_time_constants(constants):
+def _run_time_constants(constants):
     """The kernels' exp2 constants as a tuple read from their array argument. The loops over the states and lanes
     take them from there: with the constants fixed at compile time, LLVM reloaded all nine from memory at every
     iteration of the loop over the states (broadcasts from its constant pool) rather than keep them in registers,
@@ -212,7 +212,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
         save_checkpoints, save_gate_inputs = checkpoints.shape[1] > 0, gate_inputs.shape[0] > 0
         dtype = A_log2.dtype
         for task in prange(batch * blocks):
-            exp2_constants = run_time_constants_of(exp2_array)
+            exp2_constants = run_time_constants(exp2_array)
             b, j = task // blocks, task % blocks
             bB, gB, stepB = coefficient_index(B, b, j, blocks)
             bC, gC, stepC = coefficient_index(C, b, j, blocks)
@@ -279,7 +279,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
         chunks = checkpoints.shape[1]
         dtype = A_log2.dtype
         for task in prange(batch * parts):
-            exp2_constants = run_time_constants_of(exp2_array)
+            exp2_constants = run_time_constants(exp2_array)
             b, part = task // parts, task % parts
             states = np.empty((chunk + 1, dstate, lanes), dtype=dtype)  # h before the chunk, then h_t of each step
             decays = np.empty((chunk, dstate, lanes), dtype=dtype)
@@ -395,7 +395,7 @@ def _arithmetic_limit_function(lanes: int):
         benchmark holds the scan against."""
         dstate = A_log2.shape[0]
         for row in prange(rows):
-            exp2_constants = run_time_constants_of(exp2_array)
+            exp2_constants = run_time_constants(exp2_array)
             h = np.zeros((dstate, lanes), dtype=A_log2.dtype)
             totals = np.zeros(lanes, dtype=A_log2.dtype)
             scale = ONE / np.float32(steps)
@@ -413,7 +413,7 @@ def _arithmetic_limit_function(lanes: int):
 
 coefficient_index = numba.njit(inline="always", cache=True)(_coefficient_index)
 time_index = numba.njit(inline="always", cache=True)(_time_index)
-run_time_constants_of = numba.njit(inline="always", cache=True)(run_time_constants)
+run_time_constants = numba.njit(inline="always", cache=True)(_run_time_constants)
 write_step = numba.njit(inline="always", cache=True, fastmath=FASTMATH)(_write_step)
 
 

@@ -203,8 +203,8 @@ class ChannelBlocks:
     def blocked(self, x: torch.Tensor, dtype: torch.dtype):
         """A (batch, dim, L) tensor as the kernels' (batch, L, blocks, LANES) numpy array in `dtype`: its own memory
         where it is channels last and contiguous in that dtype (the mixer's layout), else a copy."""
-        rows = x.detach().to(dtype).transpose(1, 2)
-        return self.pad(rows if self.padded else rows.contiguous()).numpy()
+        x = x.detach().to(dtype)
+        return self.pad(x.transpose(1, 2) if self.padded else _channels_last(x).transpose(1, 2)).numpy()
 
     def blocked_in_place(self, x: torch.Tensor, dtype: torch.dtype) -> Optional[tuple]:
         """(array, first block) with x's channels at blocks first, first + 1, ... of an array of whole rows
@@ -388,7 +388,8 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
 class _SelectiveScanNumba(torch.autograd.Function):
     """Upstream's scan, forward or reversed (`reverse`), on the Numba kernels: the forward keeps the state every
     CHUNK steps and the output before the gate (only when a gradient is needed); the backward recomputes the rest
-    from them. Both run the kernels on the inputs' memory where they are in the compute dtype already. The inputs
+    from them. u and delta are made channels last once, in the forward (no copy where they are already), and both
+    run the kernels on the inputs' memory where they are in the compute dtype already. The inputs
     get the directions axis that `scan_forward` takes here, not outside: a view made outside would not reach
     autograd inside the custom op's backward."""
     @staticmethod
