@@ -4,7 +4,6 @@ sequences."""
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -128,9 +127,8 @@ def run_sequences(args: argparse.Namespace) -> None:
     for path, analysis in analyses.items():
         beats = ", ".join(f"{b.describe()}: EF {b.ef_percent:.1f}%" + (" (ESV > EDV!)" if b.implausible else "")
                           + (" (left out: unresolved)" if b.unresolved else "") for b in analysis.beats)
-        ef = (f"EF {analysis.ef_percent:.1f}%" if not math.isnan(analysis.ef_percent)
-              else "no EF" if analysis.beats else "no beat found")
-        print(f"{analysis.name}: {len(analysis.lv_volume)} frames, {ef}" + (f" ({beats})" if beats else ""))
+        print(f"{analysis.name}: {len(analysis.lv_volume)} frames, {analysis.ef_text}"
+              + (f"; {beats}" if beats else ""))
         if analysis.note:
             prefix = "warning" if analysis.implausible_beats else "note"
             print(f"{prefix}: {path}: {analysis.note}", file=sys.stderr)

@@ -34,13 +34,11 @@ def write_volume_curve(analysis: "SequenceAnalysis", path: Path) -> None:
         marked = [f for f, p in enumerate(analysis.phases) if p == phase]
         ax.scatter(marked, analysis.lv_volume[marked], marker=marker, s=60, color=color, zorder=3, label=phase)
     for beat in analysis.beats:
-        ax.annotate(f"EF {beat.ef_percent:.1f}%" + (" (left out)" if beat.unresolved else ""),
+        ax.annotate(f"EF {beat.ef_percent:.1f}%" + (" (ESV > EDV)" if beat.implausible else "")
+                    + (" (left out)" if beat.unresolved else ""),
                     (0.5 * (beat.ed_frame + beat.es_frame), 0.5 * (beat.edv + beat.esv)),
                     ha="center", fontsize=8, color="dimgray")
-    counted = [beat for beat in analysis.beats if not beat.unresolved]
-    ef = (f"EF {analysis.ef_percent:.1f}% (mean of {len(counted)} beat(s))" if counted
-          else "no EF: no beat resolved" if analysis.beats else "no beat found")
-    ax.set_title(f"{analysis.name}: {ef}", fontsize=10)
+    ax.set_title(f"{analysis.name}: {analysis.ef_text}", fontsize=10)
     ax.set_xlabel("frame (0-based)")
     ax.set_ylabel(f"LV volume ({analysis.volume_unit}, single plane)")
     ax.grid(alpha=0.3)

@@ -20,7 +20,7 @@ from .agreement import agreement
 from .cases import CAMUS, CAMUS_VIEWS, PatientVolumes, name_some
 from .outputs import staged_files
 from .plot import agreement_grid
-from .volumes import IMPLAUSIBLE_CAUSES, is_implausible
+from .volumes import IMPLAUSIBLE, IMPLAUSIBLE_CAUSES, is_implausible
 
 REFERENCE_NAME = "reference"
 CASES_NAME = "cases.csv"
@@ -29,7 +29,6 @@ VOLUME_METRICS = ("edv", "esv")
 VIEW_COLUMNS = tuple(f"{quantity}_{view.lower()}_{unit}" for view in CAMUS_VIEWS
                      for quantity, unit in (("edv", "ml"), ("esv", "ml"), ("ef", "percent")))
 PER_PATIENT_COLUMNS = ("model", "patient", "edv_ml", "esv_ml", "ef_percent", *VIEW_COLUMNS, "volume_unit", "note")
-IMPLAUSIBLE = f"ESV > EDV, physiologically implausible ({IMPLAUSIBLE_CAUSES})"
 CONVENTIONS = {
     "volumes": "method of discs, 20 discs from the mitral annulus midpoint to the apex: Simpson's biplane for CAMUS "
                "(2CH and 4CH diameters, the longer length), single plane (apical 4-chamber) for EchoNet-Dynamic; "

@@ -35,7 +35,8 @@ from nnunetv2_msvmamba.common.tables import write_csv
 from .geometry import GeometryError, measure_view
 from .outputs import staged_files
 from .plot import write_volume_curve
-from .volumes import IMPLAUSIBLE_CAUSES, MM3_PER_ML, ejection_fraction, is_implausible, single_plane_volume
+from .volumes import (IMPLAUSIBLE_CAUSES, IMPLAUSIBLE_FLAG, MM3_PER_ML, ejection_fraction, is_implausible,
+                      single_plane_volume)
 
 ED, ES = "ED", "ES"
 FRAME_COLUMNS = ("sequence", "frame", "lv_area", "lv_volume", "phase", "note")
@@ -84,6 +85,20 @@ class SequenceAnalysis:
     @property
     def implausible_beats(self) -> list[Beat]:
         return [beat for beat in self.beats if beat.implausible]
+
+    @property
+    def implausible_beats_in_ef(self) -> int:
+        """How many beats of the EF have ESV > EDV: the EF is then not to be trusted (it can even be negative)."""
+        return sum(not beat.unresolved for beat in self.implausible_beats)
+
+    @property
+    def ef_text(self) -> str:
+        """The EF as the user reads it: the beats it is the mean of, flagged where one has ESV > EDV."""
+        counted = [beat for beat in self.beats if not beat.unresolved]
+        if not counted:
+            return "no EF: no beat resolved" if self.beats else "no EF: no beat found"
+        flag = f", {self.implausible_beats_in_ef} with {IMPLAUSIBLE_FLAG}" if self.implausible_beats_in_ef else ""
+        return f"EF {self.ef_percent:.1f} % (mean of {len(counted)} beat(s){flag})"
 
     @property
     def note(self) -> str:

@@ -14,6 +14,8 @@ from .geometry import ViewMeasurement
 
 MM3_PER_ML = 1000.0
 IMPLAUSIBLE_CAUSES = "ED and ES swapped, or a failed segmentation"
+IMPLAUSIBLE = f"ESV > EDV, physiologically implausible ({IMPLAUSIBLE_CAUSES})"
+IMPLAUSIBLE_FLAG = "ESV > EDV: physiologically implausible"  # beside a number that includes such a beat
 
 
 def single_plane_volume(view: ViewMeasurement) -> float:

@@ -29,6 +29,18 @@ class LoopResult:
     def phases(self) -> list[str]:
         return list(self.analysis.phases) if self.analysis is not None else [""] * len(self.loop.frames)
 
+    @property
+    def implausible_beats(self) -> int:
+        """The beats in the loop's EF whose ESV is larger than their EDV."""
+        return self.analysis.implausible_beats_in_ef if self.analysis is not None else 0
+
+    @property
+    def ef_text(self) -> str:
+        """The loop's EF as the user reads it (SequenceAnalysis.ef_text), or why it has none."""
+        if self.analysis is None or not np.isfinite(self.analysis.ef_percent):
+            return f"no EF ({self.note})"
+        return self.analysis.ef_text
+
 
 def analyse_loop(loop: EchoLoop, labels: np.ndarray, spacing_rc: Optional[tuple[float, float]],
                  labels_path: Path, seconds_per_frame: float) -> LoopResult:

@@ -28,8 +28,8 @@ from .sources import EchoLoop, check_loop_file, find_inputs, read_loop, stem
 SUMMARY_CSV = "video_summary.csv"
 STAGING_NAME = ".msvmamba_predict_video-staging"  # hidden: a folder search never takes what is in it
 SUMMARY_COLUMNS = ("sequence", "source", "frames", "rows", "columns", "spacing_mm", "beats", "ed_frames",
-                   "es_frames", "ef_percent", "reference_ef_percent", "labels", "overlay", "seconds_per_frame",
-                   "note")
+                   "es_frames", "ef_percent", "implausible_beats", "reference_ef_percent", "labels", "overlay",
+                   "seconds_per_frame", "note")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +139,7 @@ def summary_row(result: LoopResult, output: Path, reference_ef: Optional[float])
             "es_frames": " ".join(str(beat.es_frame) for beat in beats),
             "ef_percent": "" if analysis is None or not np.isfinite(analysis.ef_percent)
             else f"{analysis.ef_percent:.2f}",
+            "implausible_beats": "" if analysis is None else result.implausible_beats,
             "reference_ef_percent": "" if reference_ef is None else f"{reference_ef:.2f}",
             "labels": result.labels_path.relative_to(output).as_posix(),
             "overlay": result.overlay_path.relative_to(output).as_posix(),
@@ -292,11 +293,8 @@ def predict_videos(args: argparse.Namespace) -> list[LoopResult]:
                 result = process_loop(path, order[path], predictor, args, references.get(stem(path)), progress,
                                       expected[path])
                 results.append(result)
-                ef = result.analysis.ef_percent if result.analysis is not None else float("nan")
-                progress.write(f"{result.loop.name}: {len(result.loop.frames)} frames, "
-                               + (f"EF {ef:.1f} % over {len(result.analysis.beats)} beat(s)" if np.isfinite(ef)
-                                  else f"no EF ({result.note})")
-                               + f"; {result.overlay_path}", file=sys.stdout)
+                progress.write(f"{result.loop.name}: {len(result.loop.frames)} frames, {result.ef_text}; "
+                               f"{result.overlay_path}", file=sys.stdout)
     except KeyboardInterrupt:
         if not results:
             raise

@@ -22,6 +22,7 @@ import numpy as np
 
 from nnunetv2_msvmamba.clinical.agreement import agreement
 from nnunetv2_msvmamba.clinical.sequence import FRAME_COLUMNS, SUMMARY_COLUMNS as SEQUENCE_COLUMNS
+from nnunetv2_msvmamba.clinical.volumes import IMPLAUSIBLE
 from nnunetv2_msvmamba.common.atomic import write_json_atomically
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.common.tables import read_csv_table, write_csv
@@ -183,18 +184,23 @@ def reference_efs(loops: Sequence[Path], names: Sequence[str], file_list: Option
 def write_ef_agreement(records: Sequence[dict], output: Path) -> Optional[dict]:
     """ef_agreement.json (r, bias, limits of agreement, MAE over the loops with both EFs, and each pair) and
     ef_bland_altman.png, when any loop has a reference EF."""
-    pairs = [(record["sequence"], float(record["video_summary"]["ef_percent"] or "nan"),
-              float(record["video_summary"]["reference_ef_percent"]))
-             for record in records if record["video_summary"].get("reference_ef_percent") not in (None, "")]
-    if not pairs:
+    summaries = [record["video_summary"] for record in records
+                 if record["video_summary"].get("reference_ef_percent") not in (None, "")]
+    if not summaries:
         return None
+    # records written before the column existed have no implausible_beats: their EF was not flagged
+    pairs = [(row["sequence"], float(row["ef_percent"] or "nan"), float(row["reference_ef_percent"]),
+              int(row.get("implausible_beats") or 0)) for row in summaries]
     measured = np.array([pair[1] for pair in pairs])
     reference = np.array([pair[2] for pair in pairs])
     stats = agreement(measured, reference)
     document = {"metric": "EF (%), mean over the beats of each loop, against the dataset's own", **stats,
-                "loops_without_ef": [name for name, ef, _ in pairs if not math.isfinite(ef)],
+                "implausible": f"loops whose EF includes a beat with {IMPLAUSIBLE}; in the statistics as measured",
+                "loops_with_implausible_beats": [name for name, _, _, implausible in pairs if implausible],
+                "loops_without_ef": [name for name, ef, _, _ in pairs if not math.isfinite(ef)],
                 "pairs": [{"sequence": name, "ef_percent": ef if math.isfinite(ef) else None,
-                           "reference_ef_percent": ref} for name, ef, ref in pairs]}
+                           "reference_ef_percent": ref, "implausible_beats": implausible}
+                          for name, ef, ref, implausible in pairs]}
     write_json_atomically(document, output / EF_AGREEMENT_JSON)
     both = np.isfinite(measured)
     from nnunetv2_msvmamba.clinical.plot import agreement_grid

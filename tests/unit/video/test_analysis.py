@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.clinical_fixtures import beating_sequence, with_island
+from helpers.clinical_fixtures import badly_segmented_ed_frame, beating_sequence, with_island
 from nnunetv2_msvmamba.video.analysis import analyse_loop
 from nnunetv2_msvmamba.video.sources import EchoLoop
 
@@ -44,3 +44,23 @@ def test_a_loop_without_a_beat_says_so_and_what_else_was_flagged():
     result = analysed(labels)
     assert result.note.startswith("no complete beat (an ED maximum then an ES minimum) in the LV volume curve; ")
     assert "islands left out of the measurement in frame(s) 2" in result.note
+
+
+def test_a_well_sampled_loop_reads_as_its_ef_over_its_beats():
+    result = analysed(beating_sequence(32, 16, 0.0, noise=0.0)[0])
+    assert result.implausible_beats == 0
+    assert result.ef_text == f"EF {result.analysis.ef_percent:.1f} % (mean of {len(result.analysis.beats)} beat(s))"
+
+
+def test_a_beat_with_esv_above_edv_is_flagged_where_the_ef_is_read():
+    """An ED frame segmented at half its size: that beat's EF is negative, and the loop's EF (the mean over its
+    beats) is shown with the flag, never as a plain number."""
+    result = analysed(badly_segmented_ed_frame())
+    assert result.implausible_beats == 1
+    assert result.ef_text == (f"EF {result.analysis.ef_percent:.1f} % (mean of 2 beat(s), 1 with ESV > EDV: "
+                              f"physiologically implausible)")
+
+
+def test_a_loop_without_an_ef_reads_as_the_reason():
+    result = analysed(beating_sequence(9, 4, 0.0, noise=0.0)[0])
+    assert result.implausible_beats == 0 and result.ef_text == f"no EF ({result.note})"

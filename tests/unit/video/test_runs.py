@@ -14,7 +14,7 @@ from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.video import runs
 from nnunetv2_msvmamba.video.sources import camus_frame_rate
 
-VIDEO_COLUMNS = ("sequence", "ef_percent", "reference_ef_percent", "labels")
+VIDEO_COLUMNS = ("sequence", "ef_percent", "implausible_beats", "reference_ef_percent", "labels")
 
 
 def test_parts_are_nnunet_slices_of_the_sorted_loops():
@@ -36,12 +36,13 @@ def test_a_part_that_does_not_exist_is_refused(num_parts, part_id, option, probl
     assert str(raised.value) == f"{option}: {problem}"
 
 
-def record(output: Path, name: str, order: int, ef: str, reference: str = "") -> None:
+def record(output: Path, name: str, order: int, ef: str, reference: str = "",
+           implausible: str = "") -> None:
     labels = output / f"{name}.nii.gz"
     labels.write_text("labels")
     runs.write_loop_record(output, name, order, [labels],
-                           {"sequence": name, "ef_percent": ef, "reference_ef_percent": reference,
-                            "labels": labels.name},
+                           {"sequence": name, "ef_percent": ef, "implausible_beats": implausible,
+                            "reference_ef_percent": reference, "labels": labels.name},
                            {"sequence": name, "frames": 2, "ef_percent": float(ef) if ef else math.nan},
                            [{"sequence": name, "frame": frame, "lv_area": 1.5 * frame} for frame in range(2)])
 
@@ -80,6 +81,20 @@ def test_ef_agreement_over_loops_with_a_reference(tmp_path):
     assert document["loa_lower"] < document["bias"] < document["loa_upper"]
     assert -1 <= document["pearson_r"] <= 1
     assert (tmp_path / runs.EF_BLAND_ALTMAN_PNG).stat().st_size > 0
+    assert document["loops_with_implausible_beats"] == []
+
+
+def test_ef_agreement_flags_the_loops_whose_ef_has_a_beat_with_esv_above_edv(tmp_path):
+    """A barely trained model gave one loop an EF of -57.0 (ESV > EDV), and it was reported as a plain number."""
+    for order, (ef, implausible) in enumerate([("60", "0"), ("-57", "1"), ("20", "1"), ("", "")]):
+        record(tmp_path, f"loop{order}", order, ef, "50", implausible)
+    record(tmp_path, "before_the_flag", 4, "55", "50")  # a record written before the column existed
+    runs.rebuild_summaries(tmp_path, VIDEO_COLUMNS)
+    document = json.loads((tmp_path / runs.EF_AGREEMENT_JSON).read_text())
+    assert document["loops_with_implausible_beats"] == ["loop1", "loop2"]
+    assert [pair["implausible_beats"] for pair in document["pairs"]] == [0, 1, 1, 0, 0]
+    assert document["n"] == 4  # the model's EF as measured: its failures count against its agreement
+    assert "ESV > EDV" in document["implausible"]
 
 
 def write_file_list(path: Path, rows: list[tuple[str, str]]) -> Path:
