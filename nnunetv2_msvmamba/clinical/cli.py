@@ -126,7 +126,7 @@ def run_sequences(args: argparse.Namespace) -> None:
     write_sequence_reports(list(analyses.values()), args.output)
     for path, analysis in analyses.items():
         beats = ", ".join(f"{b.describe()}: EF {b.ef_percent:.1f}%" + (" (ESV > EDV!)" if b.implausible else "")
-                          + (" (left out: unresolved)" if b.unresolved else "") for b in analysis.beats)
+                          + ("" if b in analysis.beats_in_ef else " (left out)") for b in analysis.beats)
         print(f"{analysis.name}: {len(analysis.lv_volume)} frames, {analysis.ef_text}"
               + (f"; {beats}" if beats else ""))
         if analysis.note:

@@ -35,7 +35,7 @@ def write_volume_curve(analysis: "SequenceAnalysis", path: Path) -> None:
         ax.scatter(marked, analysis.lv_volume[marked], marker=marker, s=60, color=color, zorder=3, label=phase)
     for beat in analysis.beats:
         ax.annotate(f"EF {beat.ef_percent:.1f}%" + (" (ESV > EDV)" if beat.implausible else "")
-                    + (" (left out)" if beat.unresolved else ""),
+                    + ("" if beat in analysis.beats_in_ef else " (left out)"),
                     (0.5 * (beat.ed_frame + beat.es_frame), 0.5 * (beat.edv + beat.esv)),
                     ha="center", fontsize=8, color="dimgray")
     ax.set_title(f"{analysis.name}: {analysis.ef_text}", fontsize=10)

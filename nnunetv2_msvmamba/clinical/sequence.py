@@ -17,6 +17,10 @@ maxima, ES frames the minima; a beat is an ED followed by the next ES, its EDV a
 segmented ED frame (its neighbours make it the maximum of the smoothed curve) gives a beat whose ESV is larger
 than its EDV: the beat is kept as measured and flagged as physiologically implausible. Frames whose structures
 had islands (left out of the measurement, see `geometry`) say so in their note.
+
+**Too few frames per beat.** Below about 5 frames per beat the frames miss ED and ES and the smoothed curve's
+turning points are not the heart's, yet a beat can look well resolved: such a loop (10 frames or more, the period
+of its volume curve's strongest rhythm under MIN_FRAMES_PER_BEAT) has no EF, and its note says why.
 """
 from __future__ import annotations
 
@@ -47,6 +51,11 @@ DEFAULT_HYSTERESIS = 0.4
 DEFAULT_MIN_STROKE_FRACTION = 0.05
 DEFAULT_SMOOTHING_FRAMES = 1.0
 PARTIAL_END_FRACTION = 0.75
+# Below 5 frames per beat a beat's EF was 8-70 points off, and its error shows in nothing the curve's turning
+# points tell; 4.75 so that a rhythm of 5 frames, estimated to within 5 %, keeps its EF.
+MIN_FRAMES_PER_BEAT = 4.75
+RHYTHM_MIN_FRAMES = 10
+RHYTHM_SPECTRUM_SIZE = 4096
 
 
 @dataclass
@@ -81,6 +90,15 @@ class SequenceAnalysis:
     ef_percent: float       # mean over beats; NaN when no beat
     physical: bool = True   # False: no spacing, units are pixels
     frame_notes: list[str] = field(default_factory=list)  # per frame: islands left out, or ""
+    frames_per_beat: float = math.inf  # of the volume curve's rhythm (rhythm_period); inf where not judged
+
+    @property
+    def too_few_frames_per_beat(self) -> bool:
+        return self.frames_per_beat < MIN_FRAMES_PER_BEAT
+
+    @property
+    def beats_in_ef(self) -> list[Beat]:
+        return beats_in_ef(self.beats, self.frames_per_beat)
 
     @property
     def implausible_beats(self) -> list[Beat]:
@@ -89,21 +107,26 @@ class SequenceAnalysis:
     @property
     def implausible_beats_in_ef(self) -> int:
         """How many beats of the EF have ESV > EDV: the EF is then not to be trusted (it can even be negative)."""
-        return sum(not beat.unresolved for beat in self.implausible_beats)
+        return sum(beat.implausible for beat in self.beats_in_ef)
 
     @property
     def ef_text(self) -> str:
         """The EF as the user reads it: the beats it is the mean of, flagged where one has ESV > EDV."""
-        counted = [beat for beat in self.beats if not beat.unresolved]
+        counted = self.beats_in_ef
         if not counted:
-            return "no EF: no beat resolved" if self.beats else "no EF: no beat found"
+            return ("no EF: too few frames per beat" if self.too_few_frames_per_beat and self.beats
+                    else "no EF: no beat resolved" if self.beats else "no EF: no beat found")
         flag = f", {self.implausible_beats_in_ef} with {IMPLAUSIBLE_FLAG}" if self.implausible_beats_in_ef else ""
         return f"EF {self.ef_percent:.1f} % (mean of {len(counted)} beat(s){flag})"
 
     @property
     def note(self) -> str:
-        """What the user should know about this sequence's numbers: implausible beats, frames with islands."""
-        notes = [f"beat {beat.describe()}: ESV > EDV (EF {beat.ef_percent:.1f} %), physiologically implausible "
+        """What the user should know about this sequence's numbers: too few frames per beat, implausible beats,
+        frames with islands."""
+        notes = [f"the LV volume curve repeats every {self.frames_per_beat:.1f} frames: too few frames per beat to "
+                 f"find ED and ES (about {MIN_FRAMES_PER_BEAT:.0f} needed), or a segmentation that flickers from "
+                 f"frame to frame; every beat left out of the EF"] if self.too_few_frames_per_beat else []
+        notes += [f"beat {beat.describe()}: ESV > EDV (EF {beat.ef_percent:.1f} %), physiologically implausible "
                  f"({IMPLAUSIBLE_CAUSES})" for beat in self.implausible_beats]
         notes += [f"beat {beat.describe()}: the volume swings beyond its ED and ES volumes in between (too few frames "
                   f"per beat, or badly segmented frames): left out of the EF" for beat in self.beats if beat.unresolved]
@@ -199,6 +222,29 @@ def detect_beats(volumes: np.ndarray, hysteresis: float = DEFAULT_HYSTERESIS,
     return phases, beats
 
 
+def rhythm_period(volumes: np.ndarray) -> float:
+    """The period, in frames, of the volume curve's strongest rhythm: the peak of its windowed spectrum, zero-padded
+    so that the peak falls between frequency bins as it should (within ~5 % of a sampled beat's period from 2.5 to
+    40 frames, 1 % noise). inf for a curve shorter than RHYTHM_MIN_FRAMES (a half sequence from ED to ES would
+    read as a beat of about its own length) or with no variation."""
+    curve = np.asarray(volumes, dtype=float)
+    curve = curve - curve.mean()
+    if len(curve) < RHYTHM_MIN_FRAMES or not np.any(curve):
+        return math.inf
+    padded = max(RHYTHM_SPECTRUM_SIZE, 16 * len(curve))
+    spectrum = np.abs(np.fft.rfft(curve * np.hanning(len(curve)), padded))
+    peak = int(np.argmax(spectrum[1:])) + 1  # past the constant term
+    return 1.0 / float(np.fft.rfftfreq(padded)[peak])
+
+
+def beats_in_ef(beats: Sequence[Beat], frames_per_beat: float) -> list[Beat]:
+    """The beats the EF is the mean of: none at fewer than MIN_FRAMES_PER_BEAT (the frames miss ED and ES, and the
+    curve's turning points are not the heart's), else those the frames resolve."""
+    if frames_per_beat < MIN_FRAMES_PER_BEAT:
+        return []
+    return [beat for beat in beats if not beat.unresolved]
+
+
 def unresolved_beat(volumes: np.ndarray, ed: int, es: int, threshold: float) -> bool:
     """True when at least two frames between ED and ES lie above EDV or below ESV by more than the detection
     threshold: the smoothed curve's turning points are then not the heart's (a loop sampled at 3-4 frames per
@@ -237,10 +283,11 @@ def analyse_label_sequence(labels: np.ndarray, spacing_rc: Optional[tuple[float,
     if spacing_rc is not None:
         volumes /= MM3_PER_ML
     phases, beats = detect_beats(volumes, hysteresis, min_stroke_fraction, smoothing_frames)
-    resolved = [beat.ef_percent for beat in beats if not beat.unresolved]
-    ef = float(np.mean(resolved)) if resolved else math.nan
+    frames_per_beat = rhythm_period(volumes)
+    counted = [beat.ef_percent for beat in beats_in_ef(beats, frames_per_beat)]
+    ef = float(np.mean(counted)) if counted else math.nan
     return SequenceAnalysis(name, areas, volumes, phases, beats, ef, physical=spacing_rc is not None,
-                            frame_notes=frame_notes)
+                            frame_notes=frame_notes, frames_per_beat=frames_per_beat)
 
 
 # ------------------------------------------------------------------------------------------------- files

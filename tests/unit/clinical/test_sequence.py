@@ -13,8 +13,9 @@ import SimpleITK as sitk
 from helpers.clinical_fixtures import (badly_segmented_ed_frame, beating_sequence, half_ellipse, with_island,
                                        write_sequence)
 from helpers.tables import read_rows
-from nnunetv2_msvmamba.clinical.sequence import (analyse_label_sequence, detect_beats, list_sequences,
-                                                 read_label_sequence, write_sequence_reports)
+from nnunetv2_msvmamba.clinical.sequence import (MIN_FRAMES_PER_BEAT, analyse_label_sequence, detect_beats,
+                                                 list_sequences, read_label_sequence, rhythm_period,
+                                                 write_sequence_reports)
 from nnunetv2_msvmamba.common.errors import InputError
 
 PERIOD, FIRST_ED, N_FRAMES = 29.0, 4.0, 100
@@ -219,9 +220,8 @@ def test_nii_beside_nii_gz_in_a_sequence_folder_is_refused(tmp_path):
 def test_a_loop_with_too_few_frames_per_beat_reports_no_ef_and_says_why(period, n_frames):
     """Sampled at 3 or 4 frames per beat, the smoothed curve's turning points are not the heart's: beats were found
     from ED to a frame that is another ED (EF 0.0) or across several beats (EF 26 for a true 46), with nothing
-    said. Such a beat is left out of the EF and named in the note. (At 3 frames per beat over 9 frames the one
-    beat found runs from a true ED to the lowest frame of the loop: its EF, 38, is that of the frames, which
-    miss the true ES; nothing in the curve tells it apart from a well-sampled beat.)"""
+    said. Such a beat is left out of the EF and named in the note. (A beat that looks resolved at such a
+    rate is left out by the loop's rhythm instead, from 10 frames on: the tests below.)"""
     labels, _ = beating_sequence(n_frames, period, 0.0, noise=0.0)
     analysis = analyse_label_sequence(labels, (0.3, 0.3), "coarse")
     assert analysis.beats and all(beat.unresolved for beat in analysis.beats)
@@ -235,7 +235,9 @@ def test_a_loop_with_too_few_frames_per_beat_reports_no_ef_and_says_why(period, 
 def test_a_loop_with_enough_frames_per_beat_has_every_beat_in_its_ef(period):
     labels, _ = beating_sequence(3 * period, period, 0.0, noise=0.01)
     analysis = analyse_label_sequence(labels, (0.3, 0.3), "fine")
+    assert analysis.frames_per_beat == pytest.approx(period, rel=0.05) and not analysis.too_few_frames_per_beat
     assert analysis.beats and not any(beat.unresolved for beat in analysis.beats)
+    assert analysis.beats_in_ef == analysis.beats
     assert analysis.ef_percent == pytest.approx(np.mean([beat.ef_percent for beat in analysis.beats]))
     assert "left out of the EF" not in analysis.note
 
@@ -245,3 +247,45 @@ def test_one_bad_frame_inside_a_systole_leaves_the_beat_in_the_ef():
     volumes[7] = 40.0  # one badly segmented frame between ED 0 and ES 15, below the ES volume
     _, beats = detect_beats(volumes)
     assert [(beat.ed_frame, beat.es_frame) for beat in beats][0] == (0, 15) and not beats[0].unresolved
+
+
+@pytest.mark.parametrize("period", [2.5, 3, 3.5, 4, 4.5, 5, 6, 8, 16, 40])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_rhythm_of_a_volume_curve_is_its_frames_per_beat(period, seed):
+    rng = np.random.default_rng(seed)
+    n_frames = max(int(rng.choice([2.5, 3, 4]) * period) + 1, 10)  # shorter is not judged
+    volumes = 100 - 40 * 0.5 * (1 - np.cos(2 * np.pi * (np.arange(n_frames) - rng.uniform(0, period)) / period))
+    volumes *= 1 + 0.017 * rng.standard_normal(n_frames)
+    assert rhythm_period(volumes) == pytest.approx(period, rel=0.06)
+
+
+def test_a_curve_too_short_or_flat_for_a_rhythm_is_not_judged():
+    assert rhythm_period(100 - 5 * np.arange(9.0)) == math.inf  # a half sequence of 9 frames: its length, not a beat
+    assert rhythm_period(np.full(40, 80.0)) == math.inf
+
+
+@pytest.mark.parametrize("period", [2.5, 3, 3.5, 4, 4.5])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_loop_below_five_frames_per_beat_has_no_ef_whatever_beats_were_found(period, seed):
+    """Before: at 2.5-4.5 frames per beat (1 % noise, any phase), EFs 8-70 points below the loop's own, most of
+    them with no note: the curve's turning points are not the heart's, and a beat can look well resolved."""
+    first_ed = np.random.default_rng(seed).uniform(0, period)
+    labels, _ = beating_sequence(int(4 * period) + 1, period, first_ed, noise=0.01, seed=seed)
+    analysis = analyse_label_sequence(labels, (0.3, 0.3), "coarse")
+    assert analysis.frames_per_beat < MIN_FRAMES_PER_BEAT and analysis.too_few_frames_per_beat
+    assert math.isnan(analysis.ef_percent) and analysis.beats_in_ef == []
+    assert analysis.note.startswith(f"the LV volume curve repeats every {analysis.frames_per_beat:.1f} frames: too "
+                                    f"few frames per beat to find ED and ES (about 5 needed), or a segmentation "
+                                    f"that flickers from frame to frame; every beat left out of the EF")
+    assert analysis.ef_text == ("no EF: too few frames per beat" if analysis.beats else "no EF: no beat found")
+
+
+@pytest.mark.parametrize("n_frames", [10, 14, 20, 30])
+def test_a_half_sequence_keeps_its_ef_however_few_its_frames(n_frames):
+    """CAMUS's half sequences run from ED to ES: half a beat, whose rhythm reads as about its own length."""
+    labels, _ = beating_sequence(n_frames, 2.0 * (n_frames - 1), 0.0, noise=0.01)
+    analysis = analyse_label_sequence(labels, (0.3, 0.3), "half")
+    assert not analysis.too_few_frames_per_beat
+    [beat] = analysis.beats_in_ef
+    assert beat.ed_frame <= 2 and beat.es_frame >= n_frames - 3  # the flat ends differ by the noise only
+    assert abs(analysis.ef_percent - 100 * (1 - ES_SCALE ** 3)) < 5.0
