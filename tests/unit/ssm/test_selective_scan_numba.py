@@ -347,6 +347,26 @@ def test_z_and_dz_are_read_and_written_where_they_lie_when_whole_blocks_allow() 
     assert numba_scan.ChannelBlocks(dim=lanes + 1, groups=1).blocked_in_place(z[:, :lanes + 1], torch.float32) is None
 
 
+@pytest.mark.parametrize("threads", [1, 8])
+def test_channels_last_copies_by_matrix_or_whole_and_gives_the_same_tensor(monkeypatch: pytest.MonkeyPatch,
+                                                                           threads: int) -> None:
+    """One copy per batch row's (dim, L) matrix, which PyTorch transposes in blocks, where the matrices are large
+    and the threads few; the whole tensor's copy otherwise: the same values, channels last, either way."""
+    monkeypatch.setattr(numba_scan, "MATRIX_COPY_MIN_ELEMENTS", 6 * 40)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    copies = []
+    copy = torch.Tensor.copy_
+    monkeypatch.setattr(torch.Tensor, "copy_",
+                        lambda target, source: copies.append(source.dim()) or copy(target, source))
+    for shape in ((3, 6, 40), (3, 5, 40)):  # 240 elements per matrix: by matrix (on few threads); 200: whole
+        x = torch.randn(shape)
+        channels_last = numba_scan._channels_last(x)
+        assert torch.equal(channels_last, x) and channels_last.transpose(1, 2).is_contiguous()
+    assert copies == ([2, 2, 2, 3] if threads <= numba_scan.MATRIX_COPY_MAX_THREADS else [3, 3])
+    rows = torch.randn(3, 40, 6).transpose(1, 2)
+    assert numba_scan._channels_last(rows) is rows
+
+
 def test_backward_runs_of_blocks_stay_inside_a_group_and_cover_every_block() -> None:
     starts = numba_scan._channel_blocks(batch=1, blocks=12, groups=3, threads=4).tolist()
     assert starts == [0, 1, 2, 4, 5, 6, 8, 9, 10, 12]  # 3 groups of 4 blocks in 3 runs: 9 tasks >= 2 per thread
