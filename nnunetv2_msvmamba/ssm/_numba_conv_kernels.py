@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 from numba import prange, types
 
-from ._numba_kernels import ONE, _compile, sigmoid
+from ._numba_kernels import EXP2_CONSTANTS_FIXED, ONE, _compile, sigmoid
 
 
 def _padded_row(x, row, taps):
@@ -56,7 +56,7 @@ def _forward(x, weight_t, bias, out):
             for t in range(length):
                 pre_activation(padded, weight_t, bias, t, direction, pre)
                 for c in range(dim):
-                    out[direction, row, t, c] = pre[c] * sigmoid(pre[c])
+                    out[direction, row, t, c] = pre[c] * sigmoid(pre[c], EXP2_CONSTANTS_FIXED)
 
 
 def _backward(x, weight_t, bias, dout, dx, dweight_rows, dbias_rows):
@@ -75,7 +75,7 @@ def _backward(x, weight_t, bias, dout, dx, dweight_rows, dbias_rows):
             for t in range(length):
                 pre_activation(padded, weight_t, bias, t, direction, pre)
                 for c in range(dim):  # silu'(p) = sigmoid(p) (1 + p (1 - sigmoid(p)))
-                    sig = sigmoid(pre[c])
+                    sig = sigmoid(pre[c], EXP2_CONSTANTS_FIXED)
                     dpre[c] = dout[direction, row, t, c] * sig * (ONE + pre[c] * (ONE - sig))
                     dbias[c] += dpre[c]
                 for k in range(taps):

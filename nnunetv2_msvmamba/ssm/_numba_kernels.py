@@ -81,17 +81,8 @@ def _exp2_with_compiled(x, constants):
     return exp2_float32
 
 
+# exp2's constants fixed at compile time, for kernels without the array argument (the convolution's)
 EXP2_CONSTANTS_FIXED = tuple(EXP2_CONSTANTS)
-
-
-def exp2(x):
-    """2 ** x with exp2's constants fixed at compile time."""
-    return 2.0 ** x
-
-
-@overload(exp2, inline="always", fastmath=FASTMATH)
-def _exp2_compiled(x):
-    return lambda x: exp2_with(x, EXP2_CONSTANTS_FIXED)
 
 
 def _run_time_constants(constants):
@@ -132,16 +123,16 @@ def _log1p_small_compiled(w):
     return log1p_float32
 
 
-def exp_(x):
-    """exp(x); in a compiled float32 kernel exp2(x log2(e)) with the vectorising polynomial."""
+def exp_with(x, constants):
+    """exp(x); in a compiled float32 kernel exp2(x log2(e)) with the vectorising polynomial and `constants`."""
     return math.exp(x)
 
 
-@overload(exp_, inline="always", fastmath=FASTMATH)
-def _exp_compiled(x):
+@overload(exp_with, inline="always", fastmath=FASTMATH)
+def _exp_with_compiled(x, constants):
     if x != types.float32:
-        return lambda x: math.exp(x)
-    return lambda x: exp2(x * LOG2_E)
+        return lambda x, constants: math.exp(x)
+    return lambda x, constants: exp2_with(x * LOG2_E, constants)
 
 
 def ln_2_as(x):
@@ -156,16 +147,16 @@ def _ln_2_compiled(x):
 
 
 @numba.njit(inline="always", fastmath=FASTMATH, cache=True)
-def sigmoid(x):
-    return ONE / (ONE + exp_(-x))
+def sigmoid(x, exp2_constants):
+    return ONE / (ONE + exp_with(-x, exp2_constants))
 
 
 @numba.njit(inline="always", fastmath=FASTMATH, cache=True)
-def step_delta(raw, softplus):
+def step_delta(raw, softplus, exp2_constants):
     """The delta the recurrence uses: softplus(raw) = max(raw, 0) + log(1 + exp(-|raw|)), raw itself above
     softplus's threshold (as PyTorch), or raw itself when softplus is off. Branch-free, so a loop over steps
     vectorises."""
-    softplus_value = max(raw, ZERO) + log1p_small(exp_(-abs(raw)))
+    softplus_value = max(raw, ZERO) + log1p_small(exp_with(-abs(raw), exp2_constants))
     return softplus_value if softplus and raw <= SOFTPLUS_LINEAR_ABOVE else raw
 
 
@@ -234,7 +225,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                     t = time_index(start + s, length, reverse)
                     for w in range(lanes):
                         u_w = u[b, t, j, w]
-                        delta_w = step_delta(delta[b, t, j, w] + bias_j[w], softplus)
+                        delta_w = step_delta(delta[b, t, j, w] + bias_j[w], softplus, exp2_constants)
                         deltas[s, w] = delta_w
                         delta_us[s, w] = delta_w * u_w
                         ys[s, w] = D_j[w] * u_w
@@ -254,7 +245,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                     if has_z:
                         for w in range(lanes):
                             z_w = z[b, t, z_first + j, w]
-                            ys[s, w] *= z_w * sigmoid(z_w)
+                            ys[s, w] *= z_w * sigmoid(z_w, exp2_constants)
                     write_step(out[b, t, j], ys[s], accumulate)
             last_state[b, j] = h
 
@@ -315,7 +306,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                         t = time_index(start + s, length, reverse)
                         for w in range(lanes):
                             raw = delta[b, t, j, w] + bias_j[w]
-                            delta_w = step_delta(raw, softplus)
+                            delta_w = step_delta(raw, softplus, exp2_constants)
                             u_w = u[b, t, j, w]
                             raw_deltas[s, w], deltas[s, w], us[s, w] = raw, delta_w, u_w
                             delta_us[s, w] = delta_w * u_w
@@ -335,14 +326,14 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                             if writes_dz:
                                 for w in range(lanes):
                                     z_w = z[b, t, z_first + j, w]
-                                    sig = sigmoid(z_w)
+                                    sig = sigmoid(z_w, exp2_constants)
                                     dz[b, t, dz_first + j, w] = (dys[s, w] * gate_inputs[b, t, j, w] * sig
                                                                 * (ONE + z_w * (ONE - sig)))
                                     dys[s, w] *= z_w * sig
                             else:
                                 for w in range(lanes):
                                     z_w = z[b, t, z_first + j, w]
-                                    dys[s, w] *= z_w * sigmoid(z_w)
+                                    dys[s, w] *= z_w * sigmoid(z_w, exp2_constants)
                     for s in range(steps):
                         for w in range(lanes):
                             dD_j[w] += dys[s, w] * us[s, w]
@@ -377,7 +368,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                             d_delta = d_delta_us[s, w] * us[s, w] + d_exponents[s, w] * ln_2_as(d_exponents[s, w])
                             raw = raw_deltas[s, w]
                             if softplus and raw <= SOFTPLUS_LINEAR_ABOVE:
-                                d_delta *= sigmoid(raw)
+                                d_delta *= sigmoid(raw, exp2_constants)
                             ddelta[b, t, j, w] = d_delta
                             dbias_j[w] += d_delta
                 dA_rows[b, j] = dA_j
