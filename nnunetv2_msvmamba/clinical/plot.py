@@ -61,10 +61,20 @@ def agreement_panels(comparisons: Sequence[dict], metrics: Sequence[tuple[str, s
             if comparison["stats"][metric]["n"] > 0]
 
 
+def draw_points(ax, x: np.ndarray, y: np.ndarray, comparison: dict, metric: str) -> None:
+    """The pairs as points; those the comparison flags (`flagged`: metric -> boolean array, named by `flag_label`;
+    an EF with a beat whose ESV > EDV) as red crosses with a legend, so that they are not read as any other."""
+    flagged = np.asarray(comparison.get("flagged", {}).get(metric, np.zeros(len(x), dtype=bool)), dtype=bool)
+    ax.scatter(x[~flagged], y[~flagged], s=14, alpha=0.7)
+    if flagged.any():
+        ax.scatter(x[flagged], y[flagged], s=36, marker="x", color="tab:red", label=comparison["flag_label"])
+        ax.legend(fontsize=7, loc="lower right")
+
+
 def draw_bland_altman(ax, comparison: dict, metric: str, label: str) -> None:
     measured, reference = comparison["pairs"][metric]
     stats = comparison["stats"][metric]
-    ax.scatter(0.5 * (measured + reference), measured - reference, s=14, alpha=0.7)
+    draw_points(ax, 0.5 * (measured + reference), measured - reference, comparison, metric)
     for value, style in ((stats["bias"], "-"), (stats["loa_lower"], "--"), (stats["loa_upper"], "--")):
         if math.isfinite(value):
             ax.axhline(value, color="tab:red", ls=style, lw=1)
@@ -78,7 +88,7 @@ def draw_bland_altman(ax, comparison: dict, metric: str, label: str) -> None:
 
 def draw_scatter(ax, comparison: dict, metric: str, label: str) -> None:
     measured, reference = comparison["pairs"][metric]
-    ax.scatter(reference, measured, s=14, alpha=0.7)
+    draw_points(ax, reference, measured, comparison, metric)
     low = float(min(measured.min(), reference.min()))
     high = float(max(measured.max(), reference.max()))
     ax.plot([low, high], [low, high], color="gray", lw=1, ls="--")
@@ -93,7 +103,8 @@ def agreement_grid(comparisons: Sequence[dict], metrics: Sequence[tuple[str, str
                    ) -> Figure:
     """One panel per comparison and metric that has pairs, in reading order on a compact grid of at most
     len(metrics) columns (panel_grid), saved to `path`. `comparisons` items: {model, reference, pairs: metric ->
-    (measured, reference) arrays, stats: metric -> agreement dict}; `metrics` (key, label)."""
+    (measured, reference) arrays, stats: metric -> agreement dict, and optionally flagged and flag_label (see
+    draw_points)}; `metrics` (key, label)."""
     panels = agreement_panels(comparisons, metrics)
     rows, columns = panel_grid(len(panels), len(metrics))
     figure = new_figure(PANEL_WIDTH_IN * columns, PANEL_HEIGHT_IN * rows + TITLE_SPACE_IN)

@@ -31,6 +31,7 @@ from .sources import camus_info
 RECORD_SUFFIX = "_loop.json"
 EF_AGREEMENT_JSON = "ef_agreement.json"
 EF_BLAND_ALTMAN_PNG = "ef_bland_altman.png"
+IMPLAUSIBLE_IN_BEAT = "a beat with ESV > EDV"  # beside the loops' EFs that have one, in the Bland-Altman plot
 
 
 # ---------------------------------------------------------------------------------------------- splitting
@@ -203,8 +204,9 @@ def write_ef_agreement(records: Sequence[dict], output: Path) -> Optional[dict]:
                           for name, ef, ref, implausible in pairs]}
     write_json_atomically(document, output / EF_AGREEMENT_JSON)
     both = np.isfinite(measured)
+    implausible = np.array([pair[3] > 0 for pair in pairs])
     from nnunetv2_msvmamba.clinical.plot import agreement_grid
     comparison = {"model": "predicted", "reference": "dataset", "pairs": {"ef": (measured[both], reference[both])},
-                  "stats": {"ef": stats}}
+                  "stats": {"ef": stats}, "flagged": {"ef": implausible[both]}, "flag_label": IMPLAUSIBLE_IN_BEAT}
     agreement_grid([comparison], [("ef", "EF %")], output / EF_BLAND_ALTMAN_PNG, bland_altman=True)
     return document

@@ -76,3 +76,19 @@ def test_the_figure_holds_one_visible_panel_per_comparison_and_quantity_with_pai
                                             (5, (2, 3)), (6, (2, 3)), (7, (3, 3)), (9, (3, 3)), (15, (5, 3))])
 def test_panel_grid_uses_as_few_rows_as_the_columns_allow_and_balances_them(n_panels, grid):
     assert plot.panel_grid(n_panels, max_columns=3) == grid
+
+
+@pytest.mark.parametrize("bland_altman", [True, False], ids=["bland_altman", "scatter"])
+def test_flagged_pairs_are_drawn_apart_and_named(tmp_path: Path, bland_altman: bool):
+    """A loop whose EF has a beat with ESV > EDV was a dot like any other in ef_bland_altman.png."""
+    flagged = comparison("predicted", "dataset", EF_ONLY)
+    flagged["flagged"] = {"ef": np.array([False, True, False, False, True, False])}
+    flagged["flag_label"] = "a beat with ESV > EDV"
+    figure = plot.agreement_grid([flagged], [("ef", "EF %")], tmp_path / "figure.png", bland_altman=bland_altman)
+    (ax,) = figure.axes
+    assert [len(points.get_offsets()) for points in ax.collections] == [4, 2]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["a beat with ESV > EDV"]
+    plain = plot.agreement_grid([comparison("predicted", "dataset", EF_ONLY)], [("ef", "EF %")],
+                                tmp_path / "plain.png", bland_altman=bland_altman)
+    assert [len(points.get_offsets()) for points in plain.axes[0].collections] == [6]
+    assert plain.axes[0].get_legend() is None

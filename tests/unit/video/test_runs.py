@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers.tables import read_rows
+from nnunetv2_msvmamba.clinical import plot
 from nnunetv2_msvmamba.common.errors import InputError
 from nnunetv2_msvmamba.video import runs
 from nnunetv2_msvmamba.video.sources import camus_frame_rate
@@ -84,8 +85,13 @@ def test_ef_agreement_over_loops_with_a_reference(tmp_path):
     assert document["loops_with_implausible_beats"] == []
 
 
-def test_ef_agreement_flags_the_loops_whose_ef_has_a_beat_with_esv_above_edv(tmp_path):
+def test_ef_agreement_flags_the_loops_whose_ef_has_a_beat_with_esv_above_edv(tmp_path, monkeypatch):
     """A barely trained model gave one loop an EF of -57.0 (ESV > EDV), and it was reported as a plain number."""
+    plotted = {}
+    draw = plot.agreement_grid
+    monkeypatch.setattr(plot, "agreement_grid",
+                        lambda comparisons, *args, **kwargs: plotted.update(comparison=comparisons[0])
+                        or draw(comparisons, *args, **kwargs))
     for order, (ef, implausible) in enumerate([("60", "0"), ("-57", "1"), ("20", "1"), ("", "")]):
         record(tmp_path, f"loop{order}", order, ef, "50", implausible)
     record(tmp_path, "before_the_flag", 4, "55", "50")  # a record written before the column existed
@@ -95,6 +101,9 @@ def test_ef_agreement_flags_the_loops_whose_ef_has_a_beat_with_esv_above_edv(tmp
     assert [pair["implausible_beats"] for pair in document["pairs"]] == [0, 1, 1, 0, 0]
     assert document["n"] == 4  # the model's EF as measured: its failures count against its agreement
     assert "ESV > EDV" in document["implausible"]
+    drawn = plotted["comparison"]
+    assert drawn["flagged"]["ef"].tolist() == [False, True, True, False]  # the loops with an EF, in order
+    assert drawn["flag_label"] == "a beat with ESV > EDV"
 
 
 def write_file_list(path: Path, rows: list[tuple[str, str]]) -> Path:
