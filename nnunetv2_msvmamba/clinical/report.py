@@ -96,8 +96,13 @@ def comparison_entry(results: ClinicalResults, model: str, reference: str) -> di
     pairs = {metric: (np.array([value(measured[p], metric) for p in patients if metric in comparable]),
                       np.array([value(against[p], metric) for p in patients if metric in comparable]))
              for metric, _ in METRICS}
+    # in the plots, a pair with ESV > EDV on either side is drawn apart (clinical.plot.draw_points)
+    flagged = {metric: np.array([is_implausible(measured[p].edv, measured[p].esv)
+                                 or is_implausible(against[p].edv, against[p].esv)
+                                 for p in patients if metric in comparable], dtype=bool) for metric, _ in METRICS}
     return {"model": model, "reference": reference, "pairs": pairs,
-            "stats": {metric: agreement(*pairs[metric]) for metric, _ in METRICS}}
+            "stats": {metric: agreement(*pairs[metric]) for metric, _ in METRICS},
+            "flagged": flagged, "flag_label": "ESV > EDV"}
 
 
 def series_means(patients: Mapping[str, PatientVolumes]) -> dict:

@@ -92,3 +92,20 @@ def test_flagged_pairs_are_drawn_apart_and_named(tmp_path: Path, bland_altman: b
                                 tmp_path / "plain.png", bland_altman=bland_altman)
     assert [len(points.get_offsets()) for points in plain.axes[0].collections] == [6]
     assert plain.axes[0].get_legend() is None
+
+
+def test_the_clinical_report_flags_each_pair_with_esv_above_edv_on_either_side():
+    """A patient whose ED and ES were swapped (in the model or in the reference) was drawn like any other."""
+    from nnunetv2_msvmamba.clinical.cases import PatientVolumes
+    from nnunetv2_msvmamba.clinical.report import ClinicalResults, comparison_entry
+
+    def volumes(patient: str, edv: float, esv: float) -> PatientVolumes:
+        return PatientVolumes(patient, edv, esv, 100 * (edv - esv) / edv, physical=True)
+    model = {"p1": volumes("p1", 100, 40), "p2": volumes("p2", 40, 100), "p3": volumes("p3", 90, 45)}
+    reference = {"p1": volumes("p1", 98, 42), "p2": volumes("p2", 95, 41), "p3": volumes("p3", 45, 90)}
+    results = ClinicalResults("CAMUS", True, {"model": model, "reference": reference}, {}, [("model", "reference")],
+                              [])
+    entry = comparison_entry(results, "model", "reference")
+    assert {metric: flags.tolist() for metric, flags in entry["flagged"].items()} == {
+        metric: [False, True, True] for metric in VOLUMES_AND_EF}
+    assert entry["flag_label"] == "ESV > EDV"
