@@ -87,7 +87,7 @@ class SequenceAnalysis:
     lv_volume: np.ndarray   # per frame, single-plane method of discs; mL, or pixels³ without spacing
     phases: list[str]       # per frame: "ED", "ES" or ""
     beats: list[Beat]
-    ef_percent: float       # mean over beats; NaN when no beat
+    ef_percent: float       # mean over beats_in_ef; NaN when there is none
     physical: bool = True   # False: no spacing, units are pixels
     frame_notes: list[str] = field(default_factory=list)  # per frame: islands left out, or ""
     frames_per_beat: float = math.inf  # of the volume curve's rhythm (rhythm_period); inf where not judged
