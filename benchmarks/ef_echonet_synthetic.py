@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nnunetv2_msvmamba.clinical.volumes import IMPLAUSIBLE_FLAG
+from nnunetv2_msvmamba.clinical.volumes import IMPLAUSIBLE_FLAG, implausible_beats_flag
 
 from measure import cpu_and_cores, make_nnunet_folders, run_command_or_exit  # benchmarks/measure.py, beside this script
 
@@ -83,7 +83,7 @@ def report(output: Path) -> dict:
     print(f"\nEF per video against FileList.csv ({len(agreement['pairs'])} TEST videos, {agreement['n']} with an EF):")
     for pair in agreement["pairs"]:
         ef = "none" if pair["ef_percent"] is None else f"{pair['ef_percent']:.1f}"
-        flag = f" ({pair['implausible_beats']} beat(s) with {IMPLAUSIBLE_FLAG})" if pair["implausible_beats"] else ""
+        flag = f" ({implausible_beats_flag(pair['implausible_beats'])})" if pair["implausible_beats"] else ""
         print(f"  {pair['sequence']}: predicted {ef}{flag}, FileList {pair['reference_ef_percent']:.1f}")
     print(f"r {agreement['pearson_r']:.3f}, bias {agreement['bias']:+.2f}, limits of agreement "
           f"{agreement['loa_lower']:.2f} to {agreement['loa_upper']:.2f}, MAE {agreement['mae']:.2f} EF points")

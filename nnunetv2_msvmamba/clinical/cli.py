@@ -125,8 +125,9 @@ def run_sequences(args: argparse.Namespace) -> None:
         analyses[path] = analyse_label_sequence(labels, spacing, sequence_name(path), source=path)
     write_sequence_reports(list(analyses.values()), args.output)
     for path, analysis in analyses.items():
+        counted = analysis.beats_in_ef
         beats = ", ".join(f"{b.describe()}: EF {b.ef_percent:.1f}%" + (" (ESV > EDV!)" if b.implausible else "")
-                          + ("" if b in analysis.beats_in_ef else " (left out)") for b in analysis.beats)
+                          + ("" if b in counted else " (left out)") for b in analysis.beats)
         print(f"{analysis.name}: {len(analysis.lv_volume)} frames, {analysis.ef_text}"
               + (f"; {beats}" if beats else ""))
         if analysis.note:

@@ -33,9 +33,10 @@ def write_volume_curve(analysis: "SequenceAnalysis", path: Path) -> None:
     for phase, marker, color in (("ED", "^", "tab:red"), ("ES", "v", "tab:green")):
         marked = [f for f, p in enumerate(analysis.phases) if p == phase]
         ax.scatter(marked, analysis.lv_volume[marked], marker=marker, s=60, color=color, zorder=3, label=phase)
+    counted = analysis.beats_in_ef
     for beat in analysis.beats:
         ax.annotate(f"EF {beat.ef_percent:.1f}%" + (" (ESV > EDV)" if beat.implausible else "")
-                    + ("" if beat in analysis.beats_in_ef else " (left out)"),
+                    + ("" if beat in counted else " (left out)"),
                     (0.5 * (beat.ed_frame + beat.es_frame), 0.5 * (beat.edv + beat.esv)),
                     ha="center", fontsize=8, color="dimgray")
     ax.set_title(f"{analysis.name}: {analysis.ef_text}", fontsize=10)

@@ -18,6 +18,11 @@ IMPLAUSIBLE = f"ESV > EDV, physiologically implausible ({IMPLAUSIBLE_CAUSES})"
 IMPLAUSIBLE_FLAG = "ESV > EDV: physiologically implausible"  # beside a number that includes such a beat
 
 
+def implausible_beats_flag(count: int) -> str:
+    """What stands beside a loop's EF that includes `count` beats with ESV > EDV."""
+    return f"{count} beat(s) with {IMPLAUSIBLE_FLAG}"
+
+
 def single_plane_volume(view: ViewMeasurement) -> float:
     """Volume of one view by the method of discs, in (spacing unit)³."""
     return float(math.pi / 4.0 * np.sum(view.diameters ** 2) * view.length / len(view.diameters))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from nnunetv2_msvmamba.clinical.report import agreement_table, means_table
-from nnunetv2_msvmamba.clinical.volumes import IMPLAUSIBLE_FLAG
+from nnunetv2_msvmamba.clinical.volumes import implausible_beats_flag
 from nnunetv2_msvmamba.evaluation.report import overall_tables
 from nnunetv2_msvmamba.evaluation.summary_statistics import ALL_CASES
 from .runner import format_duration
@@ -81,7 +81,7 @@ def report_video(paths: DemoPaths, raw_dataset: Path, patient: str) -> list[Path
     for row in read_csv(paths.video / "video_summary.csv"):
         ef = f"EF {float(row['ef_percent']):.1f} %" if row["ef_percent"] else f"no EF: {row['note']}"
         if row.get("implausible_beats") not in (None, "", "0"):
-            ef += f" ({row['implausible_beats']} beat(s) with {IMPLAUSIBLE_FLAG})"
+            ef += f" ({implausible_beats_flag(int(row['implausible_beats']))})"
         print(f"  {row['sequence']}: {row['frames']} frames, ED frames {row['ed_frames'] or '-'}, ES frames "
               f"{row['es_frames'] or '-'}, {ef}")
         overlays.append(paths.video / row["overlay"])
