@@ -28,6 +28,8 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic, overload
 
+from ._numba_vectors import VECTOR, adjoint_step_vectors, recurrence_step_vectors, source_digest
+
 ZERO, HALF, ONE = np.float32(0.0), np.float32(0.5), np.float32(1.0)
 SOFTPLUS_LINEAR_ABOVE = np.float32(20.0)  # torch.nn.functional.softplus's threshold, which mamba_ssm relies on
 LN_2, LOG2_E = np.float32(math.log(2.0)), np.float32(math.log2(math.e))
@@ -37,6 +39,9 @@ THIRD, FIFTH, SEVENTH, NINTH, ELEVENTH = (np.float32(1.0 / k) for k in (3, 5, 7,
 EXP2_COEFFICIENTS = tuple(np.float32(math.log(2.0) ** k / math.factorial(k)) for k in range(7))
 EXP2_LOWEST, EXP2_HIGHEST = np.float32(-126.0), np.float32(127.0)
 MANTISSA_BITS = 23
+# Numba's on-disk cache keys a kernel on its own file and the values its closure holds: the kernels close over
+# this digest of _numba_vectors' source, so that a change there too recompiles them
+VECTOR_CODE_DIGEST = source_digest()
 # LLVM fully unrolls loops of at most this many iterations while the kernels compile (its own default: no limit)
 FULL_UNROLL_MAX_COUNT, LLVM_FULL_UNROLL_MAX_COUNT = 2, 2 ** 32 - 1
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise the sums over the states; no assumption
@@ -182,6 +187,73 @@ def _time_index(step, length, reverse):
     return length - 1 - step if reverse else step
 
 
+def recurrence_step(deltas, delta_us, B_t, C_t, A, h_before, h_after, decays, ys, exp2_constants, lanes):
+    """One step t of the scan's recurrence for every state k of a block of `lanes` channels:
+    h_after = exp2(delta_t A log2(e)) h_before + delta_t u_t B_t, with the decays exp2(...) kept in `decays` and
+    ys += sum_k h_after C_t where those are given (None where not: the forward sums y, the backward's recomputation
+    keeps the decays; the arithmetic limit has no delta_us, and adds B_t alone). The arrays are the step's rows:
+    (lanes,) for deltas, delta_us and ys, (n,) for B_t and C_t, (n, lanes) for A (times log2(e)), the states and the
+    decays; h_before may be h_after. In a float32 kernel, explicit vector code (_numba_vectors)."""
+    for k in range(B_t.shape[0]):
+        B_k = B_t[k]
+        for w in range(lanes):
+            decay = exp2_with(deltas[w] * A[k, w], exp2_constants)
+            if decays is not None:
+                decays[k, w] = decay
+            if delta_us is not None:
+                h_kw = decay * h_before[k, w] + delta_us[w] * B_k
+            else:
+                h_kw = decay * h_before[k, w] + B_k
+            h_after[k, w] = h_kw
+            if ys is not None:
+                ys[w] += h_kw * C_t[k]
+
+
+@overload(recurrence_step, fastmath=FASTMATH, prefer_literal=True)
+def _recurrence_step_compiled(deltas, delta_us, B_t, C_t, A, h_before, h_after, decays, ys, exp2_constants, lanes):
+    if deltas.dtype != types.float32 or not isinstance(lanes, types.IntegerLiteral) or lanes.literal_value % VECTOR:
+        return recurrence_step
+    return (lambda deltas, delta_us, B_t, C_t, A, h_before, h_after, decays, ys, exp2_constants, lanes:
+            recurrence_step_vectors(deltas, delta_us, B_t, C_t, A, h_before, h_after, decays, ys, exp2_constants,
+                                    lanes))
+
+
+def adjoint_step(dys, delta_us, deltas, B_t, C_t, decays, states, A, carry, dA, dB_t, d_delta_us, d_exponents,
+                 lanes):
+    """One step t of the backward's adjoint recurrence, for every state k of a block of `lanes` channels: the adjoint
+    g = dy_t C_t + carry (dL/dh_t), then carry = exp(delta_t A) g for step t - 1, and everything that takes g:
+    dB_t += sum over the lanes of g delta_t u_t, dA += g exp(delta_t A) h_{t-1} delta_t, and (written, summed over
+    the states) d_delta_us = sum_k g B_t and d_exponents = sum_k g exp(delta_t A) h_{t-1} A log2(e). The arrays are
+    the step's rows: (lanes,) for dys, delta_us, deltas and the outputs, (n,) for B_t, C_t and dB_t, (n, lanes) for
+    decays (exp(delta_t A)), states (h_{t-1}), A, carry and dA. In a float32 kernel, explicit vector code
+    (_numba_vectors)."""
+    d_delta_us[:] = ZERO
+    d_exponents[:] = ZERO
+    for k in range(B_t.shape[0]):
+        B_k, C_k = B_t[k], C_t[k]
+        total = ZERO
+        for w in range(lanes):
+            decay = decays[k, w]
+            g = dys[w] * C_k + carry[k, w]
+            carry[k, w] = decay * g
+            total += g * delta_us[w]
+            d_delta_us[w] += g * B_k
+            through_decay = g * decay * states[k, w]
+            d_exponents[w] += through_decay * A[k, w]
+            dA[k, w] += through_decay * deltas[w]
+        dB_t[k] += total
+
+
+@overload(adjoint_step, fastmath=FASTMATH, prefer_literal=True)
+def _adjoint_step_compiled(dys, delta_us, deltas, B_t, C_t, decays, states, A, carry, dA, dB_t, d_delta_us,
+                           d_exponents, lanes):
+    if dys.dtype != types.float32 or not isinstance(lanes, types.IntegerLiteral) or lanes.literal_value % VECTOR:
+        return adjoint_step
+    return (lambda dys, delta_us, deltas, B_t, C_t, decays, states, A, carry, dA, dB_t, d_delta_us, d_exponents,
+            lanes: adjoint_step_vectors(dys, delta_us, deltas, B_t, C_t, decays, states, A, carry, dA, dB_t,
+                                        d_delta_us, d_exponents, lanes))
+
+
 def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
     """The scan's forward and backward kernels as Python functions, for `_compile`, for blocks of `lanes` channels.
     Every loop that does the per-element work runs over a block's channels, which lie side by side in memory in the
@@ -189,6 +261,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
     loops, with contiguous loads, one exp2 per lane, and B_t and C_t broadcast. `lanes` is a constant that Numba
     freezes into the compiled code (and into its cache's key). (The number of states as such a constant too, which
     made the kernels vectorised over the states 9-12 % faster, made these no faster: 0-2 %.)"""
+    vector_code = VECTOR_CODE_DIGEST
 
     def forward(u, delta, z, z_first, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, reverse, out,
                 last_state, checkpoints, gate_inputs, exp2_array):
@@ -197,6 +270,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
         the output before the gate (+= as out), which the backward's dz needs. One (batch row, channel block) per
         parallel iteration, `chunk` steps at a time: softplus and D u for the chunk, then the recurrence, then the
         gate, each a loop of its own."""
+        vector_code  # in the cache key (VECTOR_CODE_DIGEST)
         batch, length, blocks, _ = u.shape
         dstate = A_log2.shape[1]
         has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
@@ -231,13 +305,8 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                         ys[s, w] = D_j[w] * u_w
                 for s in range(steps):  # the recurrence
                     t = time_index(start + s, length, reverse)
-                    for k in range(dstate):
-                        B_k, C_k = B[bB, gB, t * stepB, k], C[bC, gC, t * stepC, k]
-                        for w in range(lanes):
-                            decay = exp2_with(deltas[s, w] * A[k, w], exp2_constants)
-                            h_kw = decay * h[k, w] + delta_us[s, w] * B_k
-                            h[k, w] = h_kw
-                            ys[s, w] += h_kw * C_k
+                    recurrence_step(deltas[s], delta_us[s], B[bB, gB, t * stepB], C[bC, gC, t * stepC], A, h, h, None,
+                                    ys[s], exp2_constants, lanes)
                 for s in range(steps):
                     t = time_index(start + s, length, reverse)
                     if save_gate_inputs:
@@ -263,6 +332,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
         backwards through the chunk with everything that takes g_t in the same loop (dB, dA and the parts of du and
         ddelta through the states), and the rest in loops without a recurrence. (The adjoints kept in a scratch
         array for loops of their own took 7-13 % longer.)"""
+        vector_code  # in the cache key (VECTOR_CODE_DIGEST)
         batch, length, blocks, _ = u.shape
         dstate = A_log2.shape[1]
         has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
@@ -314,12 +384,8 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                     states[0] = checkpoints[b, c, j]
                     for s in range(steps):  # the chunk's states again, from its checkpoint
                         t = time_index(start + s, length, reverse)
-                        for k in range(dstate):
-                            B_k = B[bB, gB, t * stepB, k]
-                            for w in range(lanes):
-                                decay = exp2_with(deltas[s, w] * A[k, w], exp2_constants)
-                                decays[s, k, w] = decay
-                                states[s + 1, k, w] = decay * states[s, k, w] + delta_us[s, w] * B_k
+                        recurrence_step(deltas[s], delta_us[s], B[bB, gB, t * stepB], None, A, states[s], states[s + 1],
+                                        decays[s], None, exp2_constants, lanes)
                     if has_z:  # out = (y + D u) z sigmoid(z): dz, and dy through the gate
                         for s in range(steps):
                             t = time_index(start + s, length, reverse)
@@ -346,21 +412,9 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                             dC_partial[b, part, t * stepC, k] += total
                     for s in range(steps - 1, -1, -1):  # the adjoint recurrence, backwards through the chunk
                         t = time_index(start + s, length, reverse)
-                        d_delta_us[s] = ZERO
-                        d_exponents[s] = ZERO
-                        for k in range(dstate):
-                            B_k, C_k = B[bB, gB, t * stepB, k], C[bC, gC, t * stepC, k]
-                            total = ZERO
-                            for w in range(lanes):
-                                decay = decays[s, k, w]
-                                g = dys[s, w] * C_k + carry[k, w]
-                                carry[k, w] = decay * g
-                                total += g * delta_us[s, w]
-                                d_delta_us[s, w] += g * B_k
-                                through_decay = g * decay * states[s, k, w]
-                                d_exponents[s, w] += through_decay * A[k, w]
-                                dA_j[k, w] += through_decay * deltas[s, w]
-                            dB_partial[b, part, t * stepB, k] += total
+                        adjoint_step(dys[s], delta_us[s], deltas[s], B[bB, gB, t * stepB], C[bC, gC, t * stepC],
+                                     decays[s], states[s], A, carry, dA_j, dB_partial[b, part, t * stepB],
+                                     d_delta_us[s], d_exponents[s], lanes)
                     for s in range(steps):
                         t = time_index(start + s, length, reverse)
                         for w in range(lanes):
@@ -379,25 +433,25 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
 
 
 def _arithmetic_limit_function(lanes: int):
+    vector_code = VECTOR_CODE_DIGEST
+
     def arithmetic_limit(rows, steps, A_log2, B, C, y, exp2_array):
         """The scan's arithmetic and nothing else: per state update one exp2 and two fused multiply-adds
         (h = exp2(x) h + b; y += h c), over `rows` independent rows of n x `lanes` states, vectorised over the lanes
-        as the scan is, with no memory traffic beyond the states. Its updates per second are the limit the
-        benchmark holds the scan against."""
+        with the scan's own vector code for a step (`recurrence_step`, without the input term's product), with no
+        memory traffic beyond the states. Its updates per second are the limit the benchmark holds the scan
+        against."""
+        vector_code  # in the cache key (VECTOR_CODE_DIGEST)
         dstate = A_log2.shape[0]
         for row in prange(rows):
             exp2_constants = run_time_constants(exp2_array)
             h = np.zeros((dstate, lanes), dtype=A_log2.dtype)
             totals = np.zeros(lanes, dtype=A_log2.dtype)
+            xs = np.empty(lanes, dtype=A_log2.dtype)
             scale = ONE / np.float32(steps)
             for t in range(steps):
-                x = np.float32(t) * scale
-                for k in range(dstate):
-                    B_k, C_k = B[k], C[k]
-                    for w in range(lanes):
-                        h_kw = exp2_with(x * A_log2[k, w], exp2_constants) * h[k, w] + B_k
-                        h[k, w] = h_kw
-                        totals[w] += h_kw * C_k
+                xs[:] = np.float32(t) * scale
+                recurrence_step(xs, None, B, C, A_log2, h, h, None, totals, exp2_constants, lanes)
             y[row] = totals
     return arithmetic_limit
 
