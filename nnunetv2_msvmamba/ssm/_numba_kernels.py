@@ -28,7 +28,8 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic, overload
 
-from ._numba_vectors import VECTOR, adjoint_step_vectors, recurrence_step_vectors, source_digest
+from ._numba_vectors import (VECTOR, adjoint_step_vectors, recurrence_step_vectors, source_digest,
+                             transpose_tile_vectors)
 
 ZERO, HALF, ONE = np.float32(0.0), np.float32(0.5), np.float32(1.0)
 SOFTPLUS_LINEAR_ABOVE = np.float32(20.0)  # torch.nn.functional.softplus's threshold, which mamba_ssm relies on
@@ -182,6 +183,42 @@ def _write_step(target, values, accumulate):
             target[w] = values[w]
 
 
+def read_channels_first(rows, first_row, start, steps, reverse, steps_by_row):
+    """steps_by_row[s, w] = rows[first_row + w, t] for the scan's steps s = 0 .. steps - 1 from `start` on, at their
+    sequence indices t (a chunk of a channels-first (dim, L) u, transposed). In a float32 kernel, tiles of
+    VECTOR x VECTOR transposed in registers (_numba_vectors), each line of a row read once: read element by element,
+    the rows' power-of-two strides (L = 1024, 4096) put a step's 32 lines in one cache set, and the forward kernel
+    took 1.3x-1.6x as long."""
+    length = rows.shape[1]
+    for s in range(steps):
+        t = time_index(start + s, length, reverse)
+        for w in range(steps_by_row.shape[1]):
+            steps_by_row[s, w] = rows[first_row + w, t]
+
+
+@overload(read_channels_first, fastmath=FASTMATH)
+def _read_channels_first_compiled(rows, first_row, start, steps, reverse, steps_by_row):
+    if rows.dtype != types.float32:
+        return read_channels_first
+
+    def read_tiles(rows, first_row, start, steps, reverse, steps_by_row):
+        length, lanes = rows.shape[1], steps_by_row.shape[1]
+        tiled_lanes = lanes - lanes % VECTOR
+        tiled_steps = steps - steps % VECTOR
+        for s in range(0, tiled_steps, VECTOR):
+            for w in range(0, tiled_lanes, VECTOR):
+                if reverse:  # steps s .. s + VECTOR - 1 lie at L - 1 - (start + s) down to L - VECTOR - (start + s)
+                    transpose_tile_vectors(rows, first_row + w, length - VECTOR - (start + s), steps_by_row, s, w,
+                                           True)
+                else:
+                    transpose_tile_vectors(rows, first_row + w, start + s, steps_by_row, s, w, False)
+        for s in range(steps):
+            t = time_index(start + s, length, reverse)
+            for w in range(tiled_lanes if s < tiled_steps else 0, lanes):
+                steps_by_row[s, w] = rows[first_row + w, t]
+    return read_tiles
+
+
 def _time_index(step, length, reverse):
     """The sequence index of the scan's step `step`: step itself, or L - 1 - step for a reverse scan."""
     return length - 1 - step if reverse else step
@@ -264,17 +301,20 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
     vector_code = VECTOR_CODE_DIGEST
 
     def forward(u, delta, z, z_first, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, reverse, out,
-                last_state, checkpoints, gate_inputs, exp2_array):
+                last_state, checkpoints, gate_inputs, u_first, u_copy, exp2_array):
         """out = the scan's output (out += it when `accumulate`), last_state = h_{L-1}, and (when checkpoints and
         gate_inputs have room) checkpoints[b, c, j] = the state before scan step c * chunk and gate_inputs = y + D u,
-        the output before the gate (+= as out), which the backward's dz needs. One (batch row, channel block) per
-        parallel iteration, `chunk` steps at a time: softplus and D u for the chunk, then the recurrence, then the
-        gate, each a loop of its own."""
+        the output before the gate (+= as out), which the backward's dz needs. u is read blocked, or, where u_first
+        has room (and u has none), from a channels-first (batch, dim, L) u_first (whole blocks, nothing padded), a
+        chunk at a time, and then also written blocked into u_copy where that has room (for the backward). One
+        (batch row, channel block) per parallel iteration, `chunk` steps at a time: the chunk's u, softplus and D u
+        for the chunk, then the recurrence, then the gate, each a loop of its own."""
         vector_code  # in the cache key (VECTOR_CODE_DIGEST)
-        batch, length, blocks, _ = u.shape
+        batch, length, blocks, _ = delta.shape
         dstate = A_log2.shape[1]
         has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
         save_checkpoints, save_gate_inputs = checkpoints.shape[1] > 0, gate_inputs.shape[0] > 0
+        reads_channels_first, copies_u = u_first.shape[0] > 0, u_copy.shape[0] > 0
         dtype = A_log2.dtype
         for task in prange(batch * blocks):
             exp2_constants = run_time_constants(exp2_array)
@@ -291,14 +331,23 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
             deltas = np.empty((chunk, lanes), dtype=dtype)
             delta_us = np.empty((chunk, lanes), dtype=dtype)
             ys = np.empty((chunk, lanes), dtype=dtype)
+            us = np.empty((chunk, lanes), dtype=dtype)
             for start in range(0, length, chunk):
                 steps = min(chunk, length - start)
                 if save_checkpoints:
                     checkpoints[b, start // chunk, j] = h
+                if reads_channels_first:
+                    read_channels_first(u_first[b], j * lanes, start, steps, reverse, us)
+                    if copies_u:
+                        for s in range(steps):
+                            write_step(u_copy[b, time_index(start + s, length, reverse), j], us[s], False)
+                else:
+                    for s in range(steps):
+                        write_step(us[s], u[b, time_index(start + s, length, reverse), j], False)
                 for s in range(steps):
                     t = time_index(start + s, length, reverse)
                     for w in range(lanes):
-                        u_w = u[b, t, j, w]
+                        u_w = us[s, w]
                         delta_w = step_delta(delta[b, t, j, w] + bias_j[w], softplus, exp2_constants)
                         deltas[s, w] = delta_w
                         delta_us[s, w] = delta_w * u_w
@@ -469,7 +518,7 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
     inputs = (array4, array4, array4, count, array3, array4, array4, matrix, matrix, flag, count, flag, flag)
     exp2_constants = types.Array(types.float32, 1, "C")
     return SimpleNamespace(
-        forward=types.void(*inputs, array4, array4, array5, array4, exp2_constants),
+        forward=types.void(*inputs, array4, array4, array5, array4, array3, array4, exp2_constants),
         backward=types.void(*inputs, array5, array4, array4, types.Array(types.int64, 1, "C"), array4, array4, array4,
                             count, array4, array4, array4, array3, array3, exp2_constants),
         limit=types.void(count, count, matrix, vector, vector, matrix, exp2_constants))

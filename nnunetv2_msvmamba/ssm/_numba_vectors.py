@@ -218,3 +218,46 @@ def adjoint_step_vectors(typingctx, dys, delta_us, deltas, B_t, C_t, decays, sta
                 code.store(builder.load(accumulated), name, code.offset(v))
         return context.get_dummy_value()
     return types.void(*arrays, lanes), codegen
+
+
+def _transposed(code: _VectorCode, vectors: list) -> list:
+    """The columns of the VECTOR x VECTOR matrix whose rows are `vectors`: for each bit of the row and column
+    indices, the elements whose bits differ swapped between pairs of rows (one shuffle of two vectors per row and
+    bit: 64 for a 16 x 16 tile)."""
+    vectors = list(vectors)
+    bit = VECTOR // 2
+    while bit:
+        low = [c if not c & bit else VECTOR + (c ^ bit) for c in range(VECTOR)]
+        high = [c ^ bit if not c & bit else VECTOR + c for c in range(VECTOR)]
+        for r in range(VECTOR):
+            if not r & bit:
+                first, second = vectors[r], vectors[r | bit]
+                vectors[r] = code.builder.shuffle_vector(first, second, ir.Constant(_INT_VECTOR, low))
+                vectors[r | bit] = code.builder.shuffle_vector(first, second, ir.Constant(_INT_VECTOR, high))
+        bit //= 2
+    return vectors
+
+
+@intrinsic(prefer_literal=True)
+def transpose_tile_vectors(typingctx, source, source_row, source_column, target, target_row, target_column,
+                           reversed_rows):
+    """target[target_row + c, target_column + r] = source[source_row + r, source_column + c] for r, c in
+    0 .. VECTOR - 1 (target row target_row + VECTOR - 1 - c instead where `reversed_rows`), both float32 C-contiguous
+    2-D arrays: a tile read a row (a cache line) at a time and transposed in registers."""
+    if (not isinstance(reversed_rows, types.BooleanLiteral) or not _vector_arrays((source, target), types.literal(
+            VECTOR)) or source.ndim != 2 or target.ndim != 2):
+        return None
+
+    def codegen(context, builder, signature, args):
+        code = _VectorCode(context, builder, signature, args, VECTOR)
+        source_rows, target_rows = code.shapes[0][1], code.shapes[3][1]
+
+        def at(row, column, row_length):
+            return builder.add(builder.mul(row, row_length), column)
+        rows = [code.load(0, at(builder.add(args[1], ir.Constant(_INDEX, r)), args[2], source_rows))
+                for r in range(VECTOR)]
+        for c, column in enumerate(_transposed(code, rows)):
+            row = VECTOR - 1 - c if reversed_rows.literal_value else c
+            code.store(column, 3, at(builder.add(args[4], ir.Constant(_INDEX, row)), args[5], target_rows))
+        return context.get_dummy_value()
+    return types.void(source, source_row, source_column, target, target_row, target_column, reversed_rows), codegen

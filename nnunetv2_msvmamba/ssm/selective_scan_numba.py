@@ -265,10 +265,12 @@ def _channel_blocks(batch: int, blocks: int, groups: int, threads: int) -> torch
 
 
 def _kernel_inputs(layout: ChannelBlocks, u, delta, A, B, C, D, z, delta_bias, dtype: torch.dtype) -> tuple:
-    """The inputs both kernels take first, as numpy arrays in the compute dtype: u, delta blocked, z blocked with its
-    first block, A log2(e) (blocks, n, LANES), B, C (in the kernels' layout), D, delta_bias blocked."""
+    """The inputs both kernels take first, as numpy arrays in the compute dtype: u (an empty array for None: the
+    forward reads it channels first), delta blocked, z blocked with its first block, A log2(e) (blocks, n, LANES),
+    B, C (in the kernels' layout), D, delta_bias blocked."""
     A_log2 = layout.pad(A.detach().to(dtype).t() * LOG2_E).transpose(0, 1).contiguous()
-    return (layout.blocked(u, dtype), layout.blocked(delta, dtype), *layout.blocked_from(z, dtype), A_log2.numpy(),
+    u_blocked = layout.blocked(u, dtype) if u is not None else np.empty((0, 0, 0, LANES), dtype=_NUMPY_DTYPES[dtype])
+    return (u_blocked, layout.blocked(delta, dtype), *layout.blocked_from(z, dtype), A_log2.numpy(),
             _coefficient_layout(B, dtype).numpy(), _coefficient_layout(C, dtype).numpy(),
             layout.per_channel(D, dtype), layout.per_channel(delta_bias, dtype))
 
@@ -315,20 +317,35 @@ def _direction_inputs(s: int, u, delta, A, B, C, D, z, delta_bias) -> tuple:
     return u[s], delta[s], A, _direction(B, s), _direction(C, s), D, z, delta_bias
 
 
+def _reads_channels_first(layout: ChannelBlocks, u: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether the forward kernel reads u (directions, batch, dim, L) as it lies, channels first: contiguous, in
+    the compute dtype, in whole blocks. Made channels last by PyTorch instead, its copy was a fifth of a forward call
+    on 1 thread and a third on 2 (serial, it kept the call from scaling); the kernel transposes a chunk at a time in
+    the cache, in parallel."""
+    return (u.dtype == dtype and u.is_contiguous() and not layout.padded and u.shape[-1] > 1
+            and not u.transpose(-1, -2).is_contiguous())
+
+
 def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                  D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
                  delta_softplus: bool, reverse: tuple, for_backward: bool) -> tuple:
     """The forward kernels over the directions of stacked inputs (u, delta (directions, batch, dim, L); B, C
-    (directions, batch, [groups,] n, L) or one constant (dim, n)): (out, last_state, checkpoints, gate_inputs) in the
-    compute dtype, out (batch, dim, L) summed over the directions and channels last, last_state (directions, batch,
-    dim, n). With `for_backward`, checkpoints holds the states every CHUNK steps and gate_inputs (with z) the output
-    before the gate, y + D u, summed over the directions, both in the kernels' blocked layout; both are empty
-    otherwise."""
+    (directions, batch, [groups,] n, L) or one constant (dim, n)): (out, last_state, checkpoints, gate_inputs,
+    u_for_backward) in the compute dtype, out (batch, dim, L) summed over the directions and channels last,
+    last_state (directions, batch, dim, n). With `for_backward`, checkpoints holds the states every CHUNK steps and
+    gate_inputs (with z) the output before the gate, y + D u, summed over the directions, both in the kernels'
+    blocked layout; both are empty otherwise. u_for_backward is u as the backward takes it: u itself, or, where the
+    kernel read a channels-first u as it lies (`_reads_channels_first`), the channels-last copy it wrote of it
+    (with `for_backward`; None otherwise)."""
     _, batch, dim, length = u.shape
     dstate = A.shape[1]
     dtype = compute_dtype_for(u)
     layout = _layout(dim, B, C)
     with torch.autocast("cpu", enabled=False):
+        channels_first = _reads_channels_first(layout, u, dtype)
+        u_copies = (empty_on_huge_pages((len(reverse), batch, length, layout.blocks, LANES), dtype)
+                    if channels_first and for_backward else u.new_empty((len(reverse), 0, 0, 0, LANES), dtype=dtype))
+        no_u_first = np.empty((0, 0, 0), dtype=_NUMPY_DTYPES[dtype])
         out = empty_on_huge_pages((batch, length, layout.blocks, LANES), dtype)
         last_state = u.new_empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=dtype)
         chunks = math.ceil(length / CHUNK) if for_backward else 0
@@ -339,11 +356,14 @@ def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
         with _launch_lock:
             set_threads_from_torch()
             for s, backwards in enumerate(reverse):
-                inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
-                kernels.forward(*_kernel_inputs(layout, *inputs, dtype), bool(delta_softplus), CHUNK, s > 0,
-                                backwards, out.numpy(), last_state[s].numpy(), checkpoints[s].numpy(),
-                                gate_inputs.numpy(), kernels.exp2_constants)
-    return layout.channels(out), layout.states(last_state), checkpoints, gate_inputs
+                u_s, *inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
+                kernels.forward(*_kernel_inputs(layout, None if channels_first else u_s, *inputs, dtype),
+                                bool(delta_softplus), CHUNK, s > 0, backwards, out.numpy(), last_state[s].numpy(),
+                                checkpoints[s].numpy(), gate_inputs.numpy(),
+                                u_s.detach().numpy() if channels_first else no_u_first, u_copies[s].numpy(),
+                                kernels.exp2_constants)
+    u_for_backward = u if not channels_first else layout.channels(u_copies) if for_backward else None
+    return layout.channels(out), layout.states(last_state), checkpoints, gate_inputs, u_for_backward
 
 
 def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -401,7 +421,8 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
 class _SelectiveScanNumba(torch.autograd.Function):
     """Upstream's scan, forward or reversed (`reverse`), on the Numba kernels: the forward keeps the state every
     CHUNK steps and the output before the gate (only when a gradient is needed); the backward recomputes the rest
-    from them. u and delta are made channels last once, in the forward (no copy where they are already), and both
+    from them. u and delta are made channels last once, in the forward (no copy where they are already; u not where
+    the forward kernel reads it as it lies, channels first, and writes the copy the backward takes itself), and both
     run the kernels on the inputs' memory where they are in the compute dtype already. The inputs
     get the directions axis that `scan_forward` takes here, not outside: a view made outside would not reach
     autograd inside the custom op's backward."""
@@ -409,8 +430,9 @@ class _SelectiveScanNumba(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool, grad_enabled: bool):
         if A.is_complex():
             raise NotImplementedError("the Numba selective scan supports real A only")
-        # channels last once here, where the kernels would copy u and delta in the forward and again in the backward
-        u, delta = (_channels_last(x).unsqueeze(0) for x in (u, delta))
+        # channels last once here, where the kernels would copy them in the forward and again in the backward;
+        # u the forward kernel may read as it lies (scan_forward)
+        u, delta = u.unsqueeze(0), _channels_last(delta).unsqueeze(0)
         B, C = (t if t.dim() == 2 else t.unsqueeze(0) for t in (B, C))
         for name, coefficient in (("B", B), ("C", C)):
             _groups(_direction(coefficient, 0), name, u.shape[2], A.shape[1])  # the shape checks, with their messages
@@ -418,12 +440,14 @@ class _SelectiveScanNumba(torch.autograd.Function):
         # the caller's grad mode: inside forward it is always off, and needs_input_grad is True for a parameter even
         # under torch.no_grad(), where checkpoints and gate inputs would be kept for no backward
         needs_grad = grad_enabled and any(ctx.needs_input_grad[:8])
-        out, last_state, checkpoints, gate_inputs = scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                                 (reverse,), needs_grad)
+        if not _reads_channels_first(_layout(u.shape[2], B, C), u, compute_dtype_for(u)):
+            u = _channels_last(u[0]).unsqueeze(0)
+        out, last_state, checkpoints, gate_inputs, u_for_backward = scan_forward(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), needs_grad)
         last_state = last_state[0]
         ctx.delta_softplus, ctx.reverse = bool(delta_softplus), reverse
         if needs_grad:
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints, gate_inputs)
+            ctx.save_for_backward(u_for_backward, delta, A, B, C, D, z, delta_bias, checkpoints, gate_inputs)
         ctx.mark_non_differentiable(last_state)
         return out.to(u.dtype), last_state
 

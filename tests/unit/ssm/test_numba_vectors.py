@@ -141,3 +141,28 @@ def test_the_kernels_cache_key_follows_the_vector_code() -> None:
         closure = [cell.cell_contents for cell in kernel.__closure__]
         assert vectors.source_digest() in closure
     assert len(vectors.source_digest()) == 64
+
+
+@numba.njit
+def read_through_overload(rows, first_row, start, steps, reverse, steps_by_row):
+    kernels.read_channels_first(rows, first_row, start, steps, reverse, steps_by_row)
+
+
+@pytest.mark.parametrize("length, start, steps, first_row, lanes", [
+    (1024, 256, 128, 0, 32),  # whole tiles, a power-of-two row stride
+    (40, 3, 37, 32, 32),  # steps beyond the last whole tile
+    (33, 0, 33, 16, 16),  # one vector of lanes, a sequence of odd length
+    (50, 30, 20, 8, 24)])  # lanes beyond the last whole tile
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_channels_first_chunk_is_read_transposed(length: int, start: int, steps: int, first_row: int, lanes: int,
+                                                   reverse: bool) -> None:
+    """The forward kernel's read of a chunk of a channels-first u: tiles transposed in registers and the rest
+    element by element, in the scan's order of steps (from the end for a reverse scan), float32 and float64."""
+    rng = np.random.default_rng(length)
+    times = [length - 1 - (start + s) if reverse else start + s for s in range(steps)]
+    for dtype in (np.float32, np.float64):
+        rows = rng.standard_normal((64, length)).astype(dtype)
+        steps_by_row = np.full((128, lanes), np.nan, dtype=dtype)
+        read_through_overload(rows, first_row, start, steps, reverse, steps_by_row)
+        np.testing.assert_array_equal(steps_by_row[:steps], rows[first_row:first_row + lanes][:, times].T)
+        assert np.isnan(steps_by_row[steps:]).all()  # nothing written beyond the chunk's steps
