@@ -4,12 +4,15 @@ The functions below are plain Python until `compiled` builds them for one dtype 
 with explicit signatures, so that each is compiled once (and cached on disk). The channels come in blocks of
 `lanes` (padded with zero channels where a group's channels are no multiple of it; see
 selective_scan_numba.ChannelBlocks), every array C-contiguous with a block's lanes innermost:
-u, delta, dout, out, gate_inputs and the input gradients (batch, L, blocks, lanes); z and dz (batch, L, blocks', lanes)
+u, delta, dout, out, gate_inputs and the input gradients (batch, L, blocks, lanes), or, for the forward, u as it lies
+channels first (u_first, (batch, dim, L), whole blocks); z and dz (batch, L, blocks', lanes)
 with the scan's blocks from `z_first` on (z is the second half of the mixer's in_proj output, read where it lies);
 A_log2 = A log2(e) (blocks, n, lanes); D, delta_bias (blocks, lanes), empty when absent, as is z; B and C
 (batch or 1, groups, L or 1, n), n innermost (see selective_scan_numba._coefficient_layout); checkpoints (batch,
 chunks, blocks, n, lanes); the last argument of each kernel is EXP2_CONSTANTS (see `run_time_constants`).
 Everything is indexed by the sequence's index t; a reverse scan (`reverse`) runs its step s at t = L - 1 - s.
+A step's loop over the states is `recurrence_step` or `adjoint_step`, and a chunk of a channels-first u is read by
+`read_channels_first`: plain loops here, explicit vector code (_numba_vectors) in a float32 kernel.
 
 Constants are float32 so that a float32 kernel stays in float32 (a Python float literal would promote it to
 float64) and a float64 kernel promotes them exactly; ln 2, which float32 rounds, comes in each kernel's own type

@@ -9,7 +9,9 @@ The kernels work on blocks of LANES channels side by side, channels last (`Chann
 runs over a block's channels, so it vectorises with contiguous loads, one exp2 per channel and state, and B_t and
 C_t broadcast, with no sum across a vector except for the gradients of B and C. The Mamba mixer's tensors are
 channels last already, and are read and written where they lie (z and dz inside in_proj's output and its gradient);
-other layouts, and groups of channels that are no multiple of LANES (padded with zero channels), are copied. A
+so is a contiguous channels-first u in whole blocks (the generic mixer's convolution output), which the forward
+kernel transposes a chunk at a time and writes channels last for the backward; other layouts, and groups of
+channels that are no multiple of LANES (padded with zero channels), are copied. A
 constant (dim, n) B or C makes each channel a group of its own, and so costs LANES times the work (Mamba's B and C
 are input-dependent).
 Vectorised over the n states instead, with the channels' rows in parallel, the kernels took 1.3x-1.6x as long for
