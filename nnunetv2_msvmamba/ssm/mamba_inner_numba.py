@@ -41,7 +41,9 @@ class _MambaInnerNumba(torch.autograd.Function):
     def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D,
                 directions: int, grad_enabled: bool):
         dtype = compute_dtype_for(xz)
-        needs_grad = grad_enabled and any(ctx.needs_input_grad[:8])  # as in _SelectiveScanNumba
+        # the caller's grad mode: inside forward it is always off, and needs_input_grad is True for a parameter even
+        # under torch.no_grad(), where checkpoints and gate inputs would be kept for no backward
+        needs_grad = grad_enabled and any(ctx.needs_input_grad[:8])
         with torch.autocast("cpu", enabled=False):
             xz_computed = xz.detach().to(dtype)
             x, z = xz_computed.chunk(2, dim=-1)

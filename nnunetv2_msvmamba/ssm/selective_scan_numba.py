@@ -300,10 +300,12 @@ def _layout(dim: int, B: torch.Tensor, C: torch.Tensor) -> ChannelBlocks:
 def _sum_blocks(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The gradient of B or C from the kernels' partial sums (batch, parts, L or 1, n), one per task's run of
     channel blocks: summed over each group's parts (and, for a constant (dim, n) one, over the batch), returned in
-    `like`'s layout."""
+    `like`'s layout: a view of `partial` where each group is one part (a batch large enough for the threads), as
+    PyTorch's sum would copy it (0.1-0.3 ms per call at the README's shapes, on one thread)."""
     batch, parts, length, dstate = partial.shape
     groups = _input_groups(like)
-    partial = partial.reshape(batch, groups, parts // groups, length, dstate).sum(dim=2)
+    if parts != groups:
+        partial = partial.reshape(batch, groups, parts // groups, length, dstate).sum(dim=2)
     if like.dim() == 2:
         return partial.sum(dim=0)[:, 0]
     return partial.transpose(2, 3).reshape(like.shape)
@@ -420,6 +422,22 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
                                ddelta_bias=layout.unpad(dbias_rows.sum(dim=(0, 1))))
 
 
+def _stacked_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> tuple:
+    """u, delta, B and C of one scan as `scan_forward` takes them, with the directions axis (one direction), after
+    the shape checks. delta is made channels last once, here, where the kernels would copy it in the forward and again
+    in the backward, and so is u unless the forward kernel reads it as it lies, channels first (no copy where they are
+    channels last already)."""
+    if A.is_complex():
+        raise NotImplementedError("the Numba selective scan supports real A only")
+    u, delta = u.unsqueeze(0), _channels_last(delta).unsqueeze(0)
+    B, C = (t if t.dim() == 2 else t.unsqueeze(0) for t in (B, C))
+    for name, coefficient in (("B", B), ("C", C)):
+        _groups(_direction(coefficient, 0), name, u.shape[2], A.shape[1])  # the shape checks, with their messages
+    if not _reads_channels_first(_layout(u.shape[2], B, C), u, compute_dtype_for(u)):
+        u = _channels_last(u[0]).unsqueeze(0)
+    return u, delta, B, C
+
+
 class _SelectiveScanNumba(torch.autograd.Function):
     """Upstream's scan, forward or reversed (`reverse`), on the Numba kernels: the forward keeps the state every
     CHUNK steps and the output before the gate (only when a gradient is needed); the backward recomputes the rest
@@ -429,23 +447,12 @@ class _SelectiveScanNumba(torch.autograd.Function):
     get the directions axis that `scan_forward` takes here, not outside: a view made outside would not reach
     autograd inside the custom op's backward."""
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool, grad_enabled: bool):
-        if A.is_complex():
-            raise NotImplementedError("the Numba selective scan supports real A only")
-        # channels last once here, where the kernels would copy them in the forward and again in the backward;
-        # u the forward kernel may read as it lies (scan_forward)
-        u, delta = u.unsqueeze(0), _channels_last(delta).unsqueeze(0)
-        B, C = (t if t.dim() == 2 else t.unsqueeze(0) for t in (B, C))
-        for name, coefficient in (("B", B), ("C", C)):
-            _groups(_direction(coefficient, 0), name, u.shape[2], A.shape[1])  # the shape checks, with their messages
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool):
         ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
-        # the caller's grad mode: inside forward it is always off, and needs_input_grad is True for a parameter even
-        # under torch.no_grad(), where checkpoints and gate inputs would be kept for no backward
-        needs_grad = grad_enabled and any(ctx.needs_input_grad[:8])
-        if not _reads_channels_first(_layout(u.shape[2], B, C), u, compute_dtype_for(u)):
-            u = _channels_last(u[0]).unsqueeze(0)
+        needs_grad = any(ctx.needs_input_grad[:8])
+        u_stacked, delta, B, C = _stacked_inputs(u, delta, A, B, C)
         out, last_state, checkpoints, gate_inputs, u_for_backward = scan_forward(
-            u, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), needs_grad)
+            u_stacked, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), needs_grad)
         last_state = last_state[0]
         ctx.delta_softplus, ctx.reverse = bool(delta_softplus), reverse
         if needs_grad:
@@ -483,6 +490,17 @@ def selective_scan_numba(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     `reverse` scans from the last step to the first: the same as flipping every input along L, scanning, and
     flipping `out` back (`last_state` is then the state after step 0), without making any of those copies."""
     check_cpu(u, "selective scan")
-    out, last_state = _SelectiveScanNumba.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
-                                                torch.is_grad_enabled())
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        out, last_state = _SelectiveScanNumba.apply(*inputs, delta_softplus, reverse)
+    else:
+        out, last_state = _scan_without_gradient(*inputs, delta_softplus, reverse)
     return (out, last_state) if return_last_state else out
+
+
+def _scan_without_gradient(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool) -> tuple:
+    """`_SelectiveScanNumba`'s forward without its autograd node, where no gradient can flow (inference): the node's
+    set-up was a fifth of the serial time around the kernel in a forward call."""
+    u_stacked, delta, B, C = _stacked_inputs(u, delta, A, B, C)
+    out, last_state, *_ = scan_forward(u_stacked, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), False)
+    return out.to(u.dtype), last_state[0]

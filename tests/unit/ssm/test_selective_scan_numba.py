@@ -411,17 +411,44 @@ def test_backward_runs_of_blocks_stay_inside_a_group_and_cover_every_block() -> 
     assert numba_scan._channel_blocks(batch=1, blocks=3, groups=1, threads=16).tolist() == [0, 1, 2, 3]
 
 
-def test_no_gradient_needed_keeps_no_checkpoints_and_gives_the_same_output() -> None:
+def test_gradients_of_B_and_C_are_views_of_the_partial_sums_where_each_group_is_one_part() -> None:
+    """One backward task's run of blocks per group (a batch large enough for the threads): dB is the kernel's
+    partial sums seen in B's layout, not a copy; with several runs per group, their sum."""
+    like = torch.randn(3, 5, 4).transpose(1, 2)  # (batch, n, L) as the mixer passes B
+    partial = torch.randn(3, 1, 5, 4)  # (batch, parts, L, n)
+    grad = numba_scan._sum_blocks(partial, like)
+    assert grad.data_ptr() == partial.data_ptr() and grad.stride() == like.stride()
+    assert torch.equal(grad, partial[:, 0].transpose(1, 2))
+    grouped_like, grouped_partial = torch.randn(3, 2, 4, 5), torch.randn(3, 2, 5, 4)  # groups = parts = 2
+    assert numba_scan._sum_blocks(grouped_partial, grouped_like).data_ptr() == grouped_partial.data_ptr()
+    two_runs = torch.randn(3, 2, 5, 4)  # one group in two runs of blocks
+    assert torch.allclose(numba_scan._sum_blocks(two_runs, like), two_runs.sum(dim=1).transpose(1, 2))
+
+
+def test_no_gradient_needed_runs_no_autograd_node_keeps_no_checkpoints_and_gives_the_same_output(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torch.no_grad (inputs that require a gradient included) and with no input that requires one, the scan
+    runs without an autograd node and keeps no checkpoints; its output is the one it gives with a gradient."""
     case = ScanCase(batch=1, dim=4, length=9, dstate=2, b_layout="shared", c_layout="shared")
     inputs = {name: None if value is None else value.float() for name, value in case.inputs().items()}
-    with torch.no_grad():
-        plain = selective_scan_numba(*(inputs[name] for name in INPUT_NAMES), delta_softplus=True,
-                                     return_last_state=True)
     leaves = {name: value.clone().requires_grad_() for name, value in inputs.items()}
-    with_grad = selective_scan_numba(*(leaves[name] for name in INPUT_NAMES), delta_softplus=True,
-                                     return_last_state=True)
-    assert torch.equal(plain[0], with_grad[0]) and torch.equal(plain[1], with_grad[1])
+
+    def scan(arguments: dict):
+        return selective_scan_numba(*(arguments[name] for name in INPUT_NAMES), delta_softplus=True,
+                                    return_last_state=True)
+    with_grad = scan(leaves)
     assert with_grad[0].requires_grad and not with_grad[1].requires_grad
+    kept, scan_forward = [], numba_scan.scan_forward
+    monkeypatch.setattr(numba_scan, "scan_forward", lambda *args: kept.append(args[-1]) or scan_forward(*args))
+    monkeypatch.setattr(numba_scan._SelectiveScanNumba, "apply",
+                        staticmethod(lambda *args: pytest.fail("an autograd node ran without a gradient to take")))
+    with torch.no_grad():
+        under_no_grad = scan(leaves)
+    without_leaves = scan(inputs)
+    for out, last_state in (under_no_grad, without_leaves):
+        assert out.grad_fn is None and not out.requires_grad
+        assert torch.equal(out, with_grad[0]) and torch.equal(last_state, with_grad[1])
+    assert kept == [False, False]
 
 
 def test_mamba_mixer_on_the_numba_backend_matches_the_torch_backend(monkeypatch: pytest.MonkeyPatch) -> None:
