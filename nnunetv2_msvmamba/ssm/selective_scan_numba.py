@@ -34,8 +34,9 @@ need not multiply the recomputed states by C again: the gate is shared by the di
 them, so dz is written once (a bidirectional mixer's forward + backward 7-14 % faster; a single direction no faster,
 the extra tensor costing what the multiply saved). The backward runs tasks in parallel, each a batch row and a run
 of channel blocks that read the same B/C group; the gradient of B/C is summed over a task's channels into the
-task's own partial buffer (no two threads write one element), and the partial buffers of a group are summed by
-PyTorch afterwards: deterministic, whatever the number of threads.
+task's own partial buffer (no two threads write one element), and where a group has several runs their buffers are
+summed by PyTorch afterwards (one run's buffer is the gradient): deterministic, whatever the number of threads.
+Without a gradient to take (prediction) the forward runs without an autograd node.
 
 A reverse scan (`reverse=True`, the Mamba mixer's second direction) runs the same kernels, which then take step s
 of the scan from the sequence's index L - 1 - s, so the reversed sequence is never copied. The output and the
