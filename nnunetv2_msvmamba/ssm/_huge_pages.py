@@ -1,22 +1,28 @@
-"""Large CPU tensors whose memory the kernel backs with transparent huge pages where Linux allows it.
+"""The Numba kernels' large output tensors, backed with transparent huge pages where the user asks for them
+(MSVMAMBA_HUGE_PAGES=1) and Linux allows it.
 
-The Numba kernels write their outputs into freshly allocated tensors, and the first write to each 4 KiB page of a
-fresh allocation is a page fault: at a full-resolution LMS stage (1024 windows x 64 channels x 256 steps, 67 MB per
-tensor) the faults took a third of the scan's forward (2 threads: 96 ms with them, 64 ms on huge pages), and they
-scale badly over threads. PyTorch does the same for every allocation with THP_MEM_ALLOC_ENABLE=1; here only the
-scan's own large tensors ask for it (madvise(MADV_HUGEPAGE) over the whole 2 MiB pages inside each), so that the
-user's allocator settings hold everywhere else. Elsewhere (no Linux, THP off), plain tensors.
+The kernels write their outputs into freshly allocated tensors, and the first write to each 4 KiB page of a fresh
+allocation is a page fault. With huge pages (madvise(MADV_HUGEPAGE) over the whole 2 MiB pages inside each tensor)
+it is one fault per 2 MiB: on a 2-core AMD EPYC VM the scan's forward at a full-resolution LMS stage (1024 windows
+x 64 channels x 256 steps, 67 MB per tensor) took 64 ms instead of 96 on 2 threads. On a 2-core Intel Xeon VM the
+same request made the every-stage network's CPU training step 1.95x slower (11.3 s against 5.8 s, median of 3):
+there a huge page's first fault on fresh memory is slow, and a training step's large tensors are fresh memory at
+every step (glibc gives allocations above 32 MiB back to the system when they are freed). So it is off unless
+asked for; PyTorch's own THP_MEM_ALLOC_ENABLE=1 does the same for every allocation. Only these tensors ask, so
+the user's allocator settings hold everywhere else. Elsewhere (no Linux, THP off), plain tensors.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import sys
 
 import torch
 
 HUGE_PAGE = 2 << 20
 MADV_HUGEPAGE = 14  # asm-generic's value, which x86 and ARM use
+HUGE_PAGES_ENV = "MSVMAMBA_HUGE_PAGES"
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,10 +31,21 @@ def _madvise():
     return ctypes.CDLL(None).madvise if sys.platform.startswith("linux") else None
 
 
-def empty_on_huge_pages(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-    """torch.empty(shape, dtype) on the CPU, its whole 2 MiB pages marked for transparent huge pages before anything
-    touches them (a tensor smaller than two huge pages is left as it is)."""
+def huge_pages_requested() -> bool:
+    """Whether MSVMAMBA_HUGE_PAGES asks for huge pages: '1' yes, '0' or unset no, anything else an error."""
+    value = os.environ.get(HUGE_PAGES_ENV, "0").strip()
+    if value not in ("0", "1", ""):
+        raise ValueError(f"{HUGE_PAGES_ENV} must be 1 (huge pages for the Numba kernels' large outputs) or 0 "
+                         f"(the default), got {value!r}")
+    return value == "1"
+
+
+def empty_output(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """torch.empty(shape, dtype) on the CPU; where MSVMAMBA_HUGE_PAGES=1 asks, its whole 2 MiB pages marked for
+    transparent huge pages before anything touches them (a tensor smaller than two huge pages is left as it is)."""
     tensor = torch.empty(shape, dtype=dtype)
+    if not huge_pages_requested():
+        return tensor
     size = tensor.numel() * tensor.element_size()
     madvise = _madvise() if size >= 2 * HUGE_PAGE else None
     if madvise is not None:

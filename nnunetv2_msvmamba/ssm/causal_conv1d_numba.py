@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from ._huge_pages import empty_on_huge_pages
+from ._huge_pages import empty_output
 from .selective_scan_numba import _launch_lock, compiled_kernels, set_threads_from_torch
 from .selective_scan_torch import compute_dtype_for
 
@@ -39,7 +39,7 @@ def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     batch, length, dim = x.shape
     dtype = compute_dtype_for(x)
     with torch.autocast("cpu", enabled=False):
-        out = empty_on_huge_pages((directions, batch, length, dim), dtype)
+        out = empty_output((directions, batch, length, dim), dtype)
         kernels = _kernels(dtype)
         with _launch_lock:
             set_threads_from_torch()
@@ -55,7 +55,7 @@ def conv_backward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     dtype = compute_dtype_for(x)
     with torch.autocast("cpu", enabled=False):
         if dx is None:
-            dx = empty_on_huge_pages((batch, length, dim), dtype)
+            dx = empty_output((batch, length, dim), dtype)
         dweight_rows = x.new_empty((batch, weight.shape[-1], dim), dtype=dtype)
         dbias_rows = x.new_empty((batch, dim), dtype=dtype)
         kernels = _kernels(dtype)

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._huge_pages import empty_on_huge_pages
+from ._huge_pages import empty_output
 from .causal_conv1d_numba import conv_backward, conv_forward
 from .selective_scan_numba import check_cpu, scan_backward, scan_forward
 from .selective_scan_torch import compute_dtype_for
@@ -77,12 +77,12 @@ class _MambaInnerNumba(torch.autograd.Function):
         rank, dstate = dt.shape[-1], B.shape[-1]
         with torch.autocast("cpu", enabled=False):
             x, z = xz.chunk(2, dim=-1)
-            dxz = empty_on_huge_pages(xz.shape, xz.dtype)
+            dxz = empty_output(xz.shape, xz.dtype)
             dx, dz = dxz.chunk(2, dim=-1)
             grads = scan_backward(*_scan_inputs(u, delta, A, B, C, D, z, delta_bias), True, REVERSE[:directions],
                                   checkpoints, gate_inputs, dy.to(xz.dtype).transpose(1, 2), dz=dz.transpose(1, 2))
             du, ddelta = grads.du.transpose(2, 3), grads.ddelta.transpose(2, 3)  # channels last, contiguous
-            d_x_dbl = empty_on_huge_pages((*u.shape[:-1], rank + 2 * dstate), u.dtype)
+            d_x_dbl = empty_output((*u.shape[:-1], rank + 2 * dstate), u.dtype)
             d_x_dbl[..., :rank] = ddelta @ dt_proj_w
             for s in range(directions):
                 d_x_dbl[s, ..., rank:rank + dstate] = grads.dB[s].transpose(1, 2)

@@ -63,7 +63,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ._huge_pages import empty_on_huge_pages
+from ._huge_pages import empty_output
 from .selective_scan_torch import _groups, compute_dtype_for
 
 # Steps between checkpointed states: L / CHUNK states per channel are kept, CHUNK x n are recomputed per thread.
@@ -283,7 +283,7 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     rows = x.transpose(1, 2)
     if rows.is_contiguous():
         return x
-    copy = empty_on_huge_pages(rows.shape, x.dtype)
+    copy = empty_output(rows.shape, x.dtype)
     by_matrix = x[0].numel() >= MATRIX_COPY_MIN_ELEMENTS and torch.get_num_threads() <= MATRIX_COPY_MAX_THREADS
     if by_matrix and x.is_contiguous():
         for matrix, transposed in zip(copy, x):
@@ -348,14 +348,14 @@ def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
     layout = _layout(dim, B, C)
     with torch.autocast("cpu", enabled=False):
         channels_first = _reads_channels_first(layout, u, dtype)
-        u_copies = (empty_on_huge_pages((len(reverse), batch, length, layout.blocks, LANES), dtype)
+        u_copies = (empty_output((len(reverse), batch, length, layout.blocks, LANES), dtype)
                     if channels_first and for_backward else u.new_empty((len(reverse), 0, 0, 0, LANES), dtype=dtype))
         no_u_first = np.empty((0, 0, 0), dtype=_NUMPY_DTYPES[dtype])
-        out = empty_on_huge_pages((batch, length, layout.blocks, LANES), dtype)
+        out = empty_output((batch, length, layout.blocks, LANES), dtype)
         last_state = u.new_empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=dtype)
         chunks = math.ceil(length / CHUNK) if for_backward else 0
-        checkpoints = empty_on_huge_pages((len(reverse), batch, chunks, layout.blocks, dstate, LANES), dtype)
-        gate_inputs = (empty_on_huge_pages(out.shape, dtype) if for_backward and z is not None
+        checkpoints = empty_output((len(reverse), batch, chunks, layout.blocks, dstate, LANES), dtype)
+        gate_inputs = (empty_output(out.shape, dtype) if for_backward and z is not None
                        else out.new_empty((0, 0, 0, LANES)))
         kernels = _kernels(dtype)
         with _launch_lock:
@@ -385,13 +385,13 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
     layout = _layout(dim, B, C)
     with torch.autocast("cpu", enabled=False):
         kernels = _kernels(dtype)
-        du, ddelta = (empty_on_huge_pages((len(reverse), batch, length, layout.blocks, LANES), dtype) for _ in range(2))
+        du, ddelta = (empty_output((len(reverse), batch, length, layout.blocks, LANES), dtype) for _ in range(2))
         dz_array, dz_first = np.empty((0, 0, 0, LANES), dtype=_NUMPY_DTYPES[dtype]), 0
         dz_blocked = None
         if z is not None:
             in_place = layout.blocked_in_place(dz, dtype) if dz is not None else None
             if in_place is None:
-                dz_blocked = empty_on_huge_pages((batch, length, layout.blocks, LANES), dtype)
+                dz_blocked = empty_output((batch, length, layout.blocks, LANES), dtype)
             dz_array, dz_first = in_place or (dz_blocked.numpy(), 0)
         dA_rows = u.new_empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=dtype)
         dD_rows, dbias_rows = (u.new_empty((len(reverse), batch, layout.blocks, LANES), dtype=dtype) for _ in range(2))
@@ -403,7 +403,7 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
 
             def partial(coefficient: torch.Tensor) -> torch.Tensor:  # the kernel zeroes it
                 steps = 1 if coefficient.dim() == 2 else length
-                return empty_on_huge_pages((batch, parts, steps, dstate), dtype)
+                return empty_output((batch, parts, steps, dstate), dtype)
             for s, backwards in enumerate(reverse):
                 B_s, C_s = _direction(B, s), _direction(C, s)
                 dB_partial, dC_partial = partial(B_s), partial(C_s)
