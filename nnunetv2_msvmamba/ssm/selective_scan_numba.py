@@ -439,6 +439,16 @@ def _stacked_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: to
     return u, delta, B, C
 
 
+def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool, for_backward: bool) -> tuple:
+    """One scan's forward: (out in u's dtype, last_state, the tensors its backward takes: u as the backward takes
+    it, delta, A, B, C, D, z, delta_bias, checkpoints, gate inputs; the last two empty without `for_backward`)."""
+    u_stacked, delta, B, C = _stacked_inputs(u, delta, A, B, C)
+    out, last_state, checkpoints, gate_inputs, u_for_backward = scan_forward(
+        u_stacked, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), for_backward)
+    return (out.to(u.dtype), last_state[0],
+            (u_for_backward, delta, A, B, C, D, z, delta_bias, checkpoints, gate_inputs))
+
+
 class _SelectiveScanNumba(torch.autograd.Function):
     """Upstream's scan, forward or reversed (`reverse`), on the Numba kernels: the forward keeps the state every
     CHUNK steps and the output before the gate (only when a gradient is needed); the backward recomputes the rest
@@ -451,15 +461,12 @@ class _SelectiveScanNumba(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool):
         ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
         needs_grad = any(ctx.needs_input_grad[:8])
-        u_stacked, delta, B, C = _stacked_inputs(u, delta, A, B, C)
-        out, last_state, checkpoints, gate_inputs, u_for_backward = scan_forward(
-            u_stacked, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), needs_grad)
-        last_state = last_state[0]
+        out, last_state, for_backward = _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, needs_grad)
         ctx.delta_softplus, ctx.reverse = bool(delta_softplus), reverse
         if needs_grad:
-            ctx.save_for_backward(u_for_backward, delta, A, B, C, D, z, delta_bias, checkpoints, gate_inputs)
+            ctx.save_for_backward(*for_backward)
         ctx.mark_non_differentiable(last_state)
-        return out.to(u.dtype), last_state
+        return out, last_state
 
     @staticmethod
     def backward(ctx, dout, unused_last_state_grad):
@@ -494,14 +501,6 @@ def selective_scan_numba(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         out, last_state = _SelectiveScanNumba.apply(*inputs, delta_softplus, reverse)
-    else:
-        out, last_state = _scan_without_gradient(*inputs, delta_softplus, reverse)
+    else:  # no gradient can flow (inference): no autograd node, whose set-up was part of the call's serial time
+        out, last_state, _ = _scan(*inputs, delta_softplus, reverse, False)
     return (out, last_state) if return_last_state else out
-
-
-def _scan_without_gradient(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool) -> tuple:
-    """`_SelectiveScanNumba`'s forward without its autograd node, where no gradient can flow (inference): the node's
-    set-up was a fifth of the serial time around the kernel in a forward call."""
-    u_stacked, delta, B, C = _stacked_inputs(u, delta, A, B, C)
-    out, last_state, *_ = scan_forward(u_stacked, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), False)
-    return out.to(u.dtype), last_state[0]
