@@ -4,8 +4,8 @@ The functions below are plain Python until `compiled` builds them for one dtype 
 with explicit signatures, so that each is compiled once (and cached on disk). The channels come in blocks of
 `lanes` (padded with zero channels where a group's channels are no multiple of it; see
 selective_scan_numba.ChannelBlocks), every array C-contiguous with a block's lanes innermost:
-u, delta, dout, out, gate_inputs and the input gradients (batch, L, blocks, lanes), or, for the forward, u as it lies
-channels first (u_first, (batch, dim, L), whole blocks); z and dz (batch, L, blocks', lanes)
+u, delta, dout, out, gate_inputs and the input gradients (batch, L, blocks, lanes), or u as it lies channels first
+(u_first, (batch, dim, L), whole blocks; u then empty); z and dz (batch, L, blocks', lanes)
 with the scan's blocks from `z_first` on (z is the second half of the mixer's in_proj output, read where it lies);
 A_log2 = A log2(e) (blocks, n, lanes); D, delta_bias (blocks, lanes), empty when absent, as is z; B and C
 (batch or 1, groups, L or 1, n), n innermost (see selective_scan_numba._coefficient_layout); checkpoints (batch,
@@ -358,12 +358,12 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
     vector_code = VECTOR_CODE_DIGEST
 
     def forward(u, delta, z, z_first, A_log2, B, C, D, delta_bias, softplus, chunk, accumulate, reverse, out,
-                last_state, checkpoints, gate_inputs, u_first, u_copy, exp2_array):
+                last_state, checkpoints, gate_inputs, u_first, exp2_array):
         """out = the scan's output (out += it when `accumulate`), last_state = h_{L-1}, and (when checkpoints and
         gate_inputs have room) checkpoints[b, c, j] = the state before scan step c * chunk and gate_inputs = y + D u,
         the output before the gate (+= as out), which the backward's dz needs. u is read blocked, or, where u_first
         has room (and u has none), from a channels-first (batch, dim, L) u_first (whole blocks, nothing padded), a
-        chunk at a time, and then also written blocked into u_copy where that has room (for the backward). One
+        chunk at a time (and so by the backward: nothing is copied for it). One
         (batch row, channel block) per parallel iteration, `chunk` steps at a time: the chunk's u, softplus and D u
         for the chunk, then the recurrence, then the gate, each a loop of its own. While the recurrence computes, the
         rows of delta, z and a blocked u that the next chunk reads are asked for (`prefetch_row`): the loops without a
@@ -375,7 +375,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
         dstate = A_log2.shape[1]
         has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
         save_checkpoints, save_gate_inputs = checkpoints.shape[1] > 0, gate_inputs.shape[0] > 0
-        reads_channels_first, copies_u = u_first.shape[0] > 0, u_copy.shape[0] > 0
+        reads_channels_first = u_first.shape[0] > 0
         dtype = A_log2.dtype
         for task in prange(batch * blocks):
             exp2_constants = run_time_constants(exp2_array)
@@ -399,9 +399,6 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                     checkpoints[b, start // chunk, j] = h
                 if reads_channels_first:
                     read_channels_first(u_first[b], j * lanes, start, steps, reverse, us)
-                    if copies_u:
-                        for s in range(steps):
-                            write_step(u_copy[b, time_index(start + s, length, reverse), j], us[s], False)
                 else:
                     for s in range(steps):
                         write_step(us[s], u[b, time_index(start + s, length, reverse), j], False)
@@ -438,7 +435,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
             last_state[b, j] = h
 
     def backward(u, delta, z, z_first, A_log2, B, C, D, delta_bias, softplus, chunk, writes_dz, reverse,
-                 checkpoints, gate_inputs, dout, block_starts, du, ddelta, dz, dz_first, dA_rows, dB_partial,
+                 checkpoints, gate_inputs, u_first, dout, block_starts, du, ddelta, dz, dz_first, dA_rows, dB_partial,
                  dC_partial, dD_rows, dbias_rows, exp2_array):
         """Gradients of the scan given dout. dz comes from the forward's gate_inputs (y + D u), and only where
         `writes_dz`: the gate is shared by the directions, and gate_inputs sums them, so the first direction writes
@@ -446,16 +443,17 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
         row and a run of channel blocks (block_starts) in one B/C group: it writes du, ddelta, dz and the per-row dA,
         dD, ddelta_bias of its blocks, and sums the B/C gradients of its channels into its own partial slot,
         dB_partial[b, part] ((batch, parts, L or 1, n)), which it zeroes first (no two threads write one element;
-        the slots need no zeroing before the call); the same for C.
+        the slots need no zeroing before the call); the same for C. u is read as in the forward.
         Per chunk: its inputs, its states again from its checkpoint (meanwhile the next chunk's rows of delta, u, dout
         and z are asked for, as in the forward: 1-5 % faster), dC, then the adjoint recurrence g_t = dL/dh_t
         backwards through the chunk with everything that takes g_t in the same loop (dB, dA and the parts of du and
         ddelta through the states), and the rest in loops without a recurrence. (The adjoints kept in a scratch
         array for loops of their own took 7-13 % longer.)"""
         vector_code  # in the cache key (VECTOR_CODE_DIGEST)
-        batch, length, blocks, _ = u.shape
+        batch, length, blocks, _ = delta.shape
         dstate = A_log2.shape[1]
         has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
+        reads_channels_first = u_first.shape[0] > 0
         parts = block_starts.shape[0] - 1
         chunks = checkpoints.shape[1]
         dtype = A_log2.dtype
@@ -494,13 +492,18 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                     steps = min(chunk, length - start)
                     next_b, next_j, next_c, next_steps = next_backward_chunk(task, j, c, chunk, length, block_starts,
                                                                              batch)
+                    if reads_channels_first:
+                        read_channels_first(u_first[b], j * lanes, start, steps, reverse, us)
+                    else:
+                        for s in range(steps):
+                            write_step(us[s], u[b, time_index(start + s, length, reverse), j], False)
                     for s in range(steps):
                         t = time_index(start + s, length, reverse)
                         for w in range(lanes):
                             raw = delta[b, t, j, w] + bias_j[w]
                             delta_w = step_delta(raw, softplus, exp2_constants)
-                            u_w = u[b, t, j, w]
-                            raw_deltas[s, w], deltas[s, w], us[s, w] = raw, delta_w, u_w
+                            u_w = us[s, w]
+                            raw_deltas[s, w], deltas[s, w] = raw, delta_w
                             delta_us[s, w] = delta_w * u_w
                             dys[s, w] = dout[b, t, j, w]
                     states[0] = checkpoints[b, c, j]
@@ -508,10 +511,11 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                         if s < next_steps:
                             next_t = time_index(next_c * chunk + s, length, reverse)
                             prefetch_row(delta[next_b, next_t, next_j])
-                            prefetch_row(u[next_b, next_t, next_j])
                             prefetch_row(dout[next_b, next_t, next_j])
                             if has_z:
                                 prefetch_row(z[next_b, next_t, z_first + next_j])
+                            if not reads_channels_first:
+                                prefetch_row(u[next_b, next_t, next_j])
                         t = time_index(start + s, length, reverse)
                         recurrence_step(deltas[s], delta_us[s], B[bB, gB, t * stepB], None, A, states[s], states[s + 1],
                                         decays[s], None, exp2_constants, lanes)
@@ -601,9 +605,9 @@ def _signatures(scalar: types.Float) -> SimpleNamespace:
     inputs = (array4, array4, array4, count, array3, array4, array4, matrix, matrix, flag, count, flag, flag)
     exp2_constants = types.Array(types.float32, 1, "C")
     return SimpleNamespace(
-        forward=types.void(*inputs, array4, array4, array5, array4, array3, array4, exp2_constants),
-        backward=types.void(*inputs, array5, array4, array4, types.Array(types.int64, 1, "C"), array4, array4, array4,
-                            count, array4, array4, array4, array3, array3, exp2_constants),
+        forward=types.void(*inputs, array4, array4, array5, array4, array3, exp2_constants),
+        backward=types.void(*inputs, array5, array4, array3, array4, types.Array(types.int64, 1, "C"), array4, array4,
+                            array4, count, array4, array4, array4, array3, array3, exp2_constants),
         limit=types.void(count, count, matrix, vector, vector, matrix, exp2_constants))
 
 

@@ -57,8 +57,8 @@ class _MambaInnerNumba(torch.autograd.Function):
             delta = F.linear(dt, dt_proj_w)  # its bias is applied inside the scan
             A = -torch.exp(A_log.detach().to(dtype))
             D, delta_bias = D.detach().to(dtype), dt_proj_bias.detach().to(dtype)
-            out, _, checkpoints, gate_inputs, _ = scan_forward(*_scan_inputs(u, delta, A, B, C, D, z, delta_bias),
-                                                               True, REVERSE[:directions], needs_grad)
+            out, _, checkpoints, gate_inputs = scan_forward(*_scan_inputs(u, delta, A, B, C, D, z, delta_bias), True,
+                                                            REVERSE[:directions], needs_grad)
         if needs_grad:
             # delta is kept (mamba_ssm's mamba_inner_fn recomputes it from dt in the backward: a mixer's training
             # step took 4-5 % longer that way on the CPU, for one (directions, batch, L, d_inner) tensor less kept)

@@ -9,8 +9,9 @@ The kernels work on blocks of LANES channels side by side, channels last (`Chann
 runs over a block's channels, so it vectorises with contiguous loads, one exp2 per channel and state, and B_t and
 C_t broadcast, with no sum across a vector except for the gradients of B and C. The Mamba mixer's tensors are
 channels last already, and are read and written where they lie (z and dz inside in_proj's output and its gradient);
-so is a contiguous channels-first u in whole blocks (the generic mixer's convolution output), which the forward
-kernel transposes a chunk at a time and writes channels last for the backward; other layouts, and groups of
+so is a contiguous channels-first u in whole blocks (the generic mixer's convolution output), which both kernels
+transpose a chunk at a time (a channels-last copy that the forward wrote for the backward took a tensor of u's size
+in memory, and the scan's autograd step 1-8 % longer); other layouts, and groups of
 channels that are no multiple of LANES (padded with zero channels), are copied. A
 constant (dim, n) B or C makes each channel a group of its own, and so costs LANES times the work (Mamba's B and C
 are input-dependent).
@@ -323,34 +324,34 @@ def _direction_inputs(s: int, u, delta, A, B, C, D, z, delta_bias) -> tuple:
 
 
 def _reads_channels_first(layout: ChannelBlocks, u: torch.Tensor, dtype: torch.dtype) -> bool:
-    """Whether the forward kernel reads u (directions, batch, dim, L) as it lies, channels first: contiguous, in
-    the compute dtype, in whole blocks. Made channels last by PyTorch instead, its copy was a fifth of a forward call
+    """Whether the kernels read u (directions, batch, dim, L) as it lies, channels first: contiguous, in the compute
+    dtype, in whole blocks. Made channels last by PyTorch instead, its copy was a fifth of a forward call
     on 1 thread and a third on 2 (serial, it kept the call from scaling); the kernel transposes a chunk at a time in
     the cache, in parallel."""
     return (u.dtype == dtype and u.is_contiguous() and not layout.padded and u.shape[-1] > 1
             and not u.transpose(-1, -2).is_contiguous())
 
 
+def _u_first(u: torch.Tensor, channels_first: bool, dtype: torch.dtype) -> np.ndarray:
+    """The kernels' u_first: one direction's u as it lies where they read it channels first, else an empty array."""
+    return u.detach().numpy() if channels_first else np.empty((0, 0, 0), dtype=_NUMPY_DTYPES[dtype])
+
+
 def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                  D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
                  delta_softplus: bool, reverse: tuple, for_backward: bool) -> tuple:
     """The forward kernels over the directions of stacked inputs (u, delta (directions, batch, dim, L); B, C
-    (directions, batch, [groups,] n, L) or one constant (dim, n)): (out, last_state, checkpoints, gate_inputs,
-    u_for_backward) in the compute dtype, out (batch, dim, L) summed over the directions and channels last,
-    last_state (directions, batch, dim, n). With `for_backward`, checkpoints holds the states every CHUNK steps and
-    gate_inputs (with z) the output before the gate, y + D u, summed over the directions, both in the kernels'
-    blocked layout; both are empty otherwise. u_for_backward is u as the backward takes it: u itself, or, where the
-    kernel read a channels-first u as it lies (`_reads_channels_first`), the channels-last copy it wrote of it
-    (with `for_backward`; None otherwise)."""
+    (directions, batch, [groups,] n, L) or one constant (dim, n)): (out, last_state, checkpoints, gate_inputs) in the
+    compute dtype, out (batch, dim, L) summed over the directions and channels last, last_state (directions, batch,
+    dim, n). With `for_backward`, checkpoints holds the states every CHUNK steps and gate_inputs (with z) the output
+    before the gate, y + D u, summed over the directions, both in the kernels' blocked layout; both are empty
+    otherwise. The backward takes the same inputs."""
     _, batch, dim, length = u.shape
     dstate = A.shape[1]
     dtype = compute_dtype_for(u)
     layout = _layout(dim, B, C)
     with torch.autocast("cpu", enabled=False):
         channels_first = _reads_channels_first(layout, u, dtype)
-        u_copies = (empty_output((len(reverse), batch, length, layout.blocks, LANES), dtype)
-                    if channels_first and for_backward else u.new_empty((len(reverse), 0, 0, 0, LANES), dtype=dtype))
-        no_u_first = np.empty((0, 0, 0), dtype=_NUMPY_DTYPES[dtype])
         out = empty_output((batch, length, layout.blocks, LANES), dtype)
         last_state = u.new_empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=dtype)
         chunks = math.ceil(length / CHUNK) if for_backward else 0
@@ -364,11 +365,9 @@ def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
                 u_s, *inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
                 kernels.forward(*_kernel_inputs(layout, None if channels_first else u_s, *inputs, dtype),
                                 bool(delta_softplus), CHUNK, s > 0, backwards, out.numpy(), last_state[s].numpy(),
-                                checkpoints[s].numpy(), gate_inputs.numpy(),
-                                u_s.detach().numpy() if channels_first else no_u_first, u_copies[s].numpy(),
+                                checkpoints[s].numpy(), gate_inputs.numpy(), _u_first(u_s, channels_first, dtype),
                                 kernels.exp2_constants)
-    u_for_backward = u if not channels_first else layout.channels(u_copies) if for_backward else None
-    return layout.channels(out), layout.states(last_state), checkpoints, gate_inputs, u_for_backward
+    return layout.channels(out), layout.states(last_state), checkpoints, gate_inputs
 
 
 def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -384,6 +383,7 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
     dtype = checkpoints.dtype
     layout = _layout(dim, B, C)
     with torch.autocast("cpu", enabled=False):
+        channels_first = _reads_channels_first(layout, u, dtype)
         kernels = _kernels(dtype)
         du, ddelta = (empty_output((len(reverse), batch, length, layout.blocks, LANES), dtype) for _ in range(2))
         dz_array, dz_first = np.empty((0, 0, 0, LANES), dtype=_NUMPY_DTYPES[dtype]), 0
@@ -407,9 +407,10 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
             for s, backwards in enumerate(reverse):
                 B_s, C_s = _direction(B, s), _direction(C, s)
                 dB_partial, dC_partial = partial(B_s), partial(C_s)
-                inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
-                kernels.backward(*_kernel_inputs(layout, *inputs, dtype), bool(delta_softplus), CHUNK, s == 0,
-                                 backwards, checkpoints[s].numpy(), gate_inputs.numpy(),
+                u_s, *inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
+                kernels.backward(*_kernel_inputs(layout, None if channels_first else u_s, *inputs, dtype),
+                                 bool(delta_softplus), CHUNK, s == 0, backwards, checkpoints[s].numpy(),
+                                 gate_inputs.numpy(), _u_first(u_s, channels_first, dtype),
                                  layout.blocked(dout, dtype), block_starts.numpy(), du[s].numpy(), ddelta[s].numpy(),
                                  dz_array, dz_first, dA_rows[s].numpy(), dB_partial.numpy(), dC_partial.numpy(),
                                  dD_rows[s].numpy(), dbias_rows[s].numpy(), kernels.exp2_constants)
@@ -426,7 +427,7 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
 def _stacked_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> tuple:
     """u, delta, B and C of one scan as `scan_forward` takes them, with the directions axis (one direction), after
     the shape checks. delta is made channels last once, here, where the kernels would copy it in the forward and again
-    in the backward, and so is u unless the forward kernel reads it as it lies, channels first (no copy where they are
+    in the backward, and so is u unless the kernels read it as it lies, channels first (no copy where they are
     channels last already)."""
     if A.is_complex():
         raise NotImplementedError("the Numba selective scan supports real A only")
@@ -443,20 +444,19 @@ def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bo
     """One scan's forward: (out in u's dtype, last_state, the tensors its backward takes: u as the backward takes
     it, delta, A, B, C, D, z, delta_bias, checkpoints, gate inputs; the last two empty without `for_backward`)."""
     u_stacked, delta, B, C = _stacked_inputs(u, delta, A, B, C)
-    out, last_state, checkpoints, gate_inputs, u_for_backward = scan_forward(
-        u_stacked, delta, A, B, C, D, z, delta_bias, delta_softplus, (reverse,), for_backward)
+    out, last_state, checkpoints, gate_inputs = scan_forward(u_stacked, delta, A, B, C, D, z, delta_bias,
+                                                             delta_softplus, (reverse,), for_backward)
     return (out.to(u.dtype), last_state[0],
-            (u_for_backward, delta, A, B, C, D, z, delta_bias, checkpoints, gate_inputs))
+            (u_stacked, delta, A, B, C, D, z, delta_bias, checkpoints, gate_inputs))
 
 
 class _SelectiveScanNumba(torch.autograd.Function):
     """Upstream's scan, forward or reversed (`reverse`), on the Numba kernels: the forward keeps the state every
     CHUNK steps and the output before the gate (only when a gradient is needed); the backward recomputes the rest
     from them. u and delta are made channels last once, in the forward (no copy where they are already; u not where
-    the forward kernel reads it as it lies, channels first, and writes the copy the backward takes itself), and both
-    run the kernels on the inputs' memory where they are in the compute dtype already. The inputs
-    get the directions axis that `scan_forward` takes here, not outside: a view made outside would not reach
-    autograd inside the custom op's backward."""
+    the kernels read it as it lies, channels first), and both run the kernels on the inputs' memory where they are in
+    the compute dtype already. The inputs get the directions axis that `scan_forward` takes here, not outside: a view
+    made outside would not reach autograd inside the custom op's backward."""
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool):
         ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]

@@ -118,11 +118,9 @@ def stacked_directions_through_the_kernels(case: ScanCase, stacked: dict) -> tup
     reversed, with the output gradient that `outputs_and_gradients` uses: (out, None, {name: gradient}) as it
     returns them, the gradients of B and C stacked as the inputs are, or summed for a constant (dim, n) one."""
     inputs = [stacked[name] for name in INPUT_NAMES]
-    out, _, checkpoints, gate_inputs, u_for_backward = numba_scan.scan_forward(*inputs, case.delta_softplus,
-                                                                               (False, True), True)
+    out, _, checkpoints, gate_inputs = numba_scan.scan_forward(*inputs, case.delta_softplus, (False, True), True)
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    grads = numba_scan.scan_backward(u_for_backward, *inputs[1:], case.delta_softplus, (False, True), checkpoints,
-                                     gate_inputs, dout)
+    grads = numba_scan.scan_backward(*inputs, case.delta_softplus, (False, True), checkpoints, gate_inputs, dout)
 
     def over_directions(gradients: list, like: torch.Tensor) -> torch.Tensor:
         return sum(gradients) if like.dim() == 2 else torch.stack(gradients)
@@ -374,9 +372,9 @@ def test_channels_last_copies_by_matrix_or_whole_and_gives_the_same_tensor(monke
 def test_a_channels_first_u_in_whole_blocks_is_read_where_it_lies(monkeypatch: pytest.MonkeyPatch,
                                                                    dtype: torch.dtype, reverse: bool) -> None:
     """A contiguous (batch, dim, L) u (the generic mixer's convolution output) in whole blocks of LANES channels:
-    the forward kernel reads it a chunk at a time instead of PyTorch making it channels last, and writes the
-    channels-last copy that the backward takes (only where a gradient is needed): the output, last state and every
-    gradient exactly as for the same u channels last, over several chunks and ending inside one."""
+    the kernels read it a chunk at a time instead of PyTorch making it channels last, and the forward keeps no copy
+    of it for the backward (u itself is kept): the output, last state and every gradient exactly as for the same u
+    channels last, over several chunks and ending inside one."""
     case = ScanCase(batch=2, dim=2 * numba_scan.LANES, length=3 * SMALL_CHUNK + 5, dstate=4, b_layout="shared",
                     c_layout="grouped", groups=2, delta_softplus=True, return_last_state=True)
     inputs = case.inputs()
@@ -394,14 +392,13 @@ def test_a_channels_first_u_in_whole_blocks_is_read_where_it_lies(monkeypatch: p
                                                reverse=reverse)
     assert copies_with_u_as_it_lies == sum(copies) > 0  # delta's, z's, the output gradient's; u's no more
     assert_matches(case, as_it_lies, from_channels_last, 0.0)
-    stacked = [value[None] if name in ("u", "delta", "B", "C") else value
-               for name, value in ((name, inputs[name].to(dtype)) for name in INPUT_NAMES)]
-    for for_backward in (False, True):
-        *_, u_for_backward = numba_scan.scan_forward(*stacked, True, (reverse,), for_backward)
-        if for_backward:
-            assert torch.equal(u_for_backward, stacked[0]) and u_for_backward.transpose(-1, -2).is_contiguous()
-        else:
-            assert u_for_backward is None
+    kept = []
+    monkeypatch.setattr(torch.autograd.function.FunctionCtx, "save_for_backward",
+                        lambda ctx, *tensors: kept.extend(tensors))
+    u = inputs["u"].to(dtype).requires_grad_()
+    selective_scan_numba(u, *(inputs[name].to(dtype) for name in INPUT_NAMES[1:]), delta_softplus=True,
+                         reverse=reverse)
+    assert kept[0].data_ptr() == u.data_ptr()  # u as it lies is kept for the backward, not a copy of it
 
 
 def test_backward_runs_of_blocks_stay_inside_a_group_and_cover_every_block() -> None:
