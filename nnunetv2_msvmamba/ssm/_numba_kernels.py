@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import llvmlite.binding
@@ -32,6 +33,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from . import _numba_vectors
 from ._numba_vectors import (VECTOR, adjoint_step_vectors, recurrence_step_vectors, source_digest,
                              transpose_tile_vectors)
 
@@ -47,6 +49,8 @@ MANTISSA_BITS = 23
 # Numba's on-disk cache keys a kernel on its own file and the values its closure holds: the kernels close over
 # this digest of _numba_vectors' source, so that a change there too recompiles them
 VECTOR_CODE_DIGEST = source_digest()
+# and kernels in other files that inline this file's functions (the convolution's sigmoid) close over this one
+INLINED_CODE_DIGEST = source_digest(Path(__file__), Path(_numba_vectors.__file__))
 # LLVM fully unrolls loops of at most this many iterations while the kernels compile (its own default: no limit)
 FULL_UNROLL_MAX_COUNT, LLVM_FULL_UNROLL_MAX_COUNT = 2, 2 ** 32 - 1
 # "contract" lets LLVM fuse multiply-adds, "reassoc" lets it vectorise the sums over the states; no assumption

@@ -29,10 +29,14 @@ _FLOAT_VECTOR = ir.VectorType(ir.FloatType(), VECTOR)
 _INT_VECTOR = ir.VectorType(ir.IntType(32), VECTOR)
 
 
-def source_digest() -> str:
-    """A digest of this module's source: the kernels close over it, so that it is part of their key in Numba's
-    on-disk cache (which otherwise follows only the kernels' own file), and a change here recompiles them."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+def source_digest(*files: Path) -> str:
+    """A digest of the source of `files` (default: this module): the kernels close over it, so that it is part of
+    their key in Numba's on-disk cache (which otherwise follows only the kernels' own file, not the files whose
+    functions they inline), and a change there recompiles them."""
+    digest = hashlib.sha256()
+    for file in files or (Path(__file__),):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 class _VectorCode:

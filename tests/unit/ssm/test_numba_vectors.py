@@ -4,6 +4,8 @@ states that are and are not a multiple of a vector's lanes, blocks of one and tw
 and present, and NaN or infinite inputs, which must come out as the plain loops give them."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -166,3 +168,22 @@ def test_a_channels_first_chunk_is_read_transposed(length: int, start: int, step
         read_through_overload(rows, first_row, start, steps, reverse, steps_by_row)
         np.testing.assert_array_equal(steps_by_row[:steps], rows[first_row:first_row + lanes][:, times].T)
         assert np.isnan(steps_by_row[steps:]).all()  # nothing written beyond the chunk's steps
+
+
+def test_the_convolution_kernels_cache_key_follows_the_files_they_inline_from(tmp_path: Path) -> None:
+    """The convolution's kernels inline _numba_kernels' sigmoid and exp2 (and through them the vector code's file):
+    they hold the digest of both files, so that an edit to either recompiles them; that digest changes with each."""
+    convolution = pytest.importorskip("nnunetv2_msvmamba.ssm._numba_conv_kernels")
+    functions = convolution._kernel_functions()
+    digest = vectors.source_digest(Path(kernels.__file__), Path(vectors.__file__))
+    assert kernels.INLINED_CODE_DIGEST == digest
+    for kernel in (functions.forward, functions.backward):
+        assert digest in [cell.cell_contents for cell in kernel.__closure__]
+    first, second = tmp_path / "first.py", tmp_path / "second.py"
+    first.write_text("ONE = 1.0\n")
+    second.write_text("TWO = 2.0\n")
+    before = vectors.source_digest(first, second)
+    for edited in (first, second):
+        edited.write_text(edited.read_text() + "# edited\n")
+        assert vectors.source_digest(first, second) != before
+        before = vectors.source_digest(first, second)
