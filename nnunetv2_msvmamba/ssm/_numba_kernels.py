@@ -255,6 +255,27 @@ def _prefetch_row(row):
     prefetch_for_reading(row, row.shape[0] - 1)
 
 
+def _prefetch_step_inputs(delta, z, z_first, u, b, t, j):
+    """`prefetch_row` for the rows of delta, z (where given) and a blocked u (where given; empty where the kernels
+    read it channels first) at step t of block j of batch row b: what both kernels read of a step's inputs."""
+    prefetch_row(delta[b, t, j])
+    if z.shape[0] > 0:
+        prefetch_row(z[b, t, z_first + j])
+    if u.shape[0] > 0:
+        prefetch_row(u[b, t, j])
+
+
+def _read_chunk_of_u(u, u_first, b, j, start, steps, reverse, us):
+    """us[s] = block j of u at the chunk's steps s = 0 .. steps - 1 from `start` on (batch row b), from a channels-
+    first u_first where given (`read_channels_first`), else from the blocked u."""
+    if u_first.shape[0] > 0:
+        read_channels_first(u_first[b], j * us.shape[1], start, steps, reverse, us)
+    else:
+        length = u.shape[1]
+        for s in range(steps):
+            write_step(us[s], u[b, time_index(start + s, length, reverse), j], False)
+
+
 def _next_forward_chunk(task, start, chunk, length, blocks, batch):
     """(batch row, block, first step, steps) of the chunk the forward kernel runs after the one at `start` of `task`:
     the task's next, or the first of the next task, which the same thread runs next but at the end of its share of
@@ -379,7 +400,6 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
         dstate = A_log2.shape[1]
         has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
         save_checkpoints, save_gate_inputs = checkpoints.shape[1] > 0, gate_inputs.shape[0] > 0
-        reads_channels_first = u_first.shape[0] > 0
         dtype = A_log2.dtype
         for task in prange(batch * blocks):
             exp2_constants = run_time_constants(exp2_array)
@@ -401,11 +421,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                 steps = min(chunk, length - start)
                 if save_checkpoints:
                     checkpoints[b, start // chunk, j] = h
-                if reads_channels_first:
-                    read_channels_first(u_first[b], j * lanes, start, steps, reverse, us)
-                else:
-                    for s in range(steps):
-                        write_step(us[s], u[b, time_index(start + s, length, reverse), j], False)
+                read_chunk_of_u(u, u_first, b, j, start, steps, reverse, us)
                 for s in range(steps):
                     t = time_index(start + s, length, reverse)
                     for w in range(lanes):
@@ -419,11 +435,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                 for s in range(steps):  # the recurrence, and the lines of the next chunk's rows asked for
                     if s < next_steps:
                         next_t = time_index(next_start + s, length, reverse)
-                        prefetch_row(delta[next_b, next_t, next_j])
-                        if has_z:
-                            prefetch_row(z[next_b, next_t, z_first + next_j])
-                        if not reads_channels_first:
-                            prefetch_row(u[next_b, next_t, next_j])
+                        prefetch_step_inputs(delta, z, z_first, u, next_b, next_t, next_j)
                     t = time_index(start + s, length, reverse)
                     recurrence_step(deltas[s], delta_us[s], B[bB, gB, t * stepB], C[bC, gC, t * stepC], A, h, h, None,
                                     ys[s], exp2_constants, lanes)
@@ -457,7 +469,6 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
         batch, length, blocks, _ = delta.shape
         dstate = A_log2.shape[1]
         has_z, has_D, has_bias = z.shape[0] > 0, D.shape[0] > 0, delta_bias.shape[0] > 0
-        reads_channels_first = u_first.shape[0] > 0
         parts = block_starts.shape[0] - 1
         chunks = checkpoints.shape[1]
         dtype = A_log2.dtype
@@ -496,11 +507,7 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                     steps = min(chunk, length - start)
                     next_b, next_j, next_c, next_steps = next_backward_chunk(task, j, c, chunk, length, block_starts,
                                                                              batch)
-                    if reads_channels_first:
-                        read_channels_first(u_first[b], j * lanes, start, steps, reverse, us)
-                    else:
-                        for s in range(steps):
-                            write_step(us[s], u[b, time_index(start + s, length, reverse), j], False)
+                    read_chunk_of_u(u, u_first, b, j, start, steps, reverse, us)
                     for s in range(steps):
                         t = time_index(start + s, length, reverse)
                         for w in range(lanes):
@@ -514,12 +521,8 @@ def _scan_kernel_functions(lanes: int) -> SimpleNamespace:
                     for s in range(steps):  # the chunk's states again, from its checkpoint; the next chunk's rows
                         if s < next_steps:
                             next_t = time_index(next_c * chunk + s, length, reverse)
-                            prefetch_row(delta[next_b, next_t, next_j])
+                            prefetch_step_inputs(delta, z, z_first, u, next_b, next_t, next_j)
                             prefetch_row(dout[next_b, next_t, next_j])
-                            if has_z:
-                                prefetch_row(z[next_b, next_t, z_first + next_j])
-                            if not reads_channels_first:
-                                prefetch_row(u[next_b, next_t, next_j])
                         t = time_index(start + s, length, reverse)
                         recurrence_step(deltas[s], delta_us[s], B[bB, gB, t * stepB], None, A, states[s], states[s + 1],
                                         decays[s], None, exp2_constants, lanes)
@@ -597,6 +600,8 @@ coefficient_index = numba.njit(inline="always", cache=True)(_coefficient_index)
 prefetch_row = numba.njit(inline="always", cache=True)(_prefetch_row)
 next_forward_chunk = numba.njit(inline="always", cache=True)(_next_forward_chunk)
 next_backward_chunk = numba.njit(inline="always", cache=True)(_next_backward_chunk)
+prefetch_step_inputs = numba.njit(inline="always", cache=True)(_prefetch_step_inputs)
+read_chunk_of_u = numba.njit(inline="always", cache=True, fastmath=FASTMATH)(_read_chunk_of_u)
 time_index = numba.njit(inline="always", cache=True)(_time_index)
 run_time_constants = numba.njit(inline="always", cache=True)(_run_time_constants)
 write_step = numba.njit(inline="always", cache=True, fastmath=FASTMATH)(_write_step)
