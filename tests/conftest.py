@@ -15,6 +15,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest
 
 from helpers.nnunet import NnUNetFolders
+from helpers.recycled_memory import PoisonedMemory
 from helpers.toy_models import shared_learned_toy_model
 
 END_TO_END = Path(__file__).resolve().parent / "e2e"
@@ -36,6 +37,16 @@ def start_rank(item: pytest.Item) -> int:
     if item.get_closest_marker("starts_first"):
         return 0
     return 1 if item.get_closest_marker("e2e") else 2
+
+
+@pytest.fixture(autouse=True)
+def poisoned_kernel_outputs(monkeypatch: pytest.MonkeyPatch) -> PoisonedMemory:
+    """Every Numba kernel output of the test's own process in recycled memory filled with NaN first, whatever its size
+    (helpers/recycled_memory.py): an element a kernel leaves unwritten, or reads before writing, shows."""
+    import nnunetv2_msvmamba.ssm._recycled_memory as recycled_memory_module
+    pool = PoisonedMemory()
+    monkeypatch.setattr(recycled_memory_module, "recycled_memory", pool)
+    return pool
 
 
 @pytest.fixture

@@ -1,15 +1,14 @@
 """The Numba kernels' large output tensors, backed with transparent huge pages where the user asks for them
 (MSVMAMBA_HUGE_PAGES=1) and Linux allows it.
 
-The kernels write their outputs into freshly allocated tensors, and the first write to each 4 KiB page of a fresh
-allocation is a page fault. With huge pages (madvise(MADV_HUGEPAGE) over the whole 2 MiB pages inside each tensor)
-it is one fault per 2 MiB: on a 2-core AMD EPYC VM the scan's forward at a full-resolution LMS stage (1024 windows
-x 64 channels x 256 steps, 67 MB per tensor) took 64 ms instead of 96 on 2 threads. On a 2-core Intel Xeon VM the
-same request made the every-stage network's CPU training step 1.95x slower (11.3 s against 5.8 s, median of 3):
-there a huge page's first fault on fresh memory is slow, and a training step's large tensors are fresh memory at
-every step (glibc gives allocations above 32 MiB back to the system when they are freed). So it is off unless
-asked for; PyTorch's own THP_MEM_ALLOC_ENABLE=1 does the same for every allocation. Only these tensors ask, so
-the user's allocator settings hold everywhere else. Elsewhere (no Linux, THP off), plain tensors.
+The first write to each 4 KiB page of fresh memory is a page fault. With huge pages (madvise(MADV_HUGEPAGE) over
+the whole 2 MiB pages inside each tensor) it is one fault per 2 MiB: on a 2-core AMD EPYC VM the scan's forward at a
+full-resolution LMS stage (1024 windows x 64 channels x 256 steps, 67 MB per tensor) took 64 ms instead of 96 on 2
+threads. On a 2-core Intel Xeon VM the same request made the every-stage network's CPU training step 1.95x slower
+(11.3 s against 5.8 s, median of 3, before the outputs' memory was recycled (_recycled_memory)): there a huge page's
+first fault on fresh memory is slow, and a training step's large tensors were fresh memory at every step. So it is
+off unless asked for; PyTorch's own THP_MEM_ALLOC_ENABLE=1 does the same for every allocation. Only these tensors
+ask, so the user's allocator settings hold everywhere else. Elsewhere (no Linux, THP off), plain tensors.
 """
 from __future__ import annotations
 
@@ -40,10 +39,9 @@ def huge_pages_requested() -> bool:
     return value == "1"
 
 
-def empty_output(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-    """torch.empty(shape, dtype) on the CPU; where MSVMAMBA_HUGE_PAGES=1 asks, its whole 2 MiB pages marked for
-    transparent huge pages before anything touches them (a tensor smaller than two huge pages is left as it is)."""
-    tensor = torch.empty(shape, dtype=dtype)
+def advise_huge_pages(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, its whole 2 MiB pages marked for transparent huge pages where MSVMAMBA_HUGE_PAGES=1 asks for them
+    (a tensor smaller than two huge pages is left as it is). Marked at every call, as the memory may be recycled."""
     if not huge_pages_requested():
         return tensor
     size = tensor.numel() * tensor.element_size()

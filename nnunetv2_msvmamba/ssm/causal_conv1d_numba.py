@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from ._huge_pages import empty_output
+from ._recycled_memory import empty_output
 from .selective_scan_numba import _launch_lock, compiled_kernels, set_threads_from_torch
 from .selective_scan_torch import compute_dtype_for
 

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._huge_pages import empty_output
+from ._recycled_memory import empty_output
 from .causal_conv1d_numba import conv_backward, conv_forward
 from .selective_scan_numba import check_cpu, scan_backward, scan_forward
 from .selective_scan_torch import compute_dtype_for

@@ -64,7 +64,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ._huge_pages import empty_output
+from ._recycled_memory import empty_output
 from .selective_scan_torch import _groups, compute_dtype_for
 
 # Steps between checkpointed states: L / CHUNK states per channel are kept, CHUNK x n are recomputed per thread.

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nnunetv2_msvmamba.ssm import _huge_pages as huge_pages
-from nnunetv2_msvmamba.ssm._huge_pages import HUGE_PAGE, HUGE_PAGES_ENV, empty_output
+from nnunetv2_msvmamba.ssm._huge_pages import HUGE_PAGE, HUGE_PAGES_ENV
+from nnunetv2_msvmamba.ssm._recycled_memory import empty_output
 
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 

@@ -1,0 +1,127 @@
+"""The Numba kernels' output tensors, in memory kept from the kernels' earlier outputs of the same size.
+
+A kernel writes each output into memory of its own, and a fresh allocation's first write to each 4 KiB page is a page
+fault: glibc maps every allocation above 32 MiB anew and gives it back to the system when it is freed, so a training
+step's large outputs are fresh memory at every step. At a full-resolution LMS stage (1024 windows x 64 channels x 256
+steps, 67 MB per tensor) that was a sixth of the scan's forward on one thread and a third of its forward + backward
+on two. So these outputs' memory is recycled, as PyTorch's CUDA caching allocator does: when the last tensor on an
+output's memory dies, the memory goes back to a pool, and the next output of the same size takes it.
+
+The pool never holds more than the most its outputs held at once (an output that finds nothing of its size first
+gives back what would take the pool above that), so it adds nothing to the peak of a process that keeps making the
+same outputs, as training and prediction do; `release_recycled_memory()` gives the rest back. Outputs under
+RECYCLED_MIN_BYTES are plain tensors: glibc keeps memory of that size for reuse itself.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import os
+import threading
+import weakref
+
+import numpy as np
+import torch
+
+from ._huge_pages import advise_huge_pages
+
+RECYCLED_MIN_BYTES = 1 << 20
+ALIGNMENT = 64  # bytes, as PyTorch aligns its CPU tensors
+
+
+class RecycledMemory:
+    """A pool of memory for tensors of sizes that recur. `empty` gives a tensor in a buffer of its size from the pool
+    or a fresh one; the buffer returns to the pool when the last tensor on it (a view, a numpy array) dies."""
+
+    def __init__(self, min_bytes: int = RECYCLED_MIN_BYTES) -> None:
+        self.min_bytes = min_bytes
+        self._lock = threading.Lock()
+        self._free: collections.OrderedDict[int, list[np.ndarray]] = collections.OrderedDict()  # by size, oldest first
+        # buffers whose tensors died: appended by their finalizers, which run wherever the last reference goes (in
+        # any thread, even inside this pool's own code), so they only append, and `empty` files them under the lock
+        self._returned: collections.deque[np.ndarray] = collections.deque()
+        self.free_bytes = 0
+        self.used_bytes = 0
+        self.most_used_bytes = 0
+
+    def empty(self, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised contiguous CPU tensor of `shape` and `dtype`, 64-byte aligned."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes < max(self.min_bytes, 1):
+            return torch.empty(shape, dtype=dtype)
+        size = nbytes + ALIGNMENT
+        with self._lock:
+            self._file_returned()
+            buffer = self._take(size)
+            self.used_bytes += size
+            self.most_used_bytes = max(self.most_used_bytes, self.used_bytes)
+            if buffer is None:
+                self._give_back_free_above(self.most_used_bytes - self.used_bytes)
+        if buffer is None:
+            buffer = self._allocate(size)
+        offset = -buffer.ctypes.data % ALIGNMENT
+        holder = buffer[offset:offset + nbytes]  # the array the tensor keeps alive, and only it
+        weakref.finalize(holder, self._returned.append, buffer).atexit = False
+        return torch.from_numpy(holder).view(dtype).view(shape)
+
+    def release(self) -> None:
+        """Gives every buffer that no tensor uses back to the system."""
+        with self._lock:
+            self._file_returned()
+            self._give_back_free_above(0)
+
+    def after_fork_in_child(self) -> None:
+        """A new lock: a child forked while another thread held this one would wait for it for ever."""
+        self._lock = threading.Lock()
+
+    def _allocate(self, size: int) -> np.ndarray:
+        return np.empty(size, dtype=np.uint8)
+
+    def _file_returned(self) -> None:
+        while self._returned:
+            buffer = self._returned.popleft()
+            self.used_bytes -= buffer.nbytes
+            self.free_bytes += buffer.nbytes
+            self._free.setdefault(buffer.nbytes, []).append(buffer)
+            self._free.move_to_end(buffer.nbytes)
+
+    def _take(self, size: int):
+        buffers = self._free.get(size)
+        if not buffers:
+            return None
+        self.free_bytes -= size
+        buffer = buffers.pop()
+        if not buffers:
+            del self._free[size]
+        return buffer
+
+    def _give_back_free_above(self, limit: int) -> None:
+        """Drops free buffers, the sizes longest unused first, until the pool's free bytes are at most `limit`."""
+        while self.free_bytes > limit:
+            size, buffers = next(iter(self._free.items()))
+            buffers.pop()
+            self.free_bytes -= size
+            if not buffers:
+                del self._free[size]
+
+
+recycled_memory = RecycledMemory()
+
+
+def _after_fork_in_child() -> None:
+    recycled_memory.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def empty_output(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """An output tensor for a Numba kernel, in recycled memory where it is large, its whole 2 MiB pages marked for
+    transparent huge pages where MSVMAMBA_HUGE_PAGES=1 asks for them."""
+    return advise_huge_pages(recycled_memory.empty(shape, dtype))
+
+
+def release_recycled_memory() -> None:
+    """Gives the memory that the Numba kernels keep for their next outputs, and no tensor uses, back to the system."""
+    recycled_memory.release()
