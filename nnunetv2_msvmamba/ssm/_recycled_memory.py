@@ -31,7 +31,9 @@ ALIGNMENT = 64  # bytes, as PyTorch aligns its CPU tensors
 
 class RecycledMemory:
     """A pool of memory for tensors of sizes that recur. `empty` gives a tensor in a buffer of its size from the pool
-    or a fresh one; the buffer returns to the pool when the last tensor on it (a view, a numpy array) dies."""
+    or a fresh one; the buffer returns to the pool when the last tensor on it (a view, a numpy array) dies. The
+    buffers in use and the free ones together never exceed `most_used_bytes`, the most in use at once since the
+    pool began or was last released."""
 
     def __init__(self, min_bytes: int = RECYCLED_MIN_BYTES) -> None:
         self.min_bytes = min_bytes
@@ -49,33 +51,35 @@ class RecycledMemory:
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < max(self.min_bytes, 1):
             return torch.empty(shape, dtype=dtype)
-        size = nbytes + ALIGNMENT
         with self._lock:
             self._file_returned()
-            buffer = self._take(size)
-            self.used_bytes += size
+            buffer = self._take(nbytes)
+            self.used_bytes += nbytes
             self.most_used_bytes = max(self.most_used_bytes, self.used_bytes)
             if buffer is None:
                 self._give_back_free_above(self.most_used_bytes - self.used_bytes)
         if buffer is None:
-            buffer = self._allocate(size)
-        offset = -buffer.ctypes.data % ALIGNMENT
-        holder = buffer[offset:offset + nbytes]  # the array the tensor keeps alive, and only it
+            buffer = self._allocate(nbytes)
+        holder = buffer.view()  # the array the tensor keeps alive, and only it
         weakref.finalize(holder, self._returned.append, buffer).atexit = False
         return torch.from_numpy(holder).view(dtype).view(shape)
 
     def release(self) -> None:
-        """Gives every buffer that no tensor uses back to the system."""
+        """Gives every buffer that no tensor uses back to the system, and starts counting the most in use anew."""
         with self._lock:
             self._file_returned()
             self._give_back_free_above(0)
+            self.most_used_bytes = self.used_bytes
 
     def after_fork_in_child(self) -> None:
         """A new lock: a child forked while another thread held this one would wait for it for ever."""
         self._lock = threading.Lock()
 
-    def _allocate(self, size: int) -> np.ndarray:
-        return np.empty(size, dtype=np.uint8)
+    def _allocate(self, nbytes: int) -> np.ndarray:
+        """`nbytes` fresh bytes, ALIGNMENT-aligned."""
+        memory = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+        offset = -memory.ctypes.data % ALIGNMENT
+        return memory[offset:offset + nbytes]
 
     def _file_returned(self) -> None:
         while self._returned:
@@ -85,14 +89,14 @@ class RecycledMemory:
             self._free.setdefault(buffer.nbytes, []).append(buffer)
             self._free.move_to_end(buffer.nbytes)
 
-    def _take(self, size: int):
-        buffers = self._free.get(size)
+    def _take(self, nbytes: int):
+        buffers = self._free.get(nbytes)
         if not buffers:
             return None
-        self.free_bytes -= size
+        self.free_bytes -= nbytes
         buffer = buffers.pop()
         if not buffers:
-            del self._free[size]
+            del self._free[nbytes]
         return buffer
 
     def _give_back_free_above(self, limit: int) -> None:

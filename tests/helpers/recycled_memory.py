@@ -20,9 +20,9 @@ class PoisonedMemory(RecycledMemory):
         super().__init__(min_bytes=0)
         self.allocations = 0
 
-    def _allocate(self, size: int) -> np.ndarray:
+    def _allocate(self, nbytes: int) -> np.ndarray:
         self.allocations += 1
-        return super()._allocate(size)
+        return super()._allocate(nbytes)
 
     def empty(self, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
         tensor = super().empty(shape, dtype)

@@ -14,8 +14,8 @@ import torch
 
 import nnunetv2_msvmamba.ssm._recycled_memory as recycled_memory_module
 from helpers.recycled_memory import PoisonedMemory
-from nnunetv2_msvmamba.ssm import selective_scan_numba
-from nnunetv2_msvmamba.ssm._recycled_memory import ALIGNMENT, RECYCLED_MIN_BYTES, RecycledMemory
+from nnunetv2_msvmamba.ssm import release_recycled_memory, selective_scan_numba
+from nnunetv2_msvmamba.ssm._recycled_memory import ALIGNMENT, RECYCLED_MIN_BYTES, RecycledMemory, empty_output
 
 SIZE = (256, 1024)  # 1 MiB of float32
 
@@ -83,7 +83,7 @@ def test_the_pool_never_holds_more_than_its_outputs_held_at_once() -> None:
             assert pool.used_bytes + pool.free_bytes <= pool.most_used_bytes
     assert pool.allocations < 400 / 2  # and it recycled: far fewer allocations than requests
     pool.release()
-    assert pool.used_bytes == sum(tensor.numel() * 4 + ALIGNMENT for tensor in alive)
+    assert pool.used_bytes == sum(tensor.numel() * 4 for tensor in alive)
 
 
 def test_a_miss_gives_back_the_sizes_longest_unused_first() -> None:
@@ -96,7 +96,7 @@ def test_a_miss_gives_back_the_sizes_longest_unused_first() -> None:
         del outputs[elements]
     held = pool.empty((250,), torch.float32)
     assert pool.used_bytes + pool.free_bytes <= pool.most_used_bytes
-    assert pool.free_bytes == 4 * 300 + ALIGNMENT
+    assert pool.free_bytes == 4 * 300
     assert pool.empty((300,), torch.float32).data_ptr() == addresses[300]
     allocations = pool.allocations
     pool.empty((200,), torch.float32)
@@ -110,9 +110,17 @@ def test_release_gives_back_what_no_tensor_uses_and_keeps_what_one_does() -> Non
     pool.empty((2, *SIZE), torch.float32)
     pool.release()
     assert pool.free_bytes == 0
-    assert pool.used_bytes == kept.numel() * 4 + ALIGNMENT
+    assert pool.used_bytes == pool.most_used_bytes == kept.numel() * 4
     kept.fill_(2.0)
     assert float(kept.sum()) == 2.0 * kept.numel()
+
+
+def test_the_packages_release_empties_the_pool_the_kernels_use(poisoned_kernel_outputs: PoisonedMemory) -> None:
+    output = empty_output(SIZE, torch.float32)
+    assert poisoned_kernel_outputs.used_bytes > 0
+    del output
+    release_recycled_memory()
+    assert (poisoned_kernel_outputs.used_bytes, poisoned_kernel_outputs.free_bytes) == (0, 0)
 
 
 def test_threads_never_hold_the_same_memory() -> None:
