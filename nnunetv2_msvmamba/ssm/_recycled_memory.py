@@ -21,6 +21,7 @@ import math
 import os
 import threading
 import weakref
+from typing import Optional
 
 import numpy as np
 import torch
@@ -96,24 +97,22 @@ class RecycledMemory:
             self._free.setdefault(buffer.nbytes, []).append(buffer)
             self._free.move_to_end(buffer.nbytes)
 
-    def _take(self, nbytes: int):
-        buffers = self._free.get(nbytes)
-        if not buffers:
-            return None
-        self.free_bytes -= nbytes
-        buffer = buffers.pop()
-        if not buffers:
-            del self._free[nbytes]
-        return buffer
+    def _take(self, nbytes: int) -> Optional[np.ndarray]:
+        return self._pop_free(nbytes) if nbytes in self._free else None
 
     def _give_back_free_above(self, limit: int) -> None:
         """Drops free buffers, the sizes longest unused first, until the pool's free bytes are at most `limit`."""
         while self.free_bytes > limit:
-            size, buffers = next(iter(self._free.items()))
-            buffers.pop()
-            self.free_bytes -= size
-            if not buffers:
-                del self._free[size]
+            self._pop_free(next(iter(self._free)))
+
+    def _pop_free(self, nbytes: int) -> np.ndarray:
+        """A free buffer of `nbytes` (the pool has one), out of the pool."""
+        buffers = self._free[nbytes]
+        buffer = buffers.pop()
+        if not buffers:
+            del self._free[nbytes]
+        self.free_bytes -= nbytes
+        return buffer
 
 
 recycled_memory = RecycledMemory()

@@ -1,8 +1,9 @@
 """The Numba kernels' outputs in recycled memory (`ssm/_recycled_memory.py`): a dead output's memory is what the next
 output of its size gets, never while a view or a numpy array still holds it; the tensors are what torch.empty would
-give; the pool never holds more than its outputs held at once, and gives back what no tensor uses; threads never get
-the same memory; a forked child can take memory while its parent holds the lock; and the scan's training steps,
-after the first, take all their outputs' memory from the pool."""
+give; the pool never holds more than twice what its outputs held at once, keeps a training step's forward and
+backward sizes both, and gives back what no tensor uses; threads never get the same memory; a forked child can take
+memory while its parent holds the lock; and the scan's training steps, after the first, take all their outputs'
+memory from the pool."""
 from __future__ import annotations
 
 import os
