@@ -41,11 +41,12 @@ def huge_pages_requested() -> bool:
 
 def advise_huge_pages(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor`, its whole 2 MiB pages marked for transparent huge pages where MSVMAMBA_HUGE_PAGES=1 asks for them
-    (a tensor smaller than two huge pages is left as it is). Marked at every call, as the memory may be recycled."""
-    if not huge_pages_requested():
-        return tensor
+    (a tensor smaller than two huge pages is left as it is, and the setting not read for it: this runs in every
+    kernel call's serial time). Marked at every call, as the memory may be recycled."""
     size = tensor.numel() * tensor.element_size()
-    madvise = _madvise() if size >= 2 * HUGE_PAGE else None
+    if size < 2 * HUGE_PAGE or not huge_pages_requested():
+        return tensor
+    madvise = _madvise()
     if madvise is not None:
         start = -(-tensor.data_ptr() // HUGE_PAGE) * HUGE_PAGE
         end = (tensor.data_ptr() + size) // HUGE_PAGE * HUGE_PAGE

@@ -17,6 +17,7 @@ Outputs under RECYCLED_MIN_BYTES are plain tensors: glibc keeps memory of that s
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 import threading
@@ -47,9 +48,13 @@ class RecycledMemory:
         self.min_bytes = min_bytes
         self._lock = threading.Lock()
         self._free: collections.OrderedDict[int, list[np.ndarray]] = collections.OrderedDict()  # by size, oldest first
-        # buffers whose tensors died: appended by their finalizers, which run wherever the last reference goes (in
-        # any thread, even inside this pool's own code), so they only append, and `empty` files them under the lock
+        # buffers whose tensors died: appended by their weak references' callbacks, which run wherever the last
+        # reference goes (in any thread, even inside this pool's own code), so they only take their own entry out of
+        # `_watched` and append, and `empty` files them under the lock
         self._returned: collections.deque[np.ndarray] = collections.deque()
+        # id of the weak reference to each handed-out tensor's array -> (that reference, its buffer); weakref.finalize
+        # did the same at twice the cost, in every kernel call's serial time
+        self._watched: dict[int, tuple[weakref.ref, np.ndarray]] = {}
         self.free_bytes = 0
         self.used_bytes = 0
         self.most_used_bytes = 0
@@ -68,9 +73,13 @@ class RecycledMemory:
                 self._give_back_free_above(KEPT_PER_MOST_USED * self.most_used_bytes - self.used_bytes)
         if buffer is None:
             buffer = self._allocate(nbytes)
-        holder = buffer.view()  # the array the tensor keeps alive, and only it
-        weakref.finalize(holder, self._returned.append, buffer).atexit = False
-        return torch.from_numpy(holder).view(dtype).view(shape)
+        numpy_dtype = _numpy_dtype(dtype)
+        # the array the tensor keeps alive, and only it: typed and shaped by numpy where numpy has the dtype
+        holder = buffer.view() if numpy_dtype is None else buffer.view(numpy_dtype).reshape(shape)
+        reference = weakref.ref(holder, self._tensor_died)
+        self._watched[id(reference)] = reference, buffer
+        tensor = torch.from_numpy(holder)
+        return tensor.view(dtype).view(shape) if numpy_dtype is None else tensor
 
     def release(self) -> None:
         """Gives every buffer that no tensor uses back to the system, and starts counting the most in use anew."""
@@ -82,6 +91,9 @@ class RecycledMemory:
     def after_fork_in_child(self) -> None:
         """A new lock: a child forked while another thread held this one would wait for it for ever."""
         self._lock = threading.Lock()
+
+    def _tensor_died(self, reference: weakref.ref) -> None:
+        self._returned.append(self._watched.pop(id(reference))[1])
 
     def _allocate(self, nbytes: int) -> np.ndarray:
         """`nbytes` fresh bytes, ALIGNMENT-aligned."""
@@ -113,6 +125,15 @@ class RecycledMemory:
             del self._free[nbytes]
         self.free_bytes -= nbytes
         return buffer
+
+
+@functools.lru_cache(maxsize=None)
+def _numpy_dtype(dtype: torch.dtype) -> Optional[np.dtype]:
+    """numpy's dtype for a PyTorch dtype; None where numpy has none (bfloat16)."""
+    try:
+        return torch.empty(0, dtype=dtype).numpy().dtype
+    except TypeError:
+        return None
 
 
 recycled_memory = RecycledMemory()
