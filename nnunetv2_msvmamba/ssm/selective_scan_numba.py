@@ -35,9 +35,19 @@ need not multiply the recomputed states by C again: the gate is shared by the di
 them, so dz is written once (a bidirectional mixer's forward + backward 7-14 % faster; a single direction no faster,
 the extra tensor costing what the multiply saved). The backward runs tasks in parallel, each a batch row and a run
 of channel blocks that read the same B/C group; the gradient of B/C is summed over a task's channels into the
-task's own partial buffer (no two threads write one element), and where a group has several runs their buffers are
-summed by PyTorch afterwards (one run's buffer is the gradient): deterministic, whatever the number of threads.
-Without a gradient to take (prediction) the forward runs without an autograd node.
+task's own partial buffer (no two threads write one element), and where a group has several runs the kernel adds
+their buffers into the first once its tasks are done, in parallel over the rows (that buffer, or one run's, is the
+gradient): deterministic, whatever the number of threads. Without a gradient to take (prediction) the forward runs
+without an autograd node.
+
+What surrounds each launch runs on one thread, and it is what keeps a call from scaling with the threads: it takes
+several times as long there as the same code does in a loop of its own, because the kernels' data has pushed the
+interpreter's and PyTorch's own code and data out of the core's cache (at 8 x 64 x 1024 on 2 threads, 0.3-0.4 ms of
+Python around a 1.5 ms forward). So it does as little as it can: the kernels' inputs and outputs are arranged in
+numpy, whose reshapes and transposes cost a fraction of PyTorch's, each tensor is taken into numpy once per call,
+nothing is converted to the dtype it has, and no autocast context is entered (no PyTorch op here is one that
+autocast changes). At a tiny shape, where the kernels take ~10 us, a forward took 133 -> 78 us with these and a
+forward + backward through autograd 504 -> 334 us.
 
 A reverse scan (`reverse=True`, the Mamba mixer's second direction) runs the same kernels, which then take step s
 of the scan from the sequence's index L - 1 - s, so the reversed sequence is never copied. The output and the
@@ -105,22 +115,29 @@ def _kernels(compute_dtype: torch.dtype) -> SimpleNamespace:
 @contextlib.contextmanager
 def _pytorch_threads_kept():
     """Restores PyTorch's thread count if Numba changed it: Numba's OpenMP threading layer, started when the
-    kernels are first loaded, shares PyTorch's OpenMP runtime and sets its thread count to all cores, which would
+    kernels are first loaded, may share PyTorch's OpenMP runtime and set its thread count to all cores, which would
     override nnU-Net's or the user's setting."""
     torch_threads = torch.get_num_threads()
     try:
         yield torch_threads
     finally:
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)
+        _restore_pytorch_threads(torch_threads)
+
+
+def _restore_pytorch_threads(torch_threads: int) -> None:
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
 
 
 def set_threads_from_torch() -> int:
-    """Numba's thread count for the next launch: PyTorch's, capped at the threads Numba started with."""
+    """Numba's thread count for the next launch: PyTorch's, capped at the threads Numba started with. (Without
+    `_pytorch_threads_kept`'s generator, which took 40 % of this function's time: it runs at every launch, in the
+    serial time around the kernels; see the module's docstring.)"""
     import numba
-    with _pytorch_threads_kept() as torch_threads:
-        threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
-        numba.set_num_threads(threads)
+    torch_threads = torch.get_num_threads()
+    threads = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    _restore_pytorch_threads(torch_threads)
     _warn_if_bound_to_fewer_cpus(torch_threads)
     return threads
 
@@ -153,15 +170,14 @@ def _warn_if_bound_to_fewer_cpus(torch_threads: int) -> None:
           f"and GOMP_CPU_AFFINITY for the scan to run on {torch_threads} CPUs", file=sys.stderr, flush=True)
 
 
-def _coefficient_layout(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """B or C as the kernels read it, a contiguous (batch or 1, groups, L or 1, n) array with n innermost, its steps
-    in the sequence's order (a reverse scan reads them from the end): constant (dim, n) -> (1, dim, 1, n);
-    (batch, n, L) -> (batch, 1, L, n); (batch, G, n, L) -> (batch, G, L, n). No copy for B and C as contiguous
-    (batch, L, n) tensors transposed, which is how the Mamba mixer passes them."""
-    x = x.detach().to(dtype)
-    if x.dim() == 2:
-        return x.reshape(1, x.shape[0], 1, x.shape[1]).contiguous()
-    return (x.unsqueeze(1) if x.dim() == 3 else x).transpose(2, 3).contiguous()
+def _coefficient_layout(x: np.ndarray) -> np.ndarray:
+    """One direction's B or C as the kernels read it, a C-contiguous (batch or 1, groups, L or 1, n) array with n
+    innermost, its steps in the sequence's order (a reverse scan reads them from the end): constant (dim, n) ->
+    (1, dim, 1, n); (batch, n, L) -> (batch, 1, L, n); (batch, G, n, L) -> (batch, G, L, n). No copy for B and C as
+    contiguous (batch, L, n) tensors transposed, which is how the Mamba mixer passes them."""
+    if x.ndim == 2:
+        return np.ascontiguousarray(x).reshape(1, x.shape[0], 1, x.shape[1])
+    return np.ascontiguousarray((x[:, None] if x.ndim == 3 else x).swapaxes(2, 3))
 
 
 def _input_groups(x: torch.Tensor) -> int:
@@ -173,46 +189,47 @@ def _input_groups(x: torch.Tensor) -> int:
 class ChannelBlocks:
     """How the kernels see `dim` channels in `groups` groups: each group's channels in blocks of LANES, side by side
     (channels last), the group's last block padded with zero channels where its channels are no multiple of LANES.
-    Unpadded, a channels-last tensor is its blocks as it lies in memory."""
+    Unpadded, a channels-last tensor is its blocks as it lies in memory. The kernels' inputs are arranged in numpy,
+    whose reshapes and transposes take a fraction of PyTorch's time per call (see `_layout`)."""
     dim: int
     groups: int
 
-    @property
+    @functools.cached_property
     def per_group(self) -> int:
         return self.dim // self.groups
 
-    @property
+    @functools.cached_property
     def blocks_per_group(self) -> int:
         return -(-self.per_group // LANES)
 
-    @property
+    @functools.cached_property
     def blocks(self) -> int:
         return self.groups * self.blocks_per_group
 
-    @property
+    @functools.cached_property
     def padded(self) -> bool:
         return self.per_group % LANES != 0
 
-    def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., dim) -> (..., blocks, LANES): a view where x is contiguous and nothing is padded."""
+    def pad(self, x: np.ndarray) -> np.ndarray:
+        """(..., dim) -> C-contiguous (..., blocks, LANES): a view where x is C-contiguous and nothing is padded."""
         if not self.padded:
-            return x.reshape(*x.shape[:-1], self.blocks, LANES)
-        padded = x.new_zeros(*x.shape[:-1], self.groups, self.blocks_per_group * LANES)
+            return np.ascontiguousarray(x).reshape(*x.shape[:-1], self.blocks, LANES)
+        padded = np.zeros((*x.shape[:-1], self.groups, self.blocks_per_group * LANES), dtype=x.dtype)
         padded[..., :self.per_group] = x.reshape(*x.shape[:-1], self.groups, self.per_group)
         return padded.reshape(*x.shape[:-1], self.blocks, LANES)
 
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., blocks, LANES) -> (..., dim): a view where nothing is padded, else a contiguous copy."""
+    def unpad(self, x: np.ndarray) -> np.ndarray:
+        """(..., blocks, LANES) -> (..., dim): a view where x is C-contiguous and nothing is padded, else a copy."""
         if not self.padded:
             return x.reshape(*x.shape[:-2], self.dim)
         x = x.reshape(*x.shape[:-2], self.groups, self.blocks_per_group * LANES)[..., :self.per_group]
-        return x.contiguous().reshape(*x.shape[:-2], self.dim)
+        return np.ascontiguousarray(x).reshape(*x.shape[:-2], self.dim)
 
-    def blocked(self, x: torch.Tensor, dtype: torch.dtype):
+    def blocked(self, x: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
         """A (batch, dim, L) tensor as the kernels' (batch, L, blocks, LANES) numpy array in `dtype`: its own memory
         where it is channels last and contiguous in that dtype (the mixer's layout), else a copy."""
-        x = x.detach().to(dtype)
-        return self.pad(x.transpose(1, 2) if self.padded else _channels_last(x).transpose(1, 2)).numpy()
+        x = _in_dtype(x.detach(), dtype)
+        return self.pad((x if self.padded else _channels_last(x)).transpose(1, 2).numpy())
 
     def blocked_in_place(self, x: torch.Tensor, dtype: torch.dtype) -> Optional[tuple]:
         """(array, first block) with x's channels at blocks first, first + 1, ... of an array of whole rows
@@ -243,40 +260,77 @@ class ChannelBlocks:
     def channels(self, x: torch.Tensor) -> torch.Tensor:
         """A blocked (..., batch, L, blocks, LANES) tensor as (..., batch, dim, L): a channels-last view where nothing
         is padded."""
-        return self.unpad(x).transpose(-1, -2)
+        return torch.from_numpy(self.unpad(x.numpy()).swapaxes(-1, -2))
 
-    def per_channel(self, x: Optional[torch.Tensor], dtype: torch.dtype):
+    def per_channel(self, x: Optional[torch.Tensor], dtype: torch.dtype) -> np.ndarray:
         """A (dim,) parameter as a (blocks, LANES) numpy array; an absent one as an empty array."""
         if x is None:
             return np.empty((0, LANES), dtype=_NUMPY_DTYPES[dtype])
-        return self.pad(x.detach().to(dtype).contiguous()).contiguous().numpy()
+        return self.pad(_array(x, dtype))
 
-    def states(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-channel states (..., blocks, n, LANES) as (..., dim, n)."""
-        return self.unpad(x.transpose(-3, -2)).transpose(-1, -2)
+    def per_channel_and_state(self, x: torch.Tensor, dtype: torch.dtype, scale: float) -> np.ndarray:
+        """A (dim, n) parameter times `scale` as a (blocks, n, LANES) numpy array."""
+        return np.ascontiguousarray(self.pad(_array(x, dtype).T * scale).swapaxes(0, 1))
+
+    def states(self, x: np.ndarray) -> torch.Tensor:
+        """Per-channel states (..., blocks, n, LANES) as a (..., dim, n) tensor."""
+        return torch.from_numpy(self.unpad(x.swapaxes(-3, -2)).swapaxes(-1, -2))
+
+    def per_channel_sum(self, x: np.ndarray) -> torch.Tensor:
+        """Per-row parts (directions, batch, blocks, LANES) of a (dim,) gradient, summed, as a tensor."""
+        return torch.from_numpy(self.unpad(x.sum(axis=(0, 1))))
 
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
-def _channel_blocks(batch: int, blocks: int, groups: int, threads: int) -> torch.Tensor:
+def _channel_blocks(batch: int, blocks: int, groups: int, threads: int) -> np.ndarray:
     """First block of each backward task's run of channel blocks (and `blocks` at the end): every group's blocks
     split into as many runs as it takes for batch x runs to give each thread TASKS_PER_THREAD tasks."""
     per_group = blocks // groups
     splits = min(per_group, max(1, math.ceil(TASKS_PER_THREAD * threads / (batch * groups))))
     starts = [group * per_group + (split * per_group) // splits for group in range(groups) for split in range(splits)]
-    return torch.tensor(starts + [blocks], dtype=torch.int64)
+    return np.array(starts + [blocks], dtype=np.int64)
 
 
-def _kernel_inputs(layout: ChannelBlocks, u, delta, A, B, C, D, z, delta_bias, dtype: torch.dtype) -> tuple:
-    """The inputs both kernels take first, as numpy arrays in the compute dtype: u (an empty array for None: the
-    forward reads it channels first), delta blocked, z blocked with its first block, A log2(e) (blocks, n, LANES),
-    B, C (in the kernels' layout), D, delta_bias blocked."""
-    A_log2 = layout.pad(A.detach().to(dtype).t() * LOG2_E).transpose(0, 1).contiguous()
-    u_blocked = layout.blocked(u, dtype) if u is not None else np.empty((0, 0, 0, LANES), dtype=_NUMPY_DTYPES[dtype])
-    return (u_blocked, layout.blocked(delta, dtype), *layout.blocked_from(z, dtype), A_log2.numpy(),
-            _coefficient_layout(B, dtype).numpy(), _coefficient_layout(C, dtype).numpy(),
-            layout.per_channel(D, dtype), layout.per_channel(delta_bias, dtype))
+def _in_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x in `dtype`: x itself where it is (without a call into PyTorch)."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def _array(x: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """x in `dtype` as a numpy array, over x's own memory where x is in that dtype."""
+    return _in_dtype(x.detach(), dtype).numpy()
+
+
+class _KernelInputs:
+    """The inputs both kernels take, as numpy arrays in the compute dtype, each tensor taken into numpy once per call
+    and each direction's arrays cut from it there. u and delta are the stacked (directions, batch, dim, L) tensors
+    that `scan_forward` takes, each direction channels last (or u channels first where `channels_first`); A, D, z and
+    delta_bias are shared by the directions."""
+
+    def __init__(self, layout: ChannelBlocks, u, delta, A, B, C, D, z, delta_bias, dtype: torch.dtype) -> None:
+        self.layout = layout
+        self.channels_first = _reads_channels_first(layout, u, dtype)
+        self.u, self.delta = _array(u, dtype), _array(delta, dtype)
+        self.B, self.C = _array(B, dtype), _array(C, dtype)
+        self.shared_first = (*layout.blocked_from(z, dtype), layout.per_channel_and_state(A, dtype, LOG2_E))
+        self.shared_last = (layout.per_channel(D, dtype), layout.per_channel(delta_bias, dtype))
+        self.no_blocks, self.no_rows = (np.empty(shape, dtype=_NUMPY_DTYPES[dtype]) for shape in ((0, 0, 0, LANES),
+                                                                                                 (0, 0, 0)))
+
+    def first(self, s: int) -> tuple:
+        """The arguments both kernels take first, for direction s: u blocked (empty where the kernels read it
+        channels first), delta blocked, z blocked with its first block, A log2(e) (blocks, n, LANES), B and C in the
+        kernels' layout, D and delta_bias blocked."""
+        u_blocked = self.no_blocks if self.channels_first else self.layout.pad(self.u[s].swapaxes(1, 2))
+        return (u_blocked, self.layout.pad(self.delta[s].swapaxes(1, 2)), *self.shared_first,
+                _coefficient_layout(_direction(self.B, s)), _coefficient_layout(_direction(self.C, s)),
+                *self.shared_last)
+
+    def u_first(self, s: int) -> np.ndarray:
+        """The kernels' u_first: direction s's u as it lies where they read it channels first, else empty."""
+        return self.u[s] if self.channels_first else self.no_rows
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -296,31 +350,31 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 
 def _layout(dim: int, B: torch.Tensor, C: torch.Tensor) -> ChannelBlocks:
     """The channel blocks for B and C of the first direction (every direction's have the same groups)."""
-    return ChannelBlocks(dim, math.lcm(_input_groups(_direction(B, 0)), _input_groups(_direction(C, 0))))
+    return _channel_blocks_of(dim, math.lcm(_input_groups(_direction(B, 0)), _input_groups(_direction(C, 0))))
+
+
+@functools.lru_cache(maxsize=None)
+def _channel_blocks_of(dim: int, groups: int) -> ChannelBlocks:
+    """One ChannelBlocks per (dim, groups), its numbers worked out once (the serial time around a launch: see the
+    module's docstring)."""
+    return ChannelBlocks(dim, groups)
 
 
 def _sum_blocks(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The gradient of B or C from the kernels' partial sums (batch, parts, L or 1, n), one per task's run of
-    channel blocks: summed over each group's parts (and, for a constant (dim, n) one, over the batch), returned in
-    `like`'s layout: a view of `partial` where each group is one part (a batch large enough for the threads), as
-    PyTorch's sum would copy it (0.1-0.3 ms per call at the README's shapes, on one thread)."""
-    batch, parts, length, dstate = partial.shape
+    channel blocks, where the kernel has added each group's parts into its first: that first part of each group
+    (summed over the batch for a constant (dim, n) one), in `like`'s layout, a view of `partial` (as PyTorch's sum
+    would copy it: 0.1-0.3 ms per call at the README's shapes, on one thread)."""
     groups = _input_groups(like)
-    if parts != groups:
-        partial = partial.reshape(batch, groups, parts // groups, length, dstate).sum(dim=2)
+    firsts = partial[:, ::partial.shape[1] // groups]
     if like.dim() == 2:
-        return partial.sum(dim=0)[:, 0]
-    return partial.transpose(2, 3).reshape(like.shape)
+        return firsts.sum(dim=0)[:, 0]
+    return firsts.transpose(2, 3).reshape(like.shape)
 
 
-def _direction(x: torch.Tensor, s: int) -> torch.Tensor:
-    """Direction s of a stacked B or C; a constant (dim, n) one is every direction's."""
-    return x if x.dim() == 2 else x[s]
-
-
-def _direction_inputs(s: int, u, delta, A, B, C, D, z, delta_bias) -> tuple:
-    """The inputs of direction s: its own u, delta, B and C; A, D, z and delta_bias shared."""
-    return u[s], delta[s], A, _direction(B, s), _direction(C, s), D, z, delta_bias
+def _direction(x, s: int):
+    """Direction s of a stacked B or C (a tensor or a numpy array); a constant (dim, n) one is every direction's."""
+    return x if x.ndim == 2 else x[s]
 
 
 def _reads_channels_first(layout: ChannelBlocks, u: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -330,11 +384,6 @@ def _reads_channels_first(layout: ChannelBlocks, u: torch.Tensor, dtype: torch.d
     the cache, in parallel."""
     return (u.dtype == dtype and u.is_contiguous() and not layout.padded and u.shape[-1] > 1
             and not u.transpose(-1, -2).is_contiguous())
-
-
-def _u_first(u: torch.Tensor, channels_first: bool, dtype: torch.dtype) -> np.ndarray:
-    """The kernels' u_first: one direction's u as it lies where they read it channels first, else an empty array."""
-    return u.detach().numpy() if channels_first else np.empty((0, 0, 0), dtype=_NUMPY_DTYPES[dtype])
 
 
 def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -350,23 +399,19 @@ def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
     dstate = A.shape[1]
     dtype = compute_dtype_for(u)
     layout = _layout(dim, B, C)
-    with torch.autocast("cpu", enabled=False):
-        channels_first = _reads_channels_first(layout, u, dtype)
-        out = empty_output((batch, length, layout.blocks, LANES), dtype)
-        last_state = u.new_empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=dtype)
-        chunks = math.ceil(length / CHUNK) if for_backward else 0
-        checkpoints = empty_output((len(reverse), batch, chunks, layout.blocks, dstate, LANES), dtype)
-        gate_inputs = (empty_output(out.shape, dtype) if for_backward and z is not None
-                       else out.new_empty((0, 0, 0, LANES)))
-        kernels = _kernels(dtype)
-        with _launch_lock:
-            set_threads_from_torch()
-            for s, backwards in enumerate(reverse):
-                u_s, *inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
-                kernels.forward(*_kernel_inputs(layout, None if channels_first else u_s, *inputs, dtype),
-                                bool(delta_softplus), CHUNK, s > 0, backwards, out.numpy(), last_state[s].numpy(),
-                                checkpoints[s].numpy(), gate_inputs.numpy(), _u_first(u_s, channels_first, dtype),
-                                kernels.exp2_constants)
+    inputs = _KernelInputs(layout, u, delta, A, B, C, D, z, delta_bias, dtype)
+    out = empty_output((batch, length, layout.blocks, LANES), dtype)
+    last_state = np.empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=_NUMPY_DTYPES[dtype])
+    chunks = math.ceil(length / CHUNK) if for_backward else 0
+    checkpoints = empty_output((len(reverse), batch, chunks, layout.blocks, dstate, LANES), dtype)
+    gate_inputs = empty_output(out.shape if for_backward and z is not None else (0, 0, 0, LANES), dtype)
+    out_array, checkpoint_arrays, gate_array = out.numpy(), checkpoints.numpy(), gate_inputs.numpy()
+    kernels = _kernels(dtype)
+    with _launch_lock:
+        set_threads_from_torch()
+        for s, backwards in enumerate(reverse):
+            kernels.forward(*inputs.first(s), bool(delta_softplus), CHUNK, s > 0, backwards, out_array, last_state[s],
+                            checkpoint_arrays[s], gate_array, inputs.u_first(s), kernels.exp2_constants)
     return layout.channels(out), layout.states(last_state), checkpoints, gate_inputs
 
 
@@ -382,46 +427,44 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
     dstate = A.shape[1]
     dtype = checkpoints.dtype
     layout = _layout(dim, B, C)
-    with torch.autocast("cpu", enabled=False):
-        channels_first = _reads_channels_first(layout, u, dtype)
-        kernels = _kernels(dtype)
-        du, ddelta = (empty_output((len(reverse), batch, length, layout.blocks, LANES), dtype) for _ in range(2))
-        dz_array, dz_first = np.empty((0, 0, 0, LANES), dtype=_NUMPY_DTYPES[dtype]), 0
-        dz_blocked = None
-        if z is not None:
-            in_place = layout.blocked_in_place(dz, dtype) if dz is not None else None
-            if in_place is None:
-                dz_blocked = empty_output((batch, length, layout.blocks, LANES), dtype)
-            dz_array, dz_first = in_place or (dz_blocked.numpy(), 0)
-        dA_rows = u.new_empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=dtype)
-        dD_rows, dbias_rows = (u.new_empty((len(reverse), batch, layout.blocks, LANES), dtype=dtype) for _ in range(2))
-        dB, dC = [], []
-        with _launch_lock:
-            threads = set_threads_from_torch()
-            block_starts = _channel_blocks(batch, layout.blocks, layout.groups, threads)
-            parts = len(block_starts) - 1
+    inputs = _KernelInputs(layout, u, delta, A, B, C, D, z, delta_bias, dtype)
+    kernels = _kernels(dtype)
+    du, ddelta = (empty_output((len(reverse), batch, length, layout.blocks, LANES), dtype) for _ in range(2))
+    dz_array, dz_first = inputs.no_blocks, 0
+    dz_blocked = None
+    if z is not None:
+        in_place = layout.blocked_in_place(dz, dtype) if dz is not None else None
+        if in_place is None:
+            dz_blocked = empty_output((batch, length, layout.blocks, LANES), dtype)
+        dz_array, dz_first = in_place or (dz_blocked.numpy(), 0)
+    numpy_dtype = _NUMPY_DTYPES[dtype]
+    dA_rows = np.empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=numpy_dtype)
+    dD_rows, dbias_rows = (np.empty((len(reverse), batch, layout.blocks, LANES), dtype=numpy_dtype) for _ in range(2))
+    dout_blocked, checkpoint_arrays, gate_array = layout.blocked(dout, dtype), checkpoints.numpy(), gate_inputs.numpy()
+    du_arrays, ddelta_arrays = du.numpy(), ddelta.numpy()
+    dB, dC = [], []
+    with _launch_lock:
+        threads = set_threads_from_torch()
+        block_starts = _channel_blocks(batch, layout.blocks, layout.groups, threads)
+        parts = len(block_starts) - 1
 
-            def partial(coefficient: torch.Tensor) -> torch.Tensor:  # the kernel zeroes it
-                steps = 1 if coefficient.dim() == 2 else length
-                return empty_output((batch, parts, steps, dstate), dtype)
-            for s, backwards in enumerate(reverse):
-                B_s, C_s = _direction(B, s), _direction(C, s)
-                dB_partial, dC_partial = partial(B_s), partial(C_s)
-                u_s, *inputs = _direction_inputs(s, u, delta, A, B, C, D, z, delta_bias)
-                kernels.backward(*_kernel_inputs(layout, None if channels_first else u_s, *inputs, dtype),
-                                 bool(delta_softplus), CHUNK, s == 0, backwards, checkpoints[s].numpy(),
-                                 gate_inputs.numpy(), _u_first(u_s, channels_first, dtype),
-                                 layout.blocked(dout, dtype), block_starts.numpy(), du[s].numpy(), ddelta[s].numpy(),
-                                 dz_array, dz_first, dA_rows[s].numpy(), dB_partial.numpy(), dC_partial.numpy(),
-                                 dD_rows[s].numpy(), dbias_rows[s].numpy(), kernels.exp2_constants)
-                dB.append(_sum_blocks(dB_partial, B_s))
-                dC.append(_sum_blocks(dC_partial, C_s))
-        if dz_blocked is not None:
-            dz = layout.channels(dz_blocked) if dz is None else dz.copy_(layout.channels(dz_blocked))
-        return SimpleNamespace(du=layout.channels(du), ddelta=layout.channels(ddelta),
-                               dA=layout.states(dA_rows.sum(dim=(0, 1))),
-                               dB=dB, dC=dC, dD=layout.unpad(dD_rows.sum(dim=(0, 1))), dz=dz,
-                               ddelta_bias=layout.unpad(dbias_rows.sum(dim=(0, 1))))
+        def partial(coefficient: torch.Tensor) -> torch.Tensor:  # the kernel zeroes it
+            steps = 1 if coefficient.dim() == 2 else length
+            return empty_output((batch, parts, steps, dstate), dtype)
+        for s, backwards in enumerate(reverse):
+            B_s, C_s = _direction(B, s), _direction(C, s)
+            dB_partial, dC_partial = partial(B_s), partial(C_s)
+            kernels.backward(*inputs.first(s), bool(delta_softplus), CHUNK, s == 0, backwards, checkpoint_arrays[s],
+                             gate_array, inputs.u_first(s), dout_blocked, block_starts, du_arrays[s],
+                             ddelta_arrays[s], dz_array, dz_first, dA_rows[s], dB_partial.numpy(),
+                             dC_partial.numpy(), dD_rows[s], dbias_rows[s], kernels.exp2_constants)
+            dB.append(_sum_blocks(dB_partial, B_s))
+            dC.append(_sum_blocks(dC_partial, C_s))
+    if dz_blocked is not None:
+        dz = layout.channels(dz_blocked) if dz is None else dz.copy_(layout.channels(dz_blocked))
+    return SimpleNamespace(du=layout.channels(du), ddelta=layout.channels(ddelta),
+                           dA=layout.states(dA_rows.sum(axis=(0, 1))), dB=dB, dC=dC,
+                           dD=layout.per_channel_sum(dD_rows), dz=dz, ddelta_bias=layout.per_channel_sum(dbias_rows))
 
 
 def _stacked_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> tuple:
@@ -446,7 +489,7 @@ def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bo
     u_stacked, delta, B, C = _stacked_inputs(u, delta, A, B, C)
     out, last_state, checkpoints, gate_inputs = scan_forward(u_stacked, delta, A, B, C, D, z, delta_bias,
                                                              delta_softplus, (reverse,), for_backward)
-    return (out.to(u.dtype), last_state[0],
+    return (_in_dtype(out, u.dtype), last_state[0],
             (u_stacked, delta, A, B, C, D, z, delta_bias, checkpoints, gate_inputs))
 
 
@@ -476,7 +519,7 @@ class _SelectiveScanNumba(torch.autograd.Function):
         grads = [grads.du[0], grads.ddelta[0], grads.dA, grads.dB[0], grads.dC[0],
                  grads.dD if D is not None else None, grads.dz if z is not None else None,
                  grads.ddelta_bias if delta_bias is not None else None]
-        grads = [g.to(input_dtype) if g is not None else None for g, input_dtype in zip(grads, ctx.input_dtypes)]
+        grads = [_in_dtype(g, dtype) if g is not None else None for g, dtype in zip(grads, ctx.input_dtypes)]
         return (*grads, None, None, None)
 
 

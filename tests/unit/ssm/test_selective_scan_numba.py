@@ -311,20 +311,25 @@ def test_openmp_binding_of_the_main_thread_is_reported_for_real() -> None:
 
 
 def test_channel_blocks_pad_each_group_and_unpad_back() -> None:
-    """Channels in blocks of LANES per group: a group of 5 channels takes one block, its last LANES - 5 channels
-    zero; unpadding gives the channels back; with whole blocks both are views."""
+    """Channels in blocks of LANES per group, as numpy arrays (the kernels' inputs and outputs are arranged in numpy):
+    a group of 5 channels takes one block, its last LANES - 5 channels zero; unpadding gives the channels back,
+    contiguous; with whole blocks both are views, and a padded array is C-contiguous whatever its input."""
     lanes = numba_scan.LANES
     layout = numba_scan.ChannelBlocks(dim=10, groups=2)
     assert (layout.blocks, layout.padded) == (2, True)
-    x = torch.arange(30.0).reshape(3, 10)
+    x = np.arange(30.0).reshape(3, 10)
     blocks = layout.pad(x)
-    assert blocks.shape == (3, 2, lanes)
-    assert torch.equal(blocks[:, 1, :5], x[:, 5:]) and not blocks[:, :, 5:].any()
-    assert torch.equal(layout.unpad(blocks), x)
+    assert blocks.shape == (3, 2, lanes) and blocks.flags.c_contiguous
+    assert np.array_equal(blocks[:, 1, :5], x[:, 5:]) and not blocks[:, :, 5:].any()
+    unpadded = layout.unpad(blocks)
+    assert np.array_equal(unpadded, x) and unpadded.flags.c_contiguous
     whole = numba_scan.ChannelBlocks(dim=2 * lanes, groups=1)
     y = torch.randn(3, 2 * lanes)
-    assert not whole.padded and whole.pad(y).data_ptr() == y.data_ptr()
-    assert whole.unpad(whole.pad(y)).data_ptr() == y.data_ptr()
+    assert not whole.padded and np.shares_memory(whole.pad(y.numpy()), y.numpy())
+    assert np.shares_memory(whole.unpad(whole.pad(y.numpy())), y.numpy())
+    reversed_channels = whole.pad(y.numpy()[:, ::-1])
+    assert reversed_channels.flags.c_contiguous and np.array_equal(reversed_channels.reshape(3, -1),
+                                                                   y.flip(1).numpy())
 
 
 def test_z_and_dz_are_read_and_written_where_they_lie_when_whole_blocks_allow() -> None:
@@ -408,9 +413,9 @@ def test_backward_runs_of_blocks_stay_inside_a_group_and_cover_every_block() -> 
     assert numba_scan._channel_blocks(batch=1, blocks=3, groups=1, threads=16).tolist() == [0, 1, 2, 3]
 
 
-def test_gradients_of_B_and_C_are_views_of_the_partial_sums_where_each_group_is_one_part() -> None:
-    """One backward task's run of blocks per group (a batch large enough for the threads): dB is the kernel's
-    partial sums seen in B's layout, not a copy; with several runs per group, their sum."""
+def test_gradients_of_B_and_C_are_views_of_each_groups_first_partial_sums() -> None:
+    """dB is the kernel's partial sums seen in B's layout, not a copy: each group's first part, into which the kernel
+    has added the group's other parts where its blocks ran as several backward tasks."""
     like = torch.randn(3, 5, 4).transpose(1, 2)  # (batch, n, L) as the mixer passes B
     partial = torch.randn(3, 1, 5, 4)  # (batch, parts, L, n)
     grad = numba_scan._sum_blocks(partial, like)
@@ -418,8 +423,32 @@ def test_gradients_of_B_and_C_are_views_of_the_partial_sums_where_each_group_is_
     assert torch.equal(grad, partial[:, 0].transpose(1, 2))
     grouped_like, grouped_partial = torch.randn(3, 2, 4, 5), torch.randn(3, 2, 5, 4)  # groups = parts = 2
     assert numba_scan._sum_blocks(grouped_partial, grouped_like).data_ptr() == grouped_partial.data_ptr()
-    two_runs = torch.randn(3, 2, 5, 4)  # one group in two runs of blocks
-    assert torch.allclose(numba_scan._sum_blocks(two_runs, like), two_runs.sum(dim=1).transpose(1, 2))
+    two_runs = torch.randn(3, 4, 5, 4)  # two groups, each in two runs of blocks: parts 0 and 2 hold the sums
+    assert torch.equal(numba_scan._sum_blocks(two_runs, grouped_like), two_runs[:, ::2].transpose(2, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_a_group_whose_blocks_run_as_several_tasks_has_its_parts_summed_by_the_kernel(
+        monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    """A batch too small for the threads splits each B/C group's blocks into several backward tasks, each with its
+    own partial sums of dB and dC: the backward kernel adds them up (B shared: 4 parts into 1; C in 2 groups: 2 parts
+    each), and every gradient is the one with a single task per group, and the reference's."""
+    case = ScanCase(batch=1, dim=4 * numba_scan.LANES, length=21, dstate=4, b_layout="shared", c_layout="grouped",
+                    groups=2)
+    inputs = case.inputs()
+    parts = []
+    sum_blocks = numba_scan._sum_blocks
+    monkeypatch.setattr(numba_scan, "_sum_blocks", lambda partial, like: parts.append(partial.shape[1])
+                        or sum_blocks(partial, like))
+    monkeypatch.setattr(numba_scan, "TASKS_PER_THREAD", 0)  # one task per group
+    one_task_per_group = run_numba(case, inputs, dtype)
+    monkeypatch.setattr(numba_scan, "TASKS_PER_THREAD", 64)  # every block a task of its own
+    task_per_block = run_numba(case, inputs, dtype)
+    assert parts == [2, 2, 4, 4]  # dB's and dC's partial sums: one part per group of 2 blocks, then one per block
+    float64 = dtype == torch.float64
+    assert_matches(case, task_per_block, one_task_per_group, 1e-12 if float64 else 1e-6)
+    assert_matches(case, task_per_block, run_float64_reference(case, inputs) if float64 else run_upstream(case, inputs),
+                   FLOAT64_TOLERANCE if float64 else FLOAT32_TOLERANCE)
 
 
 def test_no_gradient_needed_runs_no_autograd_node_keeps_no_checkpoints_and_gives_the_same_output(
