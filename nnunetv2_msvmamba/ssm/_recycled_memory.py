@@ -53,7 +53,8 @@ class RecycledMemory:
         # `_watched` and append, and `empty` files them under the lock
         self._returned: collections.deque[np.ndarray] = collections.deque()
         # id of the weak reference to each handed-out tensor's array -> (that reference, its buffer); weakref.finalize
-        # did the same at twice the cost, in every kernel call's serial time
+        # did the same at 1.6x the cost (2.2 us a tensor allocated and freed, against 1.4), in every kernel call's
+        # serial time
         self._watched: dict[int, tuple[weakref.ref, np.ndarray]] = {}
         self.free_bytes = 0
         self.used_bytes = 0

@@ -190,7 +190,7 @@ class ChannelBlocks:
     """How the kernels see `dim` channels in `groups` groups: each group's channels in blocks of LANES, side by side
     (channels last), the group's last block padded with zero channels where its channels are no multiple of LANES.
     Unpadded, a channels-last tensor is its blocks as it lies in memory. The kernels' inputs are arranged in numpy,
-    whose reshapes and transposes take a fraction of PyTorch's time per call (see `_layout`)."""
+    whose reshapes and transposes take a fraction of PyTorch's time per call (see the module's docstring)."""
     dim: int
     groups: int
 
@@ -254,7 +254,7 @@ class ChannelBlocks:
         """(array, first block) for z: in place where it can be (`blocked_in_place`), else a blocked copy (first
         block 0); an absent z is an empty array."""
         if x is None:
-            return np.empty((0, 0, 0, LANES), dtype=_NUMPY_DTYPES[dtype]), 0
+            return _no_array((0, 0, 0, LANES), dtype), 0
         return self.blocked_in_place(x, dtype) or (self.blocked(x, dtype), 0)
 
     def channels(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,7 +265,7 @@ class ChannelBlocks:
     def per_channel(self, x: Optional[torch.Tensor], dtype: torch.dtype) -> np.ndarray:
         """A (dim,) parameter as a (blocks, LANES) numpy array; an absent one as an empty array."""
         if x is None:
-            return np.empty((0, LANES), dtype=_NUMPY_DTYPES[dtype])
+            return _no_array((0, LANES), dtype)
         return self.pad(_array(x, dtype))
 
     def per_channel_and_state(self, x: torch.Tensor, dtype: torch.dtype, scale: float) -> np.ndarray:
@@ -282,6 +282,13 @@ class ChannelBlocks:
 
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+@functools.lru_cache(maxsize=None)
+def _no_array(shape: tuple, dtype: torch.dtype) -> np.ndarray:
+    """An empty numpy array of `shape` in `dtype`, for a kernel argument that is absent (one per shape and dtype,
+    shared: nothing is ever written to it)."""
+    return np.empty(shape, dtype=_NUMPY_DTYPES[dtype])
 
 
 def _channel_blocks(batch: int, blocks: int, groups: int, threads: int) -> np.ndarray:
@@ -316,8 +323,7 @@ class _KernelInputs:
         self.B, self.C = _array(B, dtype), _array(C, dtype)
         self.shared_first = (*layout.blocked_from(z, dtype), layout.per_channel_and_state(A, dtype, LOG2_E))
         self.shared_last = (layout.per_channel(D, dtype), layout.per_channel(delta_bias, dtype))
-        self.no_blocks, self.no_rows = (np.empty(shape, dtype=_NUMPY_DTYPES[dtype]) for shape in ((0, 0, 0, LANES),
-                                                                                                 (0, 0, 0)))
+        self.no_blocks, self.no_rows = _no_array((0, 0, 0, LANES), dtype), _no_array((0, 0, 0), dtype)
 
     def first(self, s: int) -> tuple:
         """The arguments both kernels take first, for direction s: u blocked (empty where the kernels read it
