@@ -366,16 +366,18 @@ def _channel_blocks_of(dim: int, groups: int) -> ChannelBlocks:
     return ChannelBlocks(dim, groups)
 
 
-def _sum_blocks(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _sum_blocks(partial: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     """The gradient of B or C from the kernels' partial sums (batch, parts, L or 1, n), one per task's run of
     channel blocks, where the kernel has added each group's parts into its first: that first part of each group
     (summed over the batch for a constant (dim, n) one), in `like`'s layout, a view of `partial` (as PyTorch's sum
-    would copy it: 0.1-0.3 ms per call at the README's shapes, on one thread)."""
+    would copy it: 0.1-0.3 ms per call at the README's shapes, on one thread), taken in numpy (the first thing
+    after the backward kernel: PyTorch's slicing and transposing took 70 us there, cold; see the module's
+    docstring)."""
     groups = _input_groups(like)
     firsts = partial[:, ::partial.shape[1] // groups]
     if like.dim() == 2:
-        return firsts.sum(dim=0)[:, 0]
-    return firsts.transpose(2, 3).reshape(like.shape)
+        return torch.from_numpy(firsts.sum(axis=0)[:, 0])
+    return torch.from_numpy(firsts.swapaxes(2, 3).reshape(like.shape))
 
 
 def _direction(x, s: int):
@@ -394,13 +396,14 @@ def _reads_channels_first(layout: ChannelBlocks, u: torch.Tensor, dtype: torch.d
 
 def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                  D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                 delta_softplus: bool, reverse: tuple, for_backward: bool) -> tuple:
+                 delta_softplus: bool, reverse: tuple, for_backward: bool, *, with_last_state: bool = False) -> tuple:
     """The forward kernels over the directions of stacked inputs (u, delta (directions, batch, dim, L); B, C
     (directions, batch, [groups,] n, L) or one constant (dim, n)): (out, last_state, checkpoints, gate_inputs) in the
     compute dtype, out (batch, dim, L) summed over the directions and channels last, last_state (directions, batch,
-    dim, n). With `for_backward`, checkpoints holds the states every CHUNK steps and gate_inputs (with z) the output
-    before the gate, y + D u, summed over the directions, both in the kernels' blocked layout; both are empty
-    otherwise. The backward takes the same inputs."""
+    dim, n) `with_last_state`, else None (taking it into PyTorch's layout is serial time after the kernels). With
+    `for_backward`, checkpoints holds the states every CHUNK steps and gate_inputs (with z) the output before the
+    gate, y + D u, summed over the directions, both in the kernels' blocked layout; both are empty otherwise. The
+    backward takes the same inputs."""
     _, batch, dim, length = u.shape
     dstate = A.shape[1]
     dtype = compute_dtype_for(u)
@@ -418,7 +421,7 @@ def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
         for s, backwards in enumerate(reverse):
             kernels.forward(*inputs.first(s), bool(delta_softplus), CHUNK, s > 0, backwards, out_array, last_state[s],
                             checkpoint_arrays[s], gate_array, inputs.u_first(s), kernels.exp2_constants)
-    return layout.channels(out), layout.states(last_state), checkpoints, gate_inputs
+    return layout.channels(out), layout.states(last_state) if with_last_state else None, checkpoints, gate_inputs
 
 
 def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -454,16 +457,16 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
         block_starts = _channel_blocks(batch, layout.blocks, layout.groups, threads)
         parts = len(block_starts) - 1
 
-        def partial(coefficient: torch.Tensor) -> torch.Tensor:  # the kernel zeroes it
+        def partial(coefficient: torch.Tensor) -> np.ndarray:  # the kernel zeroes it
             steps = 1 if coefficient.dim() == 2 else length
-            return empty_output((batch, parts, steps, dstate), dtype)
+            return empty_output((batch, parts, steps, dstate), dtype).numpy()
         for s, backwards in enumerate(reverse):
             B_s, C_s = _direction(B, s), _direction(C, s)
             dB_partial, dC_partial = partial(B_s), partial(C_s)
             kernels.backward(*inputs.first(s), bool(delta_softplus), CHUNK, s == 0, backwards, checkpoint_arrays[s],
                              gate_array, inputs.u_first(s), dout_blocked, block_starts, du_arrays[s],
-                             ddelta_arrays[s], dz_array, dz_first, dA_rows[s], dB_partial.numpy(),
-                             dC_partial.numpy(), dD_rows[s], dbias_rows[s], kernels.exp2_constants)
+                             ddelta_arrays[s], dz_array, dz_first, dA_rows[s], dB_partial, dC_partial, dD_rows[s],
+                             dbias_rows[s], kernels.exp2_constants)
             dB.append(_sum_blocks(dB_partial, B_s))
             dC.append(_sum_blocks(dC_partial, C_s))
     if dz_blocked is not None:
@@ -489,13 +492,16 @@ def _stacked_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: to
     return u, delta, B, C
 
 
-def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool, for_backward: bool) -> tuple:
-    """One scan's forward: (out in u's dtype, last_state, the tensors its backward takes: u as the backward takes
-    it, delta, A, B, C, D, z, delta_bias, checkpoints, gate inputs; the last two empty without `for_backward`)."""
+def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool, for_backward: bool,
+          with_last_state: bool) -> tuple:
+    """One scan's forward: (out in u's dtype, last_state (None without `with_last_state`), the tensors its backward
+    takes: u as the backward takes it, delta, A, B, C, D, z, delta_bias, checkpoints, gate inputs; the last two
+    empty without `for_backward`)."""
     u_stacked, delta, B, C = _stacked_inputs(u, delta, A, B, C)
     out, last_state, checkpoints, gate_inputs = scan_forward(u_stacked, delta, A, B, C, D, z, delta_bias,
-                                                             delta_softplus, (reverse,), for_backward)
-    return (_in_dtype(out, u.dtype), last_state[0],
+                                                             delta_softplus, (reverse,), for_backward,
+                                                             with_last_state=with_last_state)
+    return (_in_dtype(out, u.dtype), last_state[0] if with_last_state else None,
             (u_stacked, delta, A, B, C, D, z, delta_bias, checkpoints, gate_inputs))
 
 
@@ -507,14 +513,17 @@ class _SelectiveScanNumba(torch.autograd.Function):
     the compute dtype already. The inputs get the directions axis that `scan_forward` takes here, not outside: a view
     made outside would not reach autograd inside the custom op's backward."""
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool,
+                with_last_state: bool):
         ctx.input_dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
         needs_grad = any(ctx.needs_input_grad[:8])
-        out, last_state, for_backward = _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, needs_grad)
+        out, last_state, for_backward = _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, needs_grad,
+                                              with_last_state)
         ctx.delta_softplus, ctx.reverse = bool(delta_softplus), reverse
         if needs_grad:
             ctx.save_for_backward(*for_backward)
-        ctx.mark_non_differentiable(last_state)
+        if with_last_state:
+            ctx.mark_non_differentiable(last_state)
         return out, last_state
 
     @staticmethod
@@ -526,7 +535,7 @@ class _SelectiveScanNumba(torch.autograd.Function):
                  grads.dD if D is not None else None, grads.dz if z is not None else None,
                  grads.ddelta_bias if delta_bias is not None else None]
         grads = [_in_dtype(g, dtype) if g is not None else None for g, dtype in zip(grads, ctx.input_dtypes)]
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
 def check_cpu(x: torch.Tensor, what: str) -> None:
@@ -549,7 +558,7 @@ def selective_scan_numba(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     check_cpu(u, "selective scan")
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        out, last_state = _SelectiveScanNumba.apply(*inputs, delta_softplus, reverse)
+        out, last_state = _SelectiveScanNumba.apply(*inputs, delta_softplus, reverse, return_last_state)
     else:  # no gradient can flow (inference): no autograd node, whose set-up was part of the call's serial time
-        out, last_state, _ = _scan(*inputs, delta_softplus, reverse, False)
+        out, last_state, _ = _scan(*inputs, delta_softplus, reverse, False, return_last_state)
     return (out, last_state) if return_last_state else out

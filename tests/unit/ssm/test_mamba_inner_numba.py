@@ -136,9 +136,9 @@ def test_keeps_state_for_a_backward_only_where_one_can_run(monkeypatch: pytest.M
     run: the scan must not keep its checkpoints and gate inputs then, in the mixer's node or in the scan's own."""
     kept, scan_forward = [], numba_scan.scan_forward
 
-    def recording_scan_forward(*args):
+    def recording_scan_forward(*args, **kwargs):
         kept.append(args[-1])  # for_backward
-        return scan_forward(*args)
+        return scan_forward(*args, **kwargs)
     monkeypatch.setattr(mamba_inner_module, "scan_forward", recording_scan_forward)
     monkeypatch.setattr(numba_scan, "scan_forward", recording_scan_forward)
     inputs = [t if t is None else t.requires_grad_() for t in mixer_inputs(1, 5, 2, 2, 1, 4, True, torch.float32)]

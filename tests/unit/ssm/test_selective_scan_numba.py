@@ -113,6 +113,16 @@ def test_reverse_scan_is_the_scan_of_the_flipped_sequence_flipped_back(case: Sca
     assert_matches(case, reverse32, flipped32, 1e-6)
 
 
+SHARED_BY_THE_DIRECTIONS = ("A", "D", "z", "delta_bias")
+
+
+def stacked_directions(first: dict, second: dict) -> dict:
+    """Two directions' inputs as the kernels take them: u, delta, B and C stacked (directions first); A, D, z,
+    delta_bias and a constant (dim, n) B or C the first direction's, shared by both."""
+    return {name: value if name in SHARED_BY_THE_DIRECTIONS or value.dim() == 2
+            else torch.stack([value, second[name]]) for name, value in first.items()}
+
+
 def stacked_directions_through_the_kernels(case: ScanCase, stacked: dict) -> tuple:
     """`scan_forward` and `scan_backward` (what the mixer's node runs) on two stacked directions, forward and
     reversed, with the output gradient that `outputs_and_gradients` uses: (out, None, {name: gradient}) as it
@@ -129,15 +139,29 @@ def stacked_directions_through_the_kernels(case: ScanCase, stacked: dict) -> tup
     return out, None, {name: gradients[name] for name in INPUT_NAMES if stacked[name] is not None}
 
 
+def test_last_state_is_taken_into_pytorch_only_where_asked_for() -> None:
+    """`scan_forward` gives each direction's last state with `with_last_state` (the state after its last step: step 0
+    for the reversed one), and None without (the mixer's node never asks, and taking it into PyTorch's layout is
+    serial time after the kernels)."""
+    case = REVERSE_CASES[0]
+    stacked = stacked_directions(case.inputs(seed=0), case.inputs(seed=1))
+    inputs = [stacked[name] for name in INPUT_NAMES]
+    with_state = numba_scan.scan_forward(*inputs, True, (False, True), False, with_last_state=True)
+    without_state = numba_scan.scan_forward(*inputs, True, (False, True), False)
+    assert without_state[1] is None and torch.equal(without_state[0], with_state[0])
+    for s in range(2):  # each direction with its own u, delta, B, C and the shared A, D, z, delta_bias
+        own = [stacked[name] if name in SHARED_BY_THE_DIRECTIONS or stacked[name].dim() == 2 else stacked[name][s]
+               for name in INPUT_NAMES]
+        _, last_state = selective_scan_numba(*own, delta_softplus=True, return_last_state=True, reverse=s == 1)
+        assert torch.allclose(with_state[1][s], last_state, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("case", REVERSE_CASES[:2], ids=str)
 def test_directions_sum_the_scans_of_each_direction_with_their_gradients(case: ScanCase) -> None:
     """The kernels on stacked directions (a bidirectional mixer's two scans, the second one adding to the first's
     output in the kernels, and only the first writing dz) equal the sum of two separate scans, forward and
     reversed, on each direction's own u, delta, B, C, in float64."""
-    first, second = case.inputs(seed=0), case.inputs(seed=1)
-    # shared by the directions: A, D, z, delta_bias, and a constant (dim, n) B or C
-    stacked = {name: value if name in ("A", "D", "z", "delta_bias") or value.dim() == 2
-               else torch.stack([value, second[name]]) for name, value in first.items()}
+    stacked = stacked_directions(case.inputs(seed=0), case.inputs(seed=1))
 
     def two_scans(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
         def direction(s: int, x: torch.Tensor) -> torch.Tensor:
@@ -418,13 +442,16 @@ def test_gradients_of_B_and_C_are_views_of_each_groups_first_partial_sums() -> N
     has added the group's other parts where its blocks ran as several backward tasks."""
     like = torch.randn(3, 5, 4).transpose(1, 2)  # (batch, n, L) as the mixer passes B
     partial = torch.randn(3, 1, 5, 4)  # (batch, parts, L, n)
-    grad = numba_scan._sum_blocks(partial, like)
+    grad = numba_scan._sum_blocks(partial.numpy(), like)
     assert grad.data_ptr() == partial.data_ptr() and grad.stride() == like.stride()
     assert torch.equal(grad, partial[:, 0].transpose(1, 2))
     grouped_like, grouped_partial = torch.randn(3, 2, 4, 5), torch.randn(3, 2, 5, 4)  # groups = parts = 2
-    assert numba_scan._sum_blocks(grouped_partial, grouped_like).data_ptr() == grouped_partial.data_ptr()
+    assert numba_scan._sum_blocks(grouped_partial.numpy(), grouped_like).data_ptr() == grouped_partial.data_ptr()
     two_runs = torch.randn(3, 4, 5, 4)  # two groups, each in two runs of blocks: parts 0 and 2 hold the sums
-    assert torch.equal(numba_scan._sum_blocks(two_runs, grouped_like), two_runs[:, ::2].transpose(2, 3))
+    assert torch.equal(numba_scan._sum_blocks(two_runs.numpy(), grouped_like), two_runs[:, ::2].transpose(2, 3))
+    constant_like = torch.randn(2 * numba_scan.LANES, 5)  # (dim, n): every channel a group, summed over the batch
+    per_channel = torch.randn(3, 2 * numba_scan.LANES, 1, 5)
+    assert torch.allclose(numba_scan._sum_blocks(per_channel.numpy(), constant_like), per_channel.sum(0)[:, 0])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -465,7 +492,8 @@ def test_no_gradient_needed_runs_no_autograd_node_keeps_no_checkpoints_and_gives
     with_grad = scan(leaves)
     assert with_grad[0].requires_grad and not with_grad[1].requires_grad
     kept, scan_forward = [], numba_scan.scan_forward
-    monkeypatch.setattr(numba_scan, "scan_forward", lambda *args: kept.append(args[-1]) or scan_forward(*args))
+    monkeypatch.setattr(numba_scan, "scan_forward", lambda *args, **kwargs: kept.append(args[-1])
+                        or scan_forward(*args, **kwargs))
     monkeypatch.setattr(numba_scan._SelectiveScanNumba, "apply",
                         staticmethod(lambda *args: pytest.fail("an autograd node ran without a gradient to take")))
     with torch.no_grad():
