@@ -74,7 +74,7 @@ class RecycledMemory:
                 self._give_back_free_above(KEPT_PER_MOST_USED * self.most_used_bytes - self.used_bytes)
         if buffer is None:
             buffer = self._allocate(nbytes)
-        numpy_dtype = _numpy_dtype(dtype)
+        numpy_dtype = numpy_dtype_of(dtype)
         # the array the tensor keeps alive, and only it: typed and shaped by numpy where numpy has the dtype
         holder = buffer.view() if numpy_dtype is None else buffer.view(numpy_dtype).reshape(shape)
         reference = weakref.ref(holder, self._tensor_died)
@@ -129,7 +129,7 @@ class RecycledMemory:
 
 
 @functools.lru_cache(maxsize=None)
-def _numpy_dtype(dtype: torch.dtype) -> Optional[np.dtype]:
+def numpy_dtype_of(dtype: torch.dtype) -> Optional[np.dtype]:
     """numpy's dtype for a PyTorch dtype; None where numpy has none (bfloat16)."""
     try:
         return torch.empty(0, dtype=dtype).numpy().dtype

@@ -74,7 +74,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ._recycled_memory import empty_output
+from ._recycled_memory import empty_output, numpy_dtype_of
 from .selective_scan_torch import _groups, compute_dtype_for
 
 # Steps between checkpointed states: L / CHUNK states per channel are kept, CHUNK x n are recomputed per thread.
@@ -281,14 +281,11 @@ class ChannelBlocks:
         return torch.from_numpy(self.unpad(x.sum(axis=(0, 1))))
 
 
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-
-
 @functools.lru_cache(maxsize=None)
 def _no_array(shape: tuple, dtype: torch.dtype) -> np.ndarray:
     """An empty numpy array of `shape` in `dtype`, for a kernel argument that is absent (one per shape and dtype,
     shared: nothing is ever written to it)."""
-    return np.empty(shape, dtype=_NUMPY_DTYPES[dtype])
+    return np.empty(shape, dtype=numpy_dtype_of(dtype))
 
 
 def _channel_blocks(batch: int, blocks: int, groups: int, threads: int) -> np.ndarray:
@@ -410,7 +407,7 @@ def scan_forward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch
     layout = _layout(dim, B, C)
     inputs = _KernelInputs(layout, u, delta, A, B, C, D, z, delta_bias, dtype)
     out = empty_output((batch, length, layout.blocks, LANES), dtype)
-    last_state = np.empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=_NUMPY_DTYPES[dtype])
+    last_state = np.empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=numpy_dtype_of(dtype))
     chunks = math.ceil(length / CHUNK) if for_backward else 0
     checkpoints = empty_output((len(reverse), batch, chunks, layout.blocks, dstate, LANES), dtype)
     gate_inputs = empty_output(out.shape if for_backward and z is not None else (0, 0, 0, LANES), dtype)
@@ -446,7 +443,7 @@ def scan_backward(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torc
         if in_place is None:
             dz_blocked = empty_output((batch, length, layout.blocks, LANES), dtype)
         dz_array, dz_first = in_place or (dz_blocked.numpy(), 0)
-    numpy_dtype = _NUMPY_DTYPES[dtype]
+    numpy_dtype = numpy_dtype_of(dtype)
     dA_rows = np.empty((len(reverse), batch, layout.blocks, dstate, LANES), dtype=numpy_dtype)
     dD_rows, dbias_rows = (np.empty((len(reverse), batch, layout.blocks, LANES), dtype=numpy_dtype) for _ in range(2))
     dout_blocked, checkpoint_arrays, gate_array = layout.blocked(dout, dtype), checkpoints.numpy(), gate_inputs.numpy()
