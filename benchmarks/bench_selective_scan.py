@@ -8,7 +8,8 @@
                              The Numba worker also measures the arithmetic limit, one exp2 and two fused
                              multiply-adds per state update, with a tiny Numba kernel (same exp2) in the same
                              process, and itself, each on 1 thread and on all, sample by sample in alternation (best
-                             of at least 10 rounds): it prints updates per second against that limit (targets:
+                             of at least 10 rounds; its speedup over the pure-PyTorch scan comes from rounds of their
+                             own, the two alternated): it prints updates per second against that limit (targets:
                              forward within 2x of the limit on one thread, forward+backward within 2x of three
                              forwards at the limit) and the speedup from 1 thread to all (target >= 1.8x, on a
                              2-core machine; n/a with one thread).
@@ -369,15 +370,33 @@ def arithmetic_limit_runner() -> Callable[[int], float]:
     return run
 
 
-def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, int, int], rounds: int,
-                          baseline: Optional[Callable] = None) -> dict:
+def best_times(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    """Each run's best time over `rounds` rounds, one sample of each per round, in alternating order."""
+    best: dict[str, float] = {}
+    for round_index in range(rounds):
+        for name, run in (runs.items() if round_index % 2 == 0 else reversed(runs.items())):
+            start = time.perf_counter()
+            run()
+            best[name] = min(best.get(name, math.inf), time.perf_counter() - start)
+    return best
+
+
+def training_step(scan: Callable, shape: tuple[int, int, int]) -> Callable[[], None]:
+    """A forward and a backward to every input at `shape`, on inputs made once."""
+    import torch
+    inputs, output_grad = scan_inputs(*shape, requires_grad=True), output_gradient(shape)
+    return lambda: torch.autograd.grad(forward(scan, inputs), list(inputs.values()), output_grad)
+
+
+def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, int, int], rounds: int) -> dict:
     """The Numba scan's extra figures at `shape`: its forward (inference) and forward+backward times on 1 thread
     and on PyTorch's thread count, and the arithmetic limit's updates per second on both, best of `rounds` rounds;
-    with `baseline` (the pure-PyTorch scan), that scan's forward+backward on PyTorch's thread count too
-    ("torch_forward_backward"); and the limit's own speedup from 1 thread to all in those rounds ("limit_speedup"),
-    which says whether the machine gave the process's arithmetic both cores. Each round takes one sample of each on
-    both thread counts, in alternating order, so that a shared machine's drifting speed falls on both sides of every
-    ratio (timings taken minutes apart, or in separate processes, differed by up to 2x)."""
+    and the limit's own speedup from 1 thread to all in those rounds ("limit_speedup"), which says whether the
+    machine gave the process's arithmetic both cores. Each round takes one sample of each on both thread counts, in
+    alternating order, so that a shared machine's drifting speed falls on both sides of every ratio (timings taken
+    minutes apart, or in separate processes, differed by up to 2x). Nothing else runs in these rounds: with the
+    pure-PyTorch scan's forward+backward among them (hundreds of MiB of intermediate tensors at the larger shapes),
+    the Numba scan's samples after it were 5-8 % longer, on both thread counts (see `alternated_with_baseline`)."""
     import torch
     threads = torch.get_num_threads()
     counts = (1, threads) if threads > 1 else (1,)
@@ -390,24 +409,15 @@ def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, in
                 forward(scan, inference_inputs)
         runs["forward_inference"] = forward_inference
     if "training" in modes:
-        training_inputs = scan_inputs(*shape, requires_grad=True)
-        output_grad = output_gradient(shape)
-        runs["forward_backward"] = lambda: torch.autograd.grad(forward(scan, training_inputs),
-                                                               list(training_inputs.values()), output_grad)
-    all_thread_runs = dict(runs)
-    if baseline is not None and "training" in modes:
-        all_thread_runs["torch_forward_backward"] = lambda: torch.autograd.grad(
-            forward(baseline, training_inputs), list(training_inputs.values()), output_grad)
+        runs["forward_backward"] = training_step(scan, shape)
     limit = arithmetic_limit_runner()
     best: dict[int, dict[str, float]] = {count: {"limit": 0.0} for count in counts}
     try:
         for round_index in range(rounds):
             for count in counts if round_index % 2 == 0 else counts[::-1]:
                 torch.set_num_threads(count)
-                for name, run in (all_thread_runs if count == threads else runs).items():
-                    start = time.perf_counter()
-                    run()
-                    best[count][name] = min(best[count].get(name, math.inf), time.perf_counter() - start)
+                for name, time_taken in best_times(runs, 1).items():
+                    best[count][name] = min(best[count].get(name, math.inf), time_taken)
                 best[count]["limit"] = max(best[count]["limit"], limit(count))
     finally:
         torch.set_num_threads(threads)
@@ -415,6 +425,16 @@ def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, in
     return {"threads": threads, "limit_one": limits[1], "limit_all": limits[threads],
             "single_thread": {shape_name(shape): best[1]}, "all_threads": {shape_name(shape): best[threads]},
             "limit_speedup": {shape_name(shape): limits[threads] / limits[1]}}
+
+
+def alternated_with_baseline(scan: Callable, baseline: Callable, shape: tuple[int, int, int], rounds: int) -> dict:
+    """The Numba scan's and `baseline`'s (the pure-PyTorch scan's) forward+backward on PyTorch's thread count, best
+    of `rounds` rounds of one sample each, alternately in one process ("forward_backward_beside_torch",
+    "torch_forward_backward"), for the speedup target: times from separate processes put the machine's drift into
+    the ratio. In rounds of their own, apart from `paired_thread_figures`' against the limit."""
+    times = best_times({"forward_backward_beside_torch": training_step(scan, shape),
+                        "torch_forward_backward": training_step(baseline, shape)}, rounds)
+    return {"all_threads": {shape_name(shape): times}}
 
 
 def worker(implementation: str, modes: list[str], device: str, shapes: list[tuple[int, int, int]], repeats: int,
@@ -438,9 +458,12 @@ def worker(implementation: str, modes: list[str], device: str, shapes: list[tupl
     report = {"parity_error": parity_error(scan, device), "figures": figures, "runtime": runtime_description(device)}
     if implementation == "numba":
         report["scaling"] = {"first_call_s": first_call_s}
+        rounds = max(repeats, THREAD_ROUNDS)
         for shape in shapes:
-            merge_scaling(report["scaling"], paired_thread_figures(scan, modes, shape, max(repeats, THREAD_ROUNDS),
-                                                                   baseline=load_implementation("torch")))
+            merge_scaling(report["scaling"], paired_thread_figures(scan, modes, shape, rounds))
+            if "training" in modes:
+                merge_scaling(report["scaling"], alternated_with_baseline(scan, load_implementation("torch"), shape,
+                                                                          rounds))
     print(json.dumps(report))
 
 
@@ -526,10 +549,12 @@ def measure_all(args: argparse.Namespace, shapes, implementations) -> tuple[dict
 
 def merge_scaling(total: dict, report: Optional[dict]) -> None:
     """Adds one worker's (or shape's) scaling figures: the best limit measured (other processes only ever slow it
-    down), the paired 1-thread and all-thread times per shape and mode, the slowest first call."""
+    down), the paired 1-thread and all-thread times per shape and mode (and those alternated with the pure-PyTorch
+    scan's), the slowest first call."""
     if not report:
         return
-    total["threads"] = report["threads"]
+    if "threads" in report:
+        total["threads"] = report["threads"]
     for key in ("limit_one", "limit_all", "first_call_s"):
         if key in report:
             total[key] = max(total.get(key, 0.0), report[key])
@@ -617,7 +642,7 @@ def alternated_times(target: Target, shape: tuple[int, int, int],
     paired = measured["numba"].scaling.get("all_threads", {}).get(shape_name(shape), {})
     if "torch_forward_backward" not in paired:
         return None
-    return paired["forward_backward"], paired["torch_forward_backward"]
+    return paired["forward_backward_beside_torch"], paired["torch_forward_backward"]
 
 
 def report(shapes, measured: dict[str, Measured]) -> bool:
