@@ -396,7 +396,7 @@ def paired_thread_figures(scan: Callable, modes: list[str], shape: tuple[int, in
     alternating order, so that a shared machine's drifting speed falls on both sides of every ratio (timings taken
     minutes apart, or in separate processes, differed by up to 2x). Nothing else runs in these rounds: with the
     pure-PyTorch scan's forward+backward among them (hundreds of MiB of intermediate tensors at the larger shapes),
-    the Numba scan's samples after it were 5-8 % longer, on both thread counts (see `alternated_with_baseline`)."""
+    the Numba scan's samples after it were 5-13 % longer, on both thread counts (see `alternated_with_baseline`)."""
     import torch
     threads = torch.get_num_threads()
     counts = (1, threads) if threads > 1 else (1,)
