@@ -184,7 +184,7 @@ def recording_scan(name: str, calls: list) -> Callable:
 
 def test_the_rounds_against_the_limit_run_the_scan_alone(bench, monkeypatch) -> None:
     """The pure-PyTorch scan's forward+backward run among the rounds against the arithmetic limit made the Numba
-    scan's samples after it 5-8 % longer (hundreds of MiB of intermediate tensors): those rounds run the scan (and
+    scan's samples after it 5-13 % longer (hundreds of MiB of intermediate tensors): those rounds run the scan (and
     the limit) only, alternating the thread counts, and the comparison with the PyTorch scan takes rounds of its own,
     alternating the two scans."""
     import torch

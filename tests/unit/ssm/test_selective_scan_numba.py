@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -113,14 +114,22 @@ def test_reverse_scan_is_the_scan_of_the_flipped_sequence_flipped_back(case: Sca
     assert_matches(case, reverse32, flipped32, 1e-6)
 
 
-SHARED_BY_THE_DIRECTIONS = ("A", "D", "z", "delta_bias")
+def shared_by_the_directions(name: str, value: Optional[torch.Tensor]) -> bool:
+    """Whether stacked directions share an input rather than stack it: A, D, z, delta_bias and a constant (dim, n) B
+    or C."""
+    return name in ("A", "D", "z", "delta_bias") or value.dim() == 2
 
 
 def stacked_directions(first: dict, second: dict) -> dict:
-    """Two directions' inputs as the kernels take them: u, delta, B and C stacked (directions first); A, D, z,
-    delta_bias and a constant (dim, n) B or C the first direction's, shared by both."""
-    return {name: value if name in SHARED_BY_THE_DIRECTIONS or value.dim() == 2
-            else torch.stack([value, second[name]]) for name, value in first.items()}
+    """Two directions' inputs as the kernels take them: u, delta, B and C stacked (directions first); the shared ones
+    the first direction's."""
+    return {name: value if shared_by_the_directions(name, value) else torch.stack([value, second[name]])
+            for name, value in first.items()}
+
+
+def one_direction(stacked: dict, s: int) -> dict:
+    """Direction s's own inputs out of `stacked_directions`' (the shared ones as they are)."""
+    return {name: value if shared_by_the_directions(name, value) else value[s] for name, value in stacked.items()}
 
 
 def stacked_directions_through_the_kernels(case: ScanCase, stacked: dict) -> tuple:
@@ -149,10 +158,10 @@ def test_last_state_is_taken_into_pytorch_only_where_asked_for() -> None:
     with_state = numba_scan.scan_forward(*inputs, True, (False, True), False, with_last_state=True)
     without_state = numba_scan.scan_forward(*inputs, True, (False, True), False)
     assert without_state[1] is None and torch.equal(without_state[0], with_state[0])
-    for s in range(2):  # each direction with its own u, delta, B, C and the shared A, D, z, delta_bias
-        own = [stacked[name] if name in SHARED_BY_THE_DIRECTIONS or stacked[name].dim() == 2 else stacked[name][s]
-               for name in INPUT_NAMES]
-        _, last_state = selective_scan_numba(*own, delta_softplus=True, return_last_state=True, reverse=s == 1)
+    for s in range(2):
+        own = one_direction(stacked, s)
+        _, last_state = selective_scan_numba(*(own[name] for name in INPUT_NAMES), delta_softplus=True,
+                                             return_last_state=True, reverse=s == 1)
         assert torch.allclose(with_state[1][s], last_state, rtol=1e-12, atol=1e-12)
 
 
